@@ -1,0 +1,119 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::ProgressBar;
+use medfed_cdm::{import_csv_dir, ImportOptions, Progress};
+
+use super::progress::bytes_bar;
+
+/// Import an OMOP CDM CSV folder into a site store.
+///
+/// Accepts CDM 5.3 and 5.4, comma or tab delimited, .csv or .csv.gz, any case of file and column
+/// names, dates as YYYY-MM-DD or YYYYMMDD. Rows that fail validation (types, required values, dates,
+/// person references, duplicate keys, one death per person, overlapping observation periods) are
+/// written to SITE_DIR/quarantine/<table>.csv with file, line, field and reason. The store is written
+/// atomically: a failed import leaves any existing store untouched.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder of OMOP CDM CSV files (one file per table, e.g. person.csv, CONDITION_OCCURRENCE.csv.gz).
+    #[arg(long, value_name = "CSV_DIR")]
+    cdm: PathBuf,
+    /// Site store to create (replaced atomically if it exists).
+    #[arg(long, value_name = "SITE_DIR")]
+    out: PathBuf,
+    /// Site name recorded in site.toml [default: the output folder's name].
+    #[arg(long)]
+    site: Option<String>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Bar(ProgressBar);
+impl Progress for Bar {
+    fn file(&self, table: &str, _bytes: u64) {
+        self.0.set_message(table.to_string());
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let total: u64 = std::fs::read_dir(&a.cdm)
+        .with_context(|| format!("cannot read {}", a.cdm.display()))?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = Bar(bytes_bar(total, "importing"));
+    let report = import_csv_dir(
+        &a.cdm,
+        &a.out,
+        &ImportOptions {
+            site: a.site.clone(),
+        },
+        &bar,
+    )?;
+    bar.0.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "site store {} (source CDM {})",
+        a.out.display(),
+        report.source_cdm_version
+    );
+    println!(
+        "{:<24} {:>12} {:>12} {:>12}  file",
+        "table", "read", "loaded", "quarantined"
+    );
+    for t in &report.tables {
+        if t.file.is_none() {
+            continue;
+        }
+        println!(
+            "{:<24} {:>12} {:>12} {:>12}  {}",
+            t.table,
+            t.read,
+            t.loaded,
+            t.quarantined,
+            t.file.as_deref().unwrap_or("")
+        );
+        for (reason, n) in t.reasons.iter().take(5) {
+            println!("{:<24} {:>38}  quarantined: {reason}", "", n);
+        }
+        if t.shared_primary_keys > 0 {
+            println!(
+                "{:<24} {:>38}  loaded although their {} id was already used by a different row",
+                "", t.shared_primary_keys, t.table
+            );
+        }
+        if !t.ignored_columns.is_empty() {
+            println!(
+                "{:<24} ignored columns not in CDM 5.4: {}",
+                "",
+                t.ignored_columns.join(", ")
+            );
+        }
+    }
+    let absent: Vec<&str> = report
+        .tables
+        .iter()
+        .filter(|t| t.file.is_none())
+        .map(|t| t.table.as_str())
+        .collect();
+    println!("absent tables (stored empty): {}", absent.join(", "));
+    if !report.unrecognised_files.is_empty() {
+        println!(
+            "files that are not CDM tables (not imported): {}",
+            report.unrecognised_files.join(", ")
+        );
+    }
+    let q = report.total_quarantined();
+    if q > 0 {
+        println!("{q} rows quarantined: see {}/quarantine/", a.out.display());
+    }
+    Ok(())
+}

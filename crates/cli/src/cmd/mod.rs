@@ -1,0 +1,4 @@
+pub mod import;
+pub mod progress;
+pub mod sql;
+pub mod synth;

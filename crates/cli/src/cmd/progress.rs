@@ -1,0 +1,29 @@
+//! Progress bars on standard error; hidden when it is not a terminal (CI logs stay readable).
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub fn bytes_bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix:>12} [{bar:40}] {bytes}/{total_bytes} {msg} ({eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+pub fn count_bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix:>12} [{bar:40}] {human_pos}/{human_len} {msg} ({per_sec}, {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}

@@ -1,0 +1,43 @@
+//! `medfed`: the one binary. Thin: parses arguments, draws progress, and calls the library crates.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "medfed",
+    version,
+    about = "National medical statistics network: hospitals keep their records, the hub gets statistics only",
+    long_about = "medfed runs a federated network of hospital nodes holding OMOP CDM data. Each node answers \
+                  analysis requests with disclosure-checked statistics; the hub pools them.\n\n\
+                  Start with `medfed synth` to make a synthetic national population, `medfed import` to load \
+                  a hospital's OMOP CDM CSV export, and `medfed sql` to query a site locally."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import an OMOP CDM CSV export (5.3 or 5.4) into a site store, quarantining bad rows.
+    Import(cmd::import::Args),
+    /// Run read-only SQL against one site's CDM tables (the data steward's tool).
+    Sql(cmd::sql::Args),
+    /// Generate a synthetic national population: one site store per hospital plus ground truth.
+    Synth(cmd::synth::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Import(a) => cmd::import::run(a),
+        Command::Sql(a) => cmd::sql::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
