@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the national network on this machine on a synthetic population and write report.html.
+    Demo(cmd::demo::Args),
     /// Import an OMOP CDM CSV export (5.3 or 5.4) into a site store, quarantining bad rows.
     Import(cmd::import::Args),
     /// Run read-only SQL against one site's CDM tables (the data steward's tool).
@@ -32,6 +34,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Sql(a) => cmd::sql::run(a),
         Command::Synth(a) => cmd::synth::run(a),

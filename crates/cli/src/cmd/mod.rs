@@ -1,3 +1,4 @@
+pub mod demo;
 pub mod import;
 pub mod progress;
 pub mod sql;

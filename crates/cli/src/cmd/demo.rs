@@ -1,0 +1,309 @@
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use arrow::array::{Array, Int64Array};
+use medfed_engine::SiteEngine;
+use medfed_synth::{generate, GroundTruth, SynthConfig};
+
+use super::progress::count_bar;
+
+/// Run the national network on this machine and write a report.
+///
+/// Builds (or reuses) a synthetic population of six hospitals, runs the standard statistics at every
+/// hospital on its own store, pools the per-site counts, and writes a self-contained report.html with
+/// plots. At this stage the sites run in this process; the hub and node services join in a later
+/// release.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Persons in the national population (pilot scale: 10000000).
+    #[arg(long, default_value_t = 30_000)]
+    persons: u64,
+    /// Number of hospitals.
+    #[arg(long, default_value_t = 6)]
+    hospitals: usize,
+    /// Random seed of the population.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output folder for the population and the report.
+    #[arg(long, default_value = "demo-out")]
+    out: PathBuf,
+}
+
+struct Bar(indicatif::ProgressBar);
+impl medfed_synth::Progress for Bar {
+    fn persons(&self, done: u64, _: u64) {
+        self.0.set_position(done);
+    }
+    fn stage(&self, what: &str) {
+        self.0.set_message(what.to_string());
+    }
+}
+
+fn ints(engine: &SiteEngine, q: &str) -> anyhow::Result<Vec<Vec<i64>>> {
+    let mut rows = Vec::new();
+    for b in engine.sql_blocking(q)? {
+        for r in 0..b.num_rows() {
+            let mut row = Vec::new();
+            for c in 0..b.num_columns() {
+                let col = b
+                    .column(c)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .context("expected an integer column")?;
+                row.push(if col.is_null(r) { 0 } else { col.value(r) });
+            }
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+struct SiteStats {
+    name: String,
+    persons: i64,
+    /// [sex][band] counts, sex 0 male.
+    pyramid: [[i64; 18]; 2],
+    t2d: i64,
+    htn: i64,
+    adults: i64,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let pop = a.out.join("population");
+    let cfg = SynthConfig {
+        persons: a.persons,
+        hospitals: a.hospitals,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let truth_path = pop.join("ground_truth.json");
+    let reuse = std::fs::read_to_string(&truth_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|t| t["config"] == serde_json::to_value(&cfg).unwrap_or_default())
+        .unwrap_or(false);
+    if reuse {
+        println!("reusing the population in {}", pop.display());
+    } else {
+        println!(
+            "building a synthetic population of {} persons in {} hospitals …",
+            a.persons, a.hospitals
+        );
+        let bar = Bar(count_bar(a.persons, "persons"));
+        let _: GroundTruth = generate(&cfg, &pop, &bar)?;
+        bar.0.finish_and_clear();
+    }
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&truth_path)?)?;
+    let mut stats = Vec::new();
+    for s in truth["sites"]
+        .as_array()
+        .context("ground truth lists sites")?
+    {
+        let name = s["name"].as_str().unwrap_or("?").to_string();
+        let e = SiteEngine::open(pop.join(&name))?;
+        let persons = ints(&e, "SELECT COUNT(*) FROM person")?[0][0];
+        let mut pyramid = [[0i64; 18]; 2];
+        for r in ints(&e, "SELECT CASE WHEN gender_concept_id = 8507 THEN 0 ELSE 1 END, LEAST((2024 - year_of_birth) / 5, 17), COUNT(*) FROM person p JOIN observation_period o ON o.person_id = p.person_id WHERE o.observation_period_end_date >= DATE '2024-12-31' GROUP BY 1, 2")? {
+            pyramid[r[0] as usize][r[1] as usize] = r[2];
+        }
+        let with = |ancestor: i64| -> anyhow::Result<i64> {
+            Ok(ints(&e, &format!("SELECT COUNT(DISTINCT c.person_id) FROM condition_occurrence c JOIN concept_ancestor ca ON ca.descendant_concept_id = c.condition_concept_id JOIN person p ON p.person_id = c.person_id WHERE ca.ancestor_concept_id = {ancestor} AND 2024 - p.year_of_birth >= 30"))?[0][0])
+        };
+        let adults = ints(
+            &e,
+            "SELECT COUNT(*) FROM person WHERE 2024 - year_of_birth >= 30",
+        )?[0][0];
+        stats.push(SiteStats {
+            name,
+            persons,
+            pyramid,
+            t2d: with(201826)?,
+            htn: with(316866)?,
+            adults,
+        });
+    }
+    let report = a.out.join("report.html");
+    std::fs::write(&report, render(&stats, &truth))?;
+    let total: i64 = stats.iter().map(|s| s.persons).sum();
+    println!("{total} persons across {} hospitals", stats.len());
+    for s in &stats {
+        println!(
+            "  {:<12} {:>9} persons   T2D {:>5.1}%   hypertension {:>5.1}% (ages 30+)",
+            s.name,
+            s.persons,
+            100.0 * s.t2d as f64 / s.adults.max(1) as f64,
+            100.0 * s.htn as f64 / s.adults.max(1) as f64
+        );
+    }
+    println!("site stores:   {}", pop.display());
+    println!("ground truth:  {}", truth_path.display());
+    println!("report:        {}", report.display());
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Population pyramid as inline SVG: men to the left, women to the right.
+fn pyramid_svg(p: &[[i64; 18]; 2]) -> String {
+    let max = p.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let (w, row, mid) = (640.0, 18.0, 320.0);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img" aria-label="population pyramid">"#,
+        18.0 * row + 30.0
+    );
+    for (b, (&men, &women)) in p[0].iter().zip(&p[1]).enumerate() {
+        let y = (17 - b) as f64 * row + 20.0;
+        let lm = men as f64 / max * (mid - 50.0);
+        let lf = women as f64 / max * (mid - 50.0);
+        let label = if b == 17 {
+            "85+".to_string()
+        } else {
+            format!("{}-{}", b * 5, b * 5 + 4)
+        };
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="{y}" width="{lm:.1}" height="{}" fill="#4a78b5"><title>men {label}: {}</title></rect>"##,
+            mid - 25.0 - lm,
+            row - 2.0,
+            p[0][b]
+        );
+        let _ = write!(
+            s,
+            r##"<rect x="{}" y="{y}" width="{lf:.1}" height="{}" fill="#c0504d"><title>women {label}: {}</title></rect>"##,
+            mid + 25.0,
+            row - 2.0,
+            p[1][b]
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{mid}" y="{:.1}" font-size="10" text-anchor="middle">{label}</text>"#,
+            y + row - 6.0
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="10" y="12" font-size="12">men</text><text x="{}" y="12" font-size="12" text-anchor="end">women</text></svg>"#,
+        w - 10.0
+    );
+    s
+}
+
+/// Horizontal bars of a percentage per site, with an optional target line.
+fn bars_svg(items: &[(String, f64)], target: Option<f64>, color: &str) -> String {
+    let (w, row) = (520.0, 24.0);
+    let max = items
+        .iter()
+        .map(|x| x.1)
+        .fold(target.unwrap_or(0.0), f64::max)
+        .max(1e-9)
+        * 1.15;
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}">"#,
+        items.len() as f64 * row + 20.0
+    );
+    for (i, (name, v)) in items.iter().enumerate() {
+        let y = i as f64 * row + 4.0;
+        let bw = v / max * (w - 200.0);
+        let _ = write!(
+            s,
+            r#"<text x="0" y="{:.1}" font-size="12">{}</text><rect x="110" y="{y}" width="{bw:.1}" height="{}" fill="{color}"/><text x="{:.1}" y="{:.1}" font-size="11">{:.1}%</text>"#,
+            y + 14.0,
+            esc(name),
+            row - 6.0,
+            115.0 + bw,
+            y + 14.0,
+            100.0 * v
+        );
+    }
+    if let Some(t) = target {
+        let x = 110.0 + t / max * (w - 200.0);
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="0" y2="{}" stroke="#333" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" font-size="10">published {:.1}%</text>"##,
+            items.len() as f64 * row + 4.0,
+            x + 3.0,
+            items.len() as f64 * row + 16.0,
+            100.0 * t
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn render(stats: &[SiteStats], truth: &serde_json::Value) -> String {
+    let mut pooled = [[0i64; 18]; 2];
+    for s in stats {
+        for (pooled_sex, site_sex) in pooled.iter_mut().zip(&s.pyramid) {
+            for (p, v) in pooled_sex.iter_mut().zip(site_sex) {
+                *p += v;
+            }
+        }
+    }
+    let pct = |n: i64, d: i64| n as f64 / d.max(1) as f64;
+    let t2d: Vec<(String, f64)> = stats
+        .iter()
+        .map(|s| (s.name.clone(), pct(s.t2d, s.adults)))
+        .collect();
+    let htn: Vec<(String, f64)> = stats
+        .iter()
+        .map(|s| (s.name.clone(), pct(s.htn, s.adults)))
+        .collect();
+    let mut h = String::from(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>medfed demo report</title>
+<style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}h2{margin-top:2em}</style></head><body>"#,
+    );
+    let _ = write!(h, "<h1>medfed — national network demo</h1><p>{} hospitals, {} persons. Every number below was computed by each hospital on its own OMOP CDM store and pooled as counts; no row left a site.</p>",
+        stats.len(), stats.iter().map(|s| s.persons).sum::<i64>());
+    h.push_str("<h2>Hospitals</h2><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
+    for s in stats {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.name),
+            s.persons,
+            s.adults,
+            s.t2d,
+            s.htn
+        );
+    }
+    h.push_str("</table><h2>Population pyramid (pooled, in observation on 2024-12-31)</h2>");
+    h.push_str(&pyramid_svg(&pooled));
+    h.push_str(
+        "<h2>Type 2 diabetes, adults 30+ (any record, incl. descendants via concept_ancestor)</h2>",
+    );
+    h.push_str(&bars_svg(&t2d, Some(0.155), "#8064a2"));
+    h.push_str("<p>hospital_b codes diabetes with a descendant concept; the concept_ancestor roll-up makes it comparable.</p><h2>Hypertension, adults 30+</h2>");
+    h.push_str(&bars_svg(&htn, None, "#4bacc6"));
+    h.push_str("<h2>Planted truth (for checking analyses)</h2><table><tr><th>check</th><th>target</th><th>realised</th></tr>");
+    for c in truth["prevalence"].as_array().into_iter().flatten() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{:.1}%</td><td>{:.1}%</td></tr>",
+            esc(c["what"].as_str().unwrap_or("")),
+            100.0 * c["target"].as_f64().unwrap_or(0.0),
+            100.0 * c["realised"].as_f64().unwrap_or(0.0)
+        );
+    }
+    h.push_str("</table><h3>Planted outbreaks</h3><table><tr><th>district</th><th>group</th><th>syndrome</th><th>start</th><th>days</th><th>excess cases</th></tr>");
+    for o in truth["outbreaks"].as_array().into_iter().flatten() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(o["district_name"].as_str().unwrap_or("")),
+            esc(o["group_name"].as_str().unwrap_or("")),
+            esc(o["syndrome_name"].as_str().unwrap_or("")),
+            esc(o["start_date"].as_str().unwrap_or("")),
+            o["days"],
+            o["realised_excess_cases"]
+        );
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}

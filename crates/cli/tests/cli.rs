@@ -1,0 +1,99 @@
+//! The real `medfed` binary, end to end.
+
+use std::path::Path;
+use std::process::Command;
+
+fn medfed(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_medfed"))
+        .args(args)
+        .output()
+        .expect("run medfed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["demo", "import", "sql", "synth"] {
+        let (ok, out, _) = medfed(&[cmd, "--help"]);
+        assert!(ok && out.contains("Usage: medfed"), "{cmd} --help: {out}");
+    }
+}
+
+#[test]
+fn demo_builds_a_population_and_a_report_then_reuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let o = out.to_str().unwrap();
+    let (ok, stdout, stderr) =
+        medfed(&["demo", "--persons", "4000", "--hospitals", "3", "--out", o]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("building a synthetic population"));
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        report.contains("<svg")
+            && report.contains("hospital_c")
+            && report.contains("Planted outbreaks")
+    );
+    // Pooled person count in the report equals the sum of the site stores.
+    let total: u64 = ["hospital_a", "hospital_b", "hospital_c"]
+        .iter()
+        .map(|s| medfed_rows(&out.join("population").join(s)))
+        .sum();
+    assert_eq!(total, 4000);
+    assert!(report.contains("3 hospitals, 4000 persons"));
+    let (ok, stdout, _) = medfed(&["demo", "--persons", "4000", "--hospitals", "3", "--out", o]);
+    assert!(ok && stdout.contains("reusing the population"));
+}
+
+fn medfed_rows(site: &Path) -> u64 {
+    let (ok, out, err) = medfed(&[
+        "sql",
+        "--site",
+        site.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT COUNT(*) AS n FROM person",
+    ]);
+    assert!(ok, "{err}");
+    out.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn import_reports_counts_and_sql_answers_in_three_formats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
+    let site = tmp.path().join("gib");
+    let (ok, stdout, stderr) = medfed(&[
+        "import",
+        "--cdm",
+        data.to_str().unwrap(),
+        "--out",
+        site.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("observation_period") && stdout.contains("2649"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rows quarantined"));
+    let s = site.to_str().unwrap();
+    let q = "SELECT COUNT(DISTINCT person_id) AS n FROM condition_occurrence WHERE condition_concept_id = 192671";
+    let (_, table, _) = medfed(&["sql", "--site", s, q]);
+    assert!(table.contains("| 479 |"), "{table}");
+    let (_, csv, _) = medfed(&["sql", "--site", s, "--format", "csv", q]);
+    assert_eq!(csv.trim(), "n\n479");
+    let (_, json, _) = medfed(&["sql", "--site", s, "--format", "json", q]);
+    assert_eq!(json.trim(), r#"[{"n":479}]"#);
+    // A bad query is an error with a message, not a panic.
+    let (ok, _, err) = medfed(&["sql", "--site", s, "SELECT nope FROM person"]);
+    assert!(
+        !ok && err.contains("error:") && err.contains("nope"),
+        "{err}"
+    );
+    let (ok, _, err) = medfed(&["sql", "--site", tmp.path().to_str().unwrap(), "SELECT 1"]);
+    assert!(!ok && err.contains("is not a site store"), "{err}");
+}
