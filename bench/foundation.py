@@ -32,7 +32,7 @@ def total_rows(site_dirs):
     n = 0
     for d in site_dirs:
         text = (d / "site.toml").read_text()
-        for m in re.finditer(r'\["cdm/[a-z_]+\.parquet"\]\s*rows = (\d+)', text):
+        for m in re.finditer(r'\[files\."cdm/[a-z_]+\.parquet"\]\s*rows = (\d+)', text):
             n += int(m.group(1))
     return n
 
@@ -42,6 +42,7 @@ def main():
     ap.add_argument("--persons", type=int, default=1_000_000)
     ap.add_argument("--work", default="/tmp/medfed-bench")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--reuse", help="existing population folder: skip the synth and import benchmarks")
     a = ap.parse_args()
     import duckdb
 
@@ -50,8 +51,25 @@ def main():
     work.mkdir(parents=True)
     mf = medfed_bin()
     rows = []
-    # 1. synth
-    pop = work / "pop"
+    if a.reuse:
+        pop = Path(a.reuse)
+        sites = sorted(p for p in pop.iterdir() if p.is_dir())
+    else:
+        pop = work / "pop"
+        synth_and_import(a, mf, pop, work, rows, duckdb)
+        sites = sorted(p for p in pop.iterdir() if p.is_dir())
+    site = max(sites, key=lambda d: (d / "cdm/measurement.parquet").stat().st_size)
+    sql_vs_duckdb(a, mf, site, rows, duckdb)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    print(f"Machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE')*os.sysconf('SC_PHYS_PAGES')/2**30:.0f} GiB; "
+          f"DuckDB {duckdb.__version__}; {time.strftime('%Y-%m-%d')}\n")
+    print("| benchmark | input | time | throughput | peak memory | ratio vs peer |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+def synth_and_import(a, mf, pop, work, rows, duckdb):
     dt, rss, _ = timed([mf, "synth", "--persons", str(a.persons), "--out", str(pop), "--genotyped-share", "0.05"])
     sites = sorted(p for p in pop.iterdir() if p.is_dir())
     nrows = total_rows(sites)
@@ -71,7 +89,10 @@ def main():
     dt, rss, _ = timed([mf, "import", "--cdm", str(csv_dir), "--out", str(work / "imported")])
     rows.append(("import", f"{site.name} as OMOP CSV ({csv_rows:,} rows, {csv_bytes/2**20:,.0f} MiB)", f"{dt:.1f} s",
                  f"{csv_rows/dt:,.0f} rows/s", f"{rss:,.0f} MiB", "—"))
-    # 3. count distinct persons by concept: medfed sql (DataFusion) vs DuckDB on the same Parquet.
+
+
+def sql_vs_duckdb(a, mf, site, rows, duckdb):
+    """Count distinct persons by concept: medfed sql (DataFusion) vs DuckDB on the same Parquet."""
     q = "SELECT condition_concept_id, COUNT(DISTINCT person_id) AS persons FROM condition_occurrence GROUP BY 1 ORDER BY 1"
     ours, theirs = [], []
     out_ours = None
@@ -91,13 +112,6 @@ def main():
     rows.append(("sql: distinct persons by condition concept", f"{site.name} condition_occurrence, {nco:,} rows",
                  f"{mo*1000:,.0f} ms (whole CLI process)", f"DuckDB {md*1000:,.0f} ms in-process", f"{rss_o:,.0f} MiB",
                  f"{mo/md:.2f}x"))
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    print(f"Machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE')*os.sysconf('SC_PHYS_PAGES')/2**30:.0f} GiB; "
-          f"DuckDB {duckdb.__version__}; {time.strftime('%Y-%m-%d')}\n")
-    print("| benchmark | input | time | throughput | peak memory | ratio vs peer |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
 
 
 if __name__ == "__main__":

@@ -217,6 +217,7 @@ impl GroundTruth {
                 "missing_call_rate": crate::genotype::MISSING_RATE,
                 "hwe": "every variant is drawn in Hardy-Weinberg equilibrium at its population A1 frequency, independently per site",
                 "files": "<site>/genotypes/site.{bed,bim,fam}; FID = IID = person_id",
+                "a1_freq_by_variant": panel.maf.iter().map(|f| (f * 1e6).round() / 1e6).collect::<Vec<_>>(),
             }),
             causal_variants,
             coding_differences: vec![

@@ -162,6 +162,7 @@ fn plink_reads_the_genotypes(root: &Path, truth: &medfed_synth::GroundTruth) {
     let text = std::fs::read_to_string(out.with_extension("frq")).unwrap();
     let bed = medfed_genomics::Bed::open(&prefix).unwrap();
     let mut worst = 0.0f64;
+    let mut checked = 0;
     for (i, line) in text.lines().skip(1).enumerate() {
         let t: Vec<&str> = line.split_whitespace().collect();
         let (id, a1, maf, nchrobs): (&str, &str, f64, f64) =
