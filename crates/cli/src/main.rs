@@ -29,6 +29,12 @@ enum Command {
     Sql(cmd::sql::Args),
     /// Generate a synthetic national population: one site store per hospital plus ground truth.
     Synth(cmd::synth::Args),
+    /// The national hub: init, serve, register nodes, audit trail.
+    Hub(cmd::hub::Args),
+    /// A hospital node: init, run, approve tasks, print the audit log.
+    Node(cmd::node::Args),
+    /// Researcher commands: submit a study and get results, or run one in this process.
+    Study(cmd::study::Args),
 }
 
 fn main() {
@@ -38,6 +44,9 @@ fn main() {
         Command::Import(a) => cmd::import::run(a),
         Command::Sql(a) => cmd::sql::run(a),
         Command::Synth(a) => cmd::synth::run(a),
+        Command::Hub(a) => cmd::hub::run(a),
+        Command::Node(a) => cmd::node::run(a),
+        Command::Study(a) => cmd::study::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -10,10 +10,10 @@ use super::progress::count_bar;
 
 /// Run the national network on this machine and write a report.
 ///
-/// Builds (or reuses) a synthetic population of six hospitals, runs the standard statistics at every
-/// hospital on its own store, pools the per-site counts, and writes a self-contained report.html with
-/// plots. At this stage the sites run in this process; the hub and node services join in a later
-/// release.
+/// Builds (or reuses) a synthetic population of six hospitals, starts a hub and one node per hospital as
+/// real processes on loopback (HTTPS, signed tasks and results), submits the standard study, writes the
+/// pooled results into the hub's national statistics database and a self-contained report.html with
+/// plots, then stops everything it started.
 #[derive(clap::Args)]
 pub struct Args {
     /// Persons in the national population (pilot scale: 10000000).
@@ -25,10 +25,16 @@ pub struct Args {
     /// Random seed of the population.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Output folder for the population and the report.
+    /// Output folder for the population, the network and the report.
     #[arg(long, default_value = "demo-out")]
     out: PathBuf,
+    /// Keep the hub serving on this address after the study (for a browser); Ctrl-C stops it.
+    #[arg(long)]
+    serve: Option<String>,
 }
+
+/// The standard study the demo submits.
+pub const STUDY: &str = include_str!("../../../../examples/studies/national-demo.json");
 
 struct Bar(indicatif::ProgressBar);
 impl medfed_synth::Progress for Bar {
@@ -124,8 +130,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             adults,
         });
     }
+    let sites: Vec<PathBuf> = stats.iter().map(|s| pop.join(&s.name)).collect();
+    let net = network(&a, &sites)?;
     let report = a.out.join("report.html");
-    std::fs::write(&report, render(&stats, &truth))?;
+    std::fs::write(&report, render(&stats, &truth, &net))?;
     let total: i64 = stats.iter().map(|s| s.persons).sum();
     println!("{total} persons across {} hospitals", stats.len());
     for s in &stats {
@@ -139,9 +147,121 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("site stores:   {}", pop.display());
     println!("ground truth:  {}", truth_path.display());
+    println!(
+        "hub:           {} (state {})",
+        net.url,
+        net.hub_db.display()
+    );
+    println!(
+        "node folders:  {} (audit logs: medfed node audit --dir …)",
+        a.out.join("network/nodes").display()
+    );
+    println!("results:       {}", net.results_path.display());
     println!("report:        {}", report.display());
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(mut running) = net.running {
+        println!(
+            "hub serving the national statistics at {}/ — Ctrl-C to stop",
+            net.url
+        );
+        running.stop_nodes();
+        running.wait_hub()?;
+    }
     Ok(())
+}
+
+/// What the network part of the demo produced.
+struct NetworkRun {
+    url: String,
+    hub_db: PathBuf,
+    results: serde_json::Value,
+    results_path: PathBuf,
+    latency_s: f64,
+    /// Per analysis: the same query on every site's store, summed (the pooled-data answer).
+    direct: Vec<(String, u64)>,
+    running: Option<super::network::LocalNetwork>,
+}
+
+fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
+    let listen = a.serve.clone().unwrap_or_else(|| "127.0.0.1:0".to_string());
+    println!(
+        "starting a hub and {} hospital nodes on loopback …",
+        sites.len()
+    );
+    let net = super::network::LocalNetwork::start(&a.out.join("network"), sites, &listen)?;
+    let study_path = a.out.join("network/national-demo.json");
+    std::fs::write(&study_path, STUDY)?;
+    let client = super::study::Client::new(&super::study::HubArgs {
+        hub: None,
+        ca: None,
+        token: None,
+        hub_dir: Some(net.hub_dir.clone()),
+    })?;
+    let t0 = std::time::Instant::now();
+    let ack = client.submit(super::study::load_study(&study_path)?)?;
+    println!(
+        "study {} submitted: {} tasks to {} nodes",
+        ack.study_id,
+        ack.tasks,
+        ack.nodes.len()
+    );
+    let bar = count_bar(ack.tasks as u64, "tasks");
+    let results = client.wait(
+        &ack.study_id,
+        std::time::Duration::from_secs(3600),
+        |d, _| bar.set_position(d as u64),
+    )?;
+    bar.finish_and_clear();
+    let latency_s = t0.elapsed().as_secs_f64();
+    println!("pooled results in {latency_s:.2} s");
+    let results_path = super::study::write_results(&a.out.join("results"), &results)?;
+    // Cross-check: the same local-step query run directly on every store and summed.
+    let study = medfed_protocol::study::parse_study(STUDY)?;
+    let engines: Vec<SiteEngine> = sites
+        .iter()
+        .map(SiteEngine::open)
+        .collect::<Result<_, _>>()?;
+    let mut direct = Vec::new();
+    for an in &study.analyses {
+        let q = medfed_analysis::sql_for(an);
+        let mut n = 0u64;
+        for e in &engines {
+            n += ints(e, &q)?[0][0] as u64;
+        }
+        direct.push((an.id().to_string(), n));
+    }
+    for r in results["results"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<22} {:>8}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["value"].to_string(),
+            r["notes"]
+                .as_array()
+                .map(|n| n
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "))
+                .unwrap_or_default()
+        );
+    }
+    let hub_db = net.hub_dir.join("hub.sqlite");
+    let url = net.url.clone();
+    let running = if a.serve.is_some() {
+        Some(net)
+    } else {
+        drop(net);
+        None
+    };
+    Ok(NetworkRun {
+        url,
+        hub_db,
+        results,
+        results_path,
+        latency_s,
+        direct,
+        running,
+    })
 }
 
 fn esc(s: &str) -> String {
@@ -237,7 +357,7 @@ fn bars_svg(items: &[(String, f64)], target: Option<f64>, color: &str) -> String
     s
 }
 
-fn render(stats: &[SiteStats], truth: &serde_json::Value) -> String {
+fn render(stats: &[SiteStats], truth: &serde_json::Value, net: &NetworkRun) -> String {
     let mut pooled = [[0i64; 18]; 2];
     for s in stats {
         for (pooled_sex, site_sex) in pooled.iter_mut().zip(&s.pyramid) {
@@ -259,9 +379,10 @@ fn render(stats: &[SiteStats], truth: &serde_json::Value) -> String {
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>medfed demo report</title>
 <style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}h2{margin-top:2em}</style></head><body>"#,
     );
-    let _ = write!(h, "<h1>medfed — national network demo</h1><p>{} hospitals, {} persons. Every number below was computed by each hospital on its own OMOP CDM store and pooled as counts; no row left a site.</p>",
-        stats.len(), stats.iter().map(|s| s.persons).sum::<i64>());
-    h.push_str("<h2>Hospitals</h2><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
+    let _ = write!(h, "<h1>medfed — national network demo</h1><p>{} hospitals, {} persons. A hub and {} hospital nodes ran as separate processes on this machine; the hub sent signed tasks, each node ran them on its own OMOP CDM store, applied its disclosure policy and sent back signed statistics only.</p>",
+        stats.len(), stats.iter().map(|s| s.persons).sum::<i64>(), stats.len());
+    h.push_str(&network_section(net));
+    h.push_str("<h2>Hospitals (site-side summary)</h2><p>Computed by each site's data steward with <code>medfed sql</code> on the local store; in the network these become catalog analyses.</p><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
     for s in stats {
         let _ = write!(
             h,
@@ -305,5 +426,120 @@ fn render(stats: &[SiteStats], truth: &serde_json::Value) -> String {
         );
     }
     h.push_str("</table></body></html>\n");
+    h
+}
+
+/// Pooled results of the network study: a table with per-site status, and bars of the pooled counts
+/// stacked by site.
+fn network_section(net: &NetworkRun) -> String {
+    let mut h = String::new();
+    let _ = write!(h, "<h2>Network study: pooled results</h2><p>Submitted to the hub at {} and answered by every node in <b>{:.2} s</b> (submit to pooled result). Results are in the hub's national statistics database and in <code>results/results.json</code>. Each count was checked against the same query run on every store directly and summed.</p>",
+        esc(&net.url), net.latency_s);
+    h.push_str("<table><tr><th>analysis</th><th>pooled value</th><th>direct on pooled data</th><th>sites released</th><th>sites suppressed (&lt; min cell)</th><th>notes</th></tr>");
+    let results = net.results["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let palette = [
+        "#4a78b5", "#c0504d", "#9bbb59", "#8064a2", "#4bacc6", "#f79646", "#7f7f7f", "#2c4d75",
+    ];
+    let mut sites: Vec<String> = Vec::new();
+    for r in &results {
+        for s in r["sites"].as_array().into_iter().flatten() {
+            let n = s["site"].as_str().unwrap_or("").to_string();
+            if !sites.contains(&n) {
+                sites.push(n);
+            }
+        }
+    }
+    for r in &results {
+        let id = r["id"].as_str().unwrap_or("");
+        let direct = net.direct.iter().find(|d| d.0 == id).map(|d| d.1);
+        let by = |st: &str| {
+            r["sites"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|s| s["status"] == st)
+                        .map(|s| s["site"].as_str().unwrap_or("").to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let value = r["value"].as_u64();
+        let check = match (value, direct) {
+            (Some(v), Some(d)) if v == d => format!("{d} ✓"),
+            (_, Some(d)) => format!("{d} (differs by the suppressed cells)"),
+            _ => String::new(),
+        };
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td style='text-align:left'>{}</td></tr>",
+            esc(id), value.map(|v| v.to_string()).unwrap_or("—".into()), esc(&check), by("released").len(), esc(&by("suppressed").join(", ")),
+            esc(&r["notes"].as_array().map(|n| n.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default()));
+    }
+    h.push_str("</table>");
+    // Stacked bars: one row per analysis, segments by site (suppressed sites have no segment).
+    let max = results
+        .iter()
+        .filter_map(|r| r["value"].as_u64())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let (w, row, left) = (760.0, 26.0, 170.0);
+    let _ = write!(
+        h,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img" aria-label="pooled counts by site">"#,
+        results.len() as f64 * row + 40.0
+    );
+    for (i, r) in results.iter().enumerate() {
+        let y = i as f64 * row + 4.0;
+        let _ = write!(
+            h,
+            r#"<text x="0" y="{:.1}" font-size="12">{}</text>"#,
+            y + 15.0,
+            esc(r["id"].as_str().unwrap_or(""))
+        );
+        let mut x = left;
+        for s in r["sites"].as_array().into_iter().flatten() {
+            let Some(v) = s["value"].as_u64() else {
+                continue;
+            };
+            let k = sites
+                .iter()
+                .position(|n| n == s["site"].as_str().unwrap_or(""))
+                .unwrap_or(0);
+            let bw = v as f64 / max * (w - left - 80.0);
+            let _ = write!(
+                h,
+                r#"<rect x="{x:.1}" y="{y}" width="{bw:.1}" height="{}" fill="{}"><title>{}: {v}</title></rect>"#,
+                row - 6.0,
+                palette[k % palette.len()],
+                esc(s["site"].as_str().unwrap_or(""))
+            );
+            x += bw;
+        }
+        let _ = write!(
+            h,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+            x + 4.0,
+            y + 15.0,
+            r["value"]
+                .as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or("suppressed".into())
+        );
+    }
+    let ly = results.len() as f64 * row + 20.0;
+    for (k, n) in sites.iter().enumerate() {
+        let x = left + k as f64 * 95.0;
+        let _ = write!(
+            h,
+            r#"<rect x="{x}" y="{ly}" width="10" height="10" fill="{}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
+            palette[k % palette.len()],
+            x + 14.0,
+            ly + 9.0,
+            esc(n)
+        );
+    }
+    h.push_str("</svg>");
     h
 }

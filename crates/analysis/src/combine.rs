@@ -1,0 +1,123 @@
+//! Combine steps: released statistics of all sites → pooled result.
+
+use medfed_privacy::{Released, Suppression};
+use medfed_protocol::study::AnalysisSpec;
+use serde::{Deserialize, Serialize};
+
+/// What one site contributed to one analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiteContribution {
+    pub site: String,
+    #[serde(flatten)]
+    pub outcome: SiteOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SiteOutcome {
+    /// The value entered the pooled result.
+    Released {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<u64>,
+    },
+    /// The site released the statistic with its value withheld.
+    Suppressed { rule: Suppression },
+    /// The site would not run the analysis.
+    Refused { reason: String },
+}
+
+/// One analysis's pooled result, as it goes into `results.json` and the national statistics DB.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PooledResult {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The pooled answer; `null` when no site released one.
+    pub value: serde_json::Value,
+    pub sites: Vec<SiteContribution>,
+    pub notes: Vec<String>,
+}
+
+/// What the hub got from one site for one analysis.
+pub enum SiteInput<'a> {
+    Released(&'a Released),
+    Refused(&'a str),
+}
+
+/// Pool the sites' released statistics for `spec`.
+pub fn combine(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> PooledResult {
+    match spec {
+        AnalysisSpec::PersonCount(_) => combine_count(spec, inputs),
+    }
+}
+
+fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> PooledResult {
+    let mut total: u64 = 0;
+    let mut released = 0usize;
+    let mut sites = Vec::new();
+    let mut notes = Vec::new();
+    let mut suppressed_upper: u64 = 0;
+    for (site, input) in inputs {
+        let outcome = match input {
+            SiteInput::Released(r) => match (r.count(), r.suppression()) {
+                (Some(v), _) => {
+                    total += v;
+                    released += 1;
+                    SiteOutcome::Released { value: Some(v) }
+                }
+                (None, Some(rule)) => {
+                    let Suppression::MinCellCount { threshold } = rule;
+                    suppressed_upper += threshold.saturating_sub(1);
+                    SiteOutcome::Suppressed { rule: rule.clone() }
+                }
+                (None, None) => SiteOutcome::Refused {
+                    reason: "released statistic is not a count".into(),
+                },
+            },
+            SiteInput::Refused(reason) => SiteOutcome::Refused {
+                reason: reason.to_string(),
+            },
+        };
+        sites.push(SiteContribution {
+            site: site.clone(),
+            outcome,
+        });
+    }
+    let suppressed: Vec<&str> = sites
+        .iter()
+        .filter(|s| matches!(s.outcome, SiteOutcome::Suppressed { .. }))
+        .map(|s| s.site.as_str())
+        .collect();
+    if !suppressed.is_empty() && released == 0 {
+        notes.push(format!(
+            "every site withheld its small count ({}); the total is between 1 and {}",
+            suppressed.join(", "),
+            suppressed_upper
+        ));
+    } else if !suppressed.is_empty() {
+        notes.push(format!(
+            "small counts withheld at {}: the pooled value is a lower bound; the true total is at most {}",
+            suppressed.join(", "),
+            total + suppressed_upper
+        ));
+    }
+    let refused: Vec<&str> = sites
+        .iter()
+        .filter(|s| matches!(s.outcome, SiteOutcome::Refused { .. }))
+        .map(|s| s.site.as_str())
+        .collect();
+    if !refused.is_empty() {
+        notes.push(format!("not run at {}", refused.join(", ")));
+    }
+    PooledResult {
+        id: spec.id().to_string(),
+        kind: spec.type_name().to_string(),
+        value: if released > 0 {
+            serde_json::json!(total)
+        } else {
+            serde_json::Value::Null
+        },
+        sites,
+        notes,
+    }
+}

@@ -1,0 +1,116 @@
+//! Local steps: site rows → a statistic that has not yet been through disclosure control.
+
+use arrow::array::{Array, Int64Array};
+use medfed_engine::{EngineError, SiteEngine};
+use medfed_privacy::SiteStatistic;
+use medfed_protocol::study::{AnalysisSpec, Domain, PersonCount};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("analysis {id}: unexpected result shape: {message}")]
+    Shape { id: String, message: String },
+}
+
+/// Table, concept column and date column of a domain.
+fn domain_columns(d: Domain) -> (&'static str, &'static str, &'static str) {
+    match d {
+        Domain::Condition => (
+            "condition_occurrence",
+            "condition_concept_id",
+            "condition_start_date",
+        ),
+        Domain::Drug => (
+            "drug_exposure",
+            "drug_concept_id",
+            "drug_exposure_start_date",
+        ),
+        Domain::Measurement => ("measurement", "measurement_concept_id", "measurement_date"),
+        Domain::Observation => ("observation", "observation_concept_id", "observation_date"),
+        Domain::Procedure => (
+            "procedure_occurrence",
+            "procedure_concept_id",
+            "procedure_date",
+        ),
+    }
+}
+
+/// The SQL of an analysis's local step. Only validated integers are interpolated: concept ids and ages
+/// are range-checked numbers, table and column names come from the match above.
+pub fn sql_for(spec: &AnalysisSpec) -> String {
+    match spec {
+        AnalysisSpec::PersonCount(p) => person_count_sql(p),
+    }
+}
+
+fn person_count_sql(p: &PersonCount) -> String {
+    let (table, concept_col, date_col) = domain_columns(p.domain);
+    let ids = p
+        .concepts
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let concept_filter = if p.descendants {
+        format!(
+            "{concept_col} IN (SELECT descendant_concept_id FROM concept_ancestor \
+             WHERE ancestor_concept_id IN ({ids})) OR {concept_col} IN ({ids})"
+        )
+    } else {
+        format!("{concept_col} IN ({ids})")
+    };
+    let mut filters = Vec::new();
+    if let Some(a) = p.age {
+        // Circe's convention: age is the year of the event minus the year of birth.
+        filters.push(format!(
+            "(EXTRACT(YEAR FROM f.first_date) - p.year_of_birth) BETWEEN {} AND {}",
+            a.min, a.max
+        ));
+    }
+    if !p.sex.is_empty() {
+        let g = p
+            .sex
+            .iter()
+            .map(|s| s.concept_id().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        filters.push(format!("p.gender_concept_id IN ({g})"));
+    }
+    let wher = if filters.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", filters.join(" AND "))
+    };
+    format!(
+        "WITH f AS (SELECT person_id, MIN({date_col}) AS first_date FROM {table} \
+         WHERE {concept_filter} GROUP BY person_id) \
+         SELECT CAST(COUNT(*) AS BIGINT) AS n FROM f JOIN person p ON p.person_id = f.person_id {wher}"
+    )
+}
+
+/// Run the local step of `spec` on a site.
+pub async fn run_local(
+    engine: &SiteEngine,
+    spec: &AnalysisSpec,
+) -> Result<SiteStatistic, AnalysisError> {
+    let sql = sql_for(spec);
+    let batches = engine.sql(&sql).await?;
+    let shape = |message: &str| AnalysisError::Shape {
+        id: spec.id().to_string(),
+        message: message.to_string(),
+    };
+    let b = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| shape("no rows"))?;
+    let col = b
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| shape("count is not BIGINT"))?;
+    if col.is_null(0) || col.value(0) < 0 {
+        return Err(shape("count is null or negative"));
+    }
+    Ok(SiteStatistic::count(col.value(0) as u64))
+}

@@ -1,0 +1,302 @@
+//! `medfed node …`: the hospital data steward's commands.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use medfed_node::audit::{AuditLog, Event};
+use medfed_node::{HttpTransport, Node, NodeConfig, NodeDir};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Create a node folder: key pair, configuration, default disclosure policy. Prints the public key
+    /// to register at the hub.
+    Init(InitArgs),
+    /// Poll the hub and answer tasks until interrupted (outbound connections only).
+    Run(RunArgs),
+    /// List tasks waiting for approval, or approve / decline one.
+    Approve(ApproveArgs),
+    /// Print everything that ever left this hospital and verify the audit chain.
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+struct InitArgs {
+    /// Node folder to create.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Hub URL, e.g. https://hub.example.kr:8443.
+    #[arg(long)]
+    hub: String,
+    /// The site store this node answers from.
+    #[arg(long)]
+    site: PathBuf,
+    /// Node name as registered at the hub (default: the site store's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Certificate (PEM) to trust for the hub's TLS: the hub's own for a self-signed hub.
+    #[arg(long)]
+    hub_ca: PathBuf,
+    /// The hub's public signing key (hex). Without it the key is fetched from the hub over the
+    /// verified TLS connection; compare it with what the hub operator tells you.
+    #[arg(long)]
+    hub_key: Option<String>,
+    /// Policy file to start from (default: minimum cell count 10, person_count allowed).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    /// Handle what is waiting, then exit.
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(clap::Args)]
+struct ApproveArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    /// Task to approve (see the list without this flag).
+    #[arg(long)]
+    task: Option<String>,
+    /// Approve every waiting task.
+    #[arg(long, conflicts_with = "task")]
+    all: bool,
+    /// Decline instead of approve.
+    #[arg(long)]
+    deny: bool,
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print each entry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    match a.command {
+        Command::Init(a) => init(a),
+        Command::Run(a) => run_node(a),
+        Command::Approve(a) => approve(a),
+        Command::Audit(a) => audit(a),
+    }
+}
+
+/// Fetch the hub's public key over TLS that trusts only `ca_pem`.
+pub fn fetch_hub_key(hub: &str, ca_pem: &[u8]) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = medfed_node::transport::client(ca_pem, std::time::Duration::from_secs(15))
+            .map_err(anyhow::Error::msg)?;
+        let url = format!("{}/v1/hub", hub.trim_end_matches('/'));
+        let v: serde_json::Value = client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?
+            .error_for_status()?
+            .json()
+            .await?;
+        v["public_key"]
+            .as_str()
+            .map(str::to_string)
+            .context("the hub did not send its public key")
+    })
+}
+
+/// Create a node folder; returns the node's public key (hex).
+pub fn init_node(
+    dir: &std::path::Path,
+    hub: &str,
+    site: &std::path::Path,
+    name: Option<&str>,
+    hub_ca: &std::path::Path,
+    hub_key: Option<&str>,
+    policy: Option<&str>,
+) -> anyhow::Result<(String, String)> {
+    let store = medfed_cdm::SiteStore::open(site)?;
+    let name = name.map(str::to_string).unwrap_or(store.meta.site.clone());
+    medfed_protocol::study::check_id(&name, "node name")?;
+    let pem = std::fs::read(hub_ca).with_context(|| format!("cannot read {}", hub_ca.display()))?;
+    let hub_key = match hub_key {
+        Some(k) => k.to_string(),
+        None => fetch_hub_key(hub, &pem)?,
+    };
+    let site = std::fs::canonicalize(site)?;
+    let cfg = NodeConfig {
+        name: name.clone(),
+        hub_url: hub.to_string(),
+        hub_public_key: hub_key,
+        site,
+        poll_wait_s: 20,
+    };
+    let (_, pk) = NodeDir::init(dir, &cfg, Some(&pem), policy)?;
+    Ok((name, pk.to_hex()))
+}
+
+fn init(a: InitArgs) -> anyhow::Result<()> {
+    let policy = match &a.policy {
+        Some(p) => Some(
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let (name, pk) = init_node(
+        &a.dir,
+        &a.hub,
+        &a.site,
+        a.name.as_deref(),
+        &a.hub_ca,
+        a.hub_key.as_deref(),
+        policy.as_deref(),
+    )?;
+    println!("node {name:?} created in {}", a.dir.display());
+    println!("  public key: {pk}");
+    println!("  policy:     {}", a.dir.join("policy.toml").display());
+    println!("ask the hub operator to run:");
+    println!("  medfed hub add-node --dir HUB_DIR --name {name} --key {pk}");
+    println!("then: medfed node run --dir {}", a.dir.display());
+    Ok(())
+}
+
+fn run_node(a: RunArgs) -> anyhow::Result<()> {
+    let dir = NodeDir(a.dir.clone());
+    let cfg = dir.load_config()?;
+    let transport = HttpTransport::new(
+        &cfg.hub_url,
+        &dir.hub_ca(),
+        &cfg.name,
+        dir.load_key()?,
+        cfg.poll_wait_s,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut node = Node::open(dir, transport)?;
+        println!("[{}] polling {} (outbound only)", node.name(), cfg.hub_url);
+        if a.once {
+            let r = node.step(0).await?;
+            println!("[{}] {r:?}", node.name());
+            return Ok(());
+        }
+        node.run(super::shutdown_signal()).await?;
+        println!("[{}] stopped", node.name());
+        Ok(())
+    })
+}
+
+fn approve(a: ApproveArgs) -> anyhow::Result<()> {
+    let dir = NodeDir(a.dir.clone());
+    let tasks_dir = dir.state().join("tasks");
+    let mut waiting = Vec::new();
+    if tasks_dir.exists() {
+        for e in std::fs::read_dir(&tasks_dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let s: medfed_protocol::Signed = serde_json::from_slice(&std::fs::read(&p)?)?;
+                if let Some(t) = s.peek::<medfed_protocol::Task>() {
+                    waiting.push(t);
+                }
+            }
+        }
+    }
+    waiting.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    let chosen: Vec<&medfed_protocol::Task> = match (&a.task, a.all) {
+        (Some(id), _) => {
+            let t = waiting.iter().find(|t| &t.task_id == id);
+            match t {
+                Some(t) => vec![t],
+                None => bail!("no task {id} is waiting at this node"),
+            }
+        }
+        (None, true) => waiting.iter().collect(),
+        (None, false) => {
+            if waiting.is_empty() {
+                println!("no tasks are waiting");
+            }
+            for t in &waiting {
+                println!(
+                    "{}  study {}  {} {}\n    {}",
+                    t.task_id,
+                    t.study_id,
+                    t.analysis.type_name(),
+                    t.analysis.id(),
+                    serde_json::to_string(&t.analysis)?
+                );
+            }
+            return Ok(());
+        }
+    };
+    std::fs::create_dir_all(dir.approvals())?;
+    for t in chosen {
+        let name = if a.deny {
+            format!("{}.deny", t.task_id)
+        } else {
+            t.task_id.clone()
+        };
+        std::fs::write(
+            dir.approvals().join(name),
+            format!("{}\n", medfed_protocol::now()),
+        )?;
+        println!(
+            "{} {}",
+            if a.deny { "declined" } else { "approved" },
+            t.task_id
+        );
+    }
+    Ok(())
+}
+
+fn audit(a: AuditArgs) -> anyhow::Result<()> {
+    let dir = NodeDir(a.dir);
+    if !dir.audit().exists() {
+        println!(
+            "nothing has left this hospital yet ({} does not exist)",
+            dir.audit().display()
+        );
+        return Ok(());
+    }
+    let entries =
+        AuditLog::verify(&dir.audit()).map_err(|e| anyhow::anyhow!("AUDIT CHAIN BROKEN: {e}"))?;
+    let mut sent = 0;
+    for e in &entries {
+        if a.json {
+            println!("{}", serde_json::to_string(e)?);
+            continue;
+        }
+        let what = match e.event {
+            Event::Release => "RELEASED",
+            Event::Refusal => "REFUSAL ",
+            Event::Rejected => "rejected",
+        };
+        println!(
+            "#{:<5} {} {} task {} study {} analysis {}: {}",
+            e.seq, e.at, what, e.task_id, e.study_id, e.analysis_id, e.detail
+        );
+        if e.sent {
+            sent += 1;
+            println!("        sent: {}", e.payload);
+        }
+    }
+    println!(
+        "audit chain verified: {} entries, {} sent to the hub",
+        entries.len(),
+        sent
+    );
+    Ok(())
+}

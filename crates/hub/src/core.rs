@@ -1,0 +1,284 @@
+//! The hub's behaviour, independent of HTTP: submit a study, hand out tasks, apply results.
+//! The HTTP server ([`crate::server`]) and the in-process transport of `medfed study run` both call this.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use medfed_protocol::{request, PublicKey, SecretKey, Signed, Task, TaskResult};
+
+use crate::store::{Applied, AuditRow, NodeRow, Store, StoreError, StudyRow, TaskRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for HubError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => HubError::NotFound(m),
+            StoreError::Conflict(m) => HubError::Conflict(m),
+            StoreError::Invalid(m) => HubError::BadRequest(m),
+            StoreError::Db(d) => HubError::Internal(d.to_string()),
+        }
+    }
+}
+
+/// Acknowledgement of a submitted study.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Submitted {
+    pub study_id: String,
+    pub tasks: usize,
+    pub nodes: Vec<String>,
+}
+
+/// Status of one study: its row and every task with its outcome.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StudyStatus {
+    #[serde(flatten)]
+    pub study: StudyRow,
+    pub tasks: Vec<TaskRow>,
+}
+
+pub struct Hub {
+    name: String,
+    key: SecretKey,
+    store: Mutex<Store>,
+    wake: tokio::sync::Notify,
+    /// How long a delivered task stays leased to its node before it is delivered again.
+    pub lease_s: i64,
+}
+
+impl Hub {
+    pub fn new(name: &str, key: SecretKey, store: Store) -> Arc<Hub> {
+        Arc::new(Hub {
+            name: name.to_string(),
+            key,
+            store: Mutex::new(store),
+            wake: tokio::sync::Notify::new(),
+            lease_s: 60,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.store().backend()
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the database half-written (transactions), so
+        // the store stays usable.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add_node(&self, name: &str, key_hex: &str, replace: bool) -> Result<(), HubError> {
+        medfed_protocol::study::check_id(name, "node name")
+            .map_err(|e| HubError::BadRequest(e.to_string()))?;
+        PublicKey::from_hex(key_hex).map_err(|e| HubError::BadRequest(e.to_string()))?;
+        Ok(self.store().add_node(name, key_hex.trim(), replace)?)
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeRow>, HubError> {
+        Ok(self.store().nodes()?)
+    }
+
+    /// Check a node's request signature. Unregistered nodes and bad signatures are refused and written
+    /// to the audit trail.
+    #[allow(clippy::too_many_arguments)]
+    pub fn authenticate(
+        &self,
+        node: &str,
+        time: &str,
+        signature: &str,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<(), HubError> {
+        let now = medfed_protocol::now();
+        let mut store = self.store();
+        let shown: String = node.chars().take(64).collect();
+        let Some(key) = store.node_key(node)? else {
+            store.audit(
+                &shown,
+                "refused_unregistered",
+                &format!("{method} {path_and_query}"),
+            )?;
+            return Err(HubError::Unauthorized(format!(
+                "node {shown:?} is not registered at this hub"
+            )));
+        };
+        let key = PublicKey::from_hex(&key).map_err(|e| HubError::Internal(e.to_string()))?;
+        if let Err(e) = request::verify(
+            &key,
+            node,
+            time,
+            signature,
+            method,
+            path_and_query,
+            body,
+            now,
+        ) {
+            store.audit(
+                &shown,
+                "refused_signature",
+                &format!("{method} {path_and_query}: {e}"),
+            )?;
+            return Err(HubError::Unauthorized(format!("request not accepted: {e}")));
+        }
+        store.touch_node(node, now)?;
+        Ok(())
+    }
+
+    /// Validate a study and create one signed task per analysis per registered node.
+    pub fn submit(&self, text: &str) -> Result<Submitted, HubError> {
+        let study = medfed_protocol::study::parse_study(text)
+            .map_err(|e| HubError::BadRequest(format!("study refused: {e}")))?;
+        let nodes: Vec<String> = self.nodes()?.into_iter().map(|n| n.name).collect();
+        if nodes.is_empty() {
+            return Err(HubError::Conflict(
+                "no nodes are registered; add one with `medfed hub add-node`".into(),
+            ));
+        }
+        let study_id = format!("s{}", &medfed_protocol::random_id()[..12]);
+        let now = medfed_protocol::now();
+        let mut tasks = Vec::new();
+        for a in &study.analyses {
+            for node in &nodes {
+                let task = Task {
+                    task_id: format!("t{}", &medfed_protocol::random_id()[..16]),
+                    study_id: study_id.clone(),
+                    node: node.clone(),
+                    round: 1,
+                    analysis: a.clone(),
+                    issued_at: now,
+                    expires_at: now + study.task_ttl_s as i64,
+                    nonce: medfed_protocol::random_id(),
+                };
+                let signed = Signed::seal(&task, &self.key);
+                tasks.push(crate::store::NewTask {
+                    id: task.task_id,
+                    node: node.clone(),
+                    analysis_id: a.id().to_string(),
+                    round: 1,
+                    payload: signed.payload,
+                    signature: signed.signature,
+                });
+            }
+        }
+        self.store().insert_study(&study_id, &study, &tasks)?;
+        self.wake.notify_waiters();
+        Ok(Submitted {
+            study_id,
+            tasks: tasks.len(),
+            nodes,
+        })
+    }
+
+    /// Tasks for `node`, waiting up to `wait` for one to appear.
+    pub async fn poll(
+        self: &Arc<Self>,
+        node: &str,
+        wait: Duration,
+    ) -> Result<Vec<Signed>, HubError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let hub = self.clone();
+            let n = node.to_string();
+            let leased = tokio::task::spawn_blocking(move || {
+                hub.store()
+                    .lease_tasks(&n, medfed_protocol::now(), hub.lease_s)
+            })
+            .await
+            .map_err(|e| HubError::Internal(e.to_string()))??;
+            if !leased.is_empty() {
+                return Ok(leased
+                    .into_iter()
+                    .map(|(_, payload, signature)| Signed { payload, signature })
+                    .collect());
+            }
+            // Wake on a new study, or re-check once a second for expired leases.
+            let step = (deadline - tokio::time::Instant::now()).min(Duration::from_secs(1));
+            if step.is_zero() {
+                return Ok(Vec::new());
+            }
+            let _ = tokio::time::timeout(step, notified).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Verify a node's signed result and apply it exactly once.
+    pub fn post_result(&self, node: &str, signed: &Signed) -> Result<Applied, HubError> {
+        let mut store = self.store();
+        let key = store
+            .node_key(node)?
+            .ok_or_else(|| HubError::Unauthorized(format!("node {node:?} is not registered")))?;
+        let key = PublicKey::from_hex(&key).map_err(|e| HubError::Internal(e.to_string()))?;
+        let result: TaskResult = match signed.open(&key) {
+            Ok(r) => r,
+            Err(e) => {
+                store.audit(node, "refused_result", &e.to_string())?;
+                return Err(HubError::Unauthorized(format!("result refused: {e}")));
+            }
+        };
+        if result.node != node {
+            store.audit(node, "refused_result", "result names another node")?;
+            return Err(HubError::Unauthorized("result names another node".into()));
+        }
+        let applied = store.apply_result(&result, &signed.payload, &signed.signature)?;
+        drop(store);
+        failpoint_hub("hub:after_apply");
+        Ok(applied)
+    }
+
+    pub fn studies(&self) -> Result<Vec<StudyRow>, HubError> {
+        Ok(self.store().studies()?)
+    }
+
+    pub fn status(&self, id: &str) -> Result<StudyStatus, HubError> {
+        let (study, tasks) = self.store().study(id)?;
+        Ok(StudyStatus { study, tasks })
+    }
+
+    /// `results.json` of a study (pooled results once complete; empty list before).
+    pub fn results(&self, id: &str) -> Result<serde_json::Value, HubError> {
+        let mut s = self.store();
+        let (study, _) = s.study(id)?;
+        let results = s.results(id)?;
+        Ok(serde_json::json!({
+            "study": { "id": study.id, "name": study.name, "status": study.status },
+            "results": results,
+        }))
+    }
+
+    pub fn audit_trail(&self, limit: i64) -> Result<Vec<AuditRow>, HubError> {
+        Ok(self.store().audit_trail(limit)?)
+    }
+}
+
+fn failpoint_hub(name: &str) {
+    if std::env::var("MEDFED_FAILPOINT").is_ok_and(|v| v.split(',').any(|p| p == name)) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}

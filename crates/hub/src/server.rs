@@ -1,0 +1,285 @@
+//! The hub's HTTPS API, `/v1/…` (documented in `docs/openapi.yaml`).
+//!
+//! Nodes authenticate every request with their Ed25519 signature headers
+//! ([`medfed_protocol::request`]); researchers with the bearer token from `researcher.token`.
+//! The server speaks TLS only (rustls with the ring provider); there is no plain-HTTP listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use medfed_protocol::{request, Signed};
+use tokio::net::TcpListener;
+
+use crate::{Hub, HubError};
+
+#[derive(Clone)]
+struct AppState {
+    hub: Arc<Hub>,
+    token: Arc<String>,
+}
+
+impl IntoResponse for HubError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            HubError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HubError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HubError::NotFound(_) => StatusCode::NOT_FOUND,
+            HubError::Conflict(_) => StatusCode::CONFLICT,
+            HubError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// Largest request body: a study file (1 MiB) with room for JSON escaping.
+const MAX_BODY: usize = 2 << 20;
+
+pub fn router(hub: Arc<Hub>, researcher_token: String) -> Router {
+    let state = AppState {
+        hub,
+        token: Arc::new(researcher_token),
+    };
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/v1/hub", get(info))
+        .route("/v1/tasks", get(tasks))
+        .route("/v1/results", post(results_post))
+        .route("/v1/studies", post(submit).get(studies))
+        .route("/v1/studies/{id}", get(status))
+        .route("/v1/studies/{id}/results", get(study_results))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
+) -> Result<T, HubError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HubError::Internal(e.to_string()))?
+}
+
+async fn info(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "name": s.hub.name(),
+        "public_key": s.hub.public_key().to_hex(),
+        "api": medfed_protocol::API_VERSION,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &'static str) -> Result<&'a str, HubError> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| HubError::Unauthorized(format!("missing header {name}")))
+}
+
+/// Authenticate a node request; returns the node's name.
+async fn node_auth(
+    s: &AppState,
+    method: &Method,
+    uri: &Uri,
+    h: &HeaderMap,
+    body: &Bytes,
+) -> Result<String, HubError> {
+    let node = header(h, request::HEADER_NODE)?.to_string();
+    let time = header(h, request::HEADER_TIME)?.to_string();
+    let sig = header(h, request::HEADER_SIGNATURE)?.to_string();
+    let pq = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let (hub, m, b, n) = (
+        s.hub.clone(),
+        method.as_str().to_string(),
+        body.clone(),
+        node.clone(),
+    );
+    blocking(move || hub.authenticate(&n, &time, &sig, &m, &pq, &b)).await?;
+    Ok(node)
+}
+
+fn researcher(s: &AppState, h: &HeaderMap) -> Result<(), HubError> {
+    let given = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison.
+    let want = s.token.as_bytes();
+    let ok = given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::Unauthorized(
+            "researcher token missing or wrong".into(),
+        ))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn tasks(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    h: HeaderMap,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<Vec<Signed>>, HubError> {
+    let node = node_auth(&s, &method, &uri, &h, &Bytes::new()).await?;
+    let wait = Duration::from_secs(q.wait.min(60));
+    Ok(Json(s.hub.poll(&node, wait).await?))
+}
+
+async fn results_post(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, HubError> {
+    let node = node_auth(&s, &method, &uri, &h, &body).await?;
+    let signed: Signed = serde_json::from_slice(&body)
+        .map_err(|e| HubError::BadRequest(format!("not a signed result: {e}")))?;
+    let hub = s.hub.clone();
+    let applied = blocking(move || hub.post_result(&node, &signed)).await?;
+    Ok(Json(serde_json::json!({
+        "applied": applied.applied,
+        "study_complete": applied.study_complete,
+    })))
+}
+
+async fn submit(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<crate::Submitted>), HubError> {
+    researcher(&s, &h)?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| HubError::BadRequest("study refused: $: not UTF-8".into()))?;
+    let hub = s.hub.clone();
+    let ack = blocking(move || hub.submit(&text)).await?;
+    Ok((StatusCode::CREATED, Json(ack)))
+}
+
+async fn studies(
+    State(s): State<AppState>,
+    h: HeaderMap,
+) -> Result<Json<serde_json::Value>, HubError> {
+    researcher(&s, &h)?;
+    let hub = s.hub.clone();
+    let list = blocking(move || hub.studies()).await?;
+    Ok(Json(serde_json::json!({ "studies": list })))
+}
+
+async fn status(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::StudyStatus>, HubError> {
+    researcher(&s, &h)?;
+    let hub = s.hub.clone();
+    Ok(Json(blocking(move || hub.status(&id)).await?))
+}
+
+async fn study_results(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, HubError> {
+    researcher(&s, &h)?;
+    let hub = s.hub.clone();
+    Ok(Json(blocking(move || hub.results(&id)).await?))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A read-only page of the national statistics (pooled, disclosure-checked results only).
+async fn dashboard(State(s): State<AppState>) -> Result<Html<String>, HubError> {
+    let hub = s.hub.clone();
+    let body = blocking(move || {
+        let mut html = format!(
+            "<!doctype html><meta charset=utf-8><title>medfed hub {n}</title>\
+             <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}td,th{{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}}</style>\
+             <h1>medfed national statistics — hub {n}</h1><p>Nodes: {nodes}</p>",
+            n = esc(hub.name()),
+            nodes = hub.nodes()?.iter().map(|n| esc(&n.name)).collect::<Vec<_>>().join(", ")
+        );
+        for st in hub.studies()? {
+            html.push_str(&format!("<h2>{} <small>({}, {})</small></h2><table><tr><th>analysis</th><th>value</th><th>sites</th><th>notes</th></tr>",
+                esc(&st.name), esc(&st.id), esc(&st.status)));
+            if let Some(results) = hub.results(&st.id)?.get("results").and_then(|r| r.as_array()) {
+                for r in results {
+                    let sites = r["sites"].as_array().map(|a| a.iter().map(|x| format!("{}: {}", x["site"].as_str().unwrap_or(""), x["status"].as_str().unwrap_or(""))).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                    html.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(r["id"].as_str().unwrap_or("")), esc(&r["value"].to_string()), esc(&sites),
+                        esc(&r["notes"].as_array().map(|n| n.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default())));
+                }
+            }
+            html.push_str("</table>");
+        }
+        Ok(html)
+    })
+    .await?;
+    Ok(Html(body))
+}
+
+/// Serve the API over TLS on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            // A client that never finishes the handshake does not hold a task for ever.
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let svc = TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,211 @@
+//! The hub folder and `medfed hub init`.
+//!
+//! ```text
+//! D/hub.toml          name, listen address, database, TLS files, task lease
+//! D/hub.key           the hub's Ed25519 signing key for tasks (mode 0600)
+//! D/tls/cert.pem      TLS certificate (self-signed by `init`; replace with a real one and keep the name,
+//! D/tls/key.pem         or point hub.toml at other files)
+//! D/researcher.token  bearer token for the researcher API (mode 0600)
+//! D/hub.sqlite        state and national statistics (when no PostgreSQL URL is configured)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use medfed_protocol::SecretKey;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, Postgres, Sqlite};
+use crate::store::Store;
+use crate::{Hub, HubError};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    pub name: String,
+    /// Address to listen on.
+    pub listen: String,
+    /// `postgres://…` to keep state in PostgreSQL; absent for SQLite in the hub folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<String>,
+    /// PostgreSQL schema for the hub's tables.
+    #[serde(default = "default_schema")]
+    pub db_schema: String,
+    /// TLS certificate chain and key (PEM), relative to the hub folder.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Seconds a delivered task stays with its node before it is delivered again.
+    #[serde(default = "default_lease")]
+    pub lease_s: i64,
+}
+
+fn default_schema() -> String {
+    "medfed_hub".into()
+}
+fn default_lease() -> i64 {
+    60
+}
+
+#[derive(Clone, Debug)]
+pub struct HubDir(pub PathBuf);
+
+fn io(path: &Path, e: std::io::Error) -> HubError {
+    HubError::Internal(format!("{}: {e}", path.display()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| io(path, e))?;
+    f.write_all(bytes).map_err(|e| io(path, e))?;
+    f.sync_all().map_err(|e| io(path, e))
+}
+
+impl HubDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("hub.toml")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.0.join("hub.key")
+    }
+    pub fn token(&self) -> PathBuf {
+        self.0.join("researcher.token")
+    }
+    pub fn sqlite(&self) -> PathBuf {
+        self.0.join("hub.sqlite")
+    }
+    pub fn cert(&self, cfg: &HubConfig) -> PathBuf {
+        self.0.join(&cfg.tls_cert)
+    }
+
+    /// Make a new hub folder: signing key, self-signed certificate for `hosts` (plus localhost and the
+    /// loopback addresses), researcher token and configuration.
+    pub fn init(
+        dir: &Path,
+        name: &str,
+        listen: &str,
+        db: Option<&str>,
+        hosts: &[String],
+    ) -> Result<HubDir, HubError> {
+        let d = HubDir(dir.to_path_buf());
+        if d.config().exists() {
+            return Err(HubError::Conflict(format!(
+                "{} already holds a hub",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir.join("tls")).map_err(|e| io(dir, e))?;
+        let key = SecretKey::generate();
+        key.save(&d.key())
+            .map_err(|e| HubError::Internal(e.to_string()))?;
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        names.extend(hosts.iter().cloned());
+        let cert = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| HubError::Internal(format!("certificate: {e}")))?;
+        std::fs::write(dir.join("tls/cert.pem"), cert.cert.pem()).map_err(|e| io(dir, e))?;
+        write_private(
+            &dir.join("tls/key.pem"),
+            cert.signing_key.serialize_pem().as_bytes(),
+        )?;
+        write_private(&d.token(), medfed_protocol::random_id().as_bytes())?;
+        let cfg = HubConfig {
+            name: name.to_string(),
+            listen: listen.to_string(),
+            db: db.map(str::to_string),
+            db_schema: default_schema(),
+            tls_cert: "tls/cert.pem".into(),
+            tls_key: "tls/key.pem".into(),
+            lease_s: default_lease(),
+        };
+        let text = toml::to_string(&cfg).map_err(|e| HubError::Internal(e.to_string()))?;
+        std::fs::write(d.config(), text).map_err(|e| io(dir, e))?;
+        // Create the schema now, so that a bad database URL fails at init, not at first use.
+        d.open(None)?;
+        Ok(d)
+    }
+
+    pub fn load_config(&self) -> Result<HubConfig, HubError> {
+        let p = self.config();
+        let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
+        toml::from_str(&text).map_err(|e| HubError::BadRequest(format!("{}: {e}", p.display())))
+    }
+
+    pub fn token_value(&self) -> Result<String, HubError> {
+        let p = self.token();
+        Ok(std::fs::read_to_string(&p)
+            .map_err(|e| io(&p, e))?
+            .trim()
+            .to_string())
+    }
+
+    /// Open the hub's state; `db` overrides the configured database.
+    pub fn open(&self, db: Option<&str>) -> Result<Arc<Hub>, HubError> {
+        let cfg = self.load_config()?;
+        let key = SecretKey::load(&self.key()).map_err(|e| HubError::Internal(e.to_string()))?;
+        let url = db.map(str::to_string).or(cfg.db.clone());
+        let backend: Box<dyn Db> = match url.as_deref() {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Box::new(
+                Postgres::connect(u, &cfg.db_schema)
+                    .map_err(|e| HubError::Internal(e.to_string()))?,
+            ),
+            Some(u) if u.starts_with("sqlite:") => Box::new(
+                Sqlite::open(u.trim_start_matches("sqlite:"))
+                    .map_err(|e| HubError::Internal(e.to_string()))?,
+            ),
+            Some(u) => {
+                return Err(HubError::BadRequest(format!(
+                    "database URL {u:?}: use postgres://… or sqlite:PATH"
+                )))
+            }
+            None => Box::new(
+                Sqlite::open(&self.sqlite().to_string_lossy())
+                    .map_err(|e| HubError::Internal(e.to_string()))?,
+            ),
+        };
+        let store = Store::new(backend)?;
+        let hub = Hub::new(&cfg.name, key, store);
+        Ok(with_lease(hub, cfg.lease_s))
+    }
+
+    /// rustls server configuration from the configured certificate and key.
+    pub fn tls(&self) -> Result<Arc<rustls::ServerConfig>, HubError> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let cfg = self.load_config()?;
+        let cert_path = self.0.join(&cfg.tls_cert);
+        let key_path = self.0.join(&cfg.tls_key);
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| HubError::BadRequest(format!("{}: {e}", cert_path.display())))?;
+        let key = PrivateKeyDer::from_pem_file(&key_path)
+            .map_err(|e| HubError::BadRequest(format!("{}: {e}", key_path.display())))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut sc = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| HubError::Internal(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| HubError::BadRequest(format!("TLS certificate and key: {e}")))?;
+        sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(sc))
+    }
+}
+
+fn with_lease(hub: Arc<Hub>, lease_s: i64) -> Arc<Hub> {
+    match Arc::try_unwrap(hub) {
+        Ok(mut h) => {
+            h.lease_s = lease_s.max(1);
+            Arc::new(h)
+        }
+        Err(h) => h,
+    }
+}

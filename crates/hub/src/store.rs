@@ -1,0 +1,537 @@
+//! The hub's state and the national statistics database, on either backend.
+//!
+//! Exactly-once: a result is applied in one transaction that inserts it (keyed by task id), closes the
+//! task, and, when it was the study's last open task, runs the combine steps and writes the pooled
+//! results into `national_statistics`. A second post of the same result finds the row and changes
+//! nothing. A kill before the commit leaves no trace; the node posts again.
+
+use medfed_analysis::{combine, PooledResult, SiteInput};
+use medfed_protocol::{Outcome, Study, TaskResult};
+
+use crate::db::{Db, DbError, Val};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, public_key TEXT NOT NULL,
+    added_at BIGINT NOT NULL, last_seen BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL,
+    submitted_at BIGINT NOT NULL, status TEXT NOT NULL, completed_at BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, study_id TEXT NOT NULL REFERENCES studies(id),
+    node TEXT NOT NULL, analysis_id TEXT NOT NULL, round BIGINT NOT NULL, payload TEXT NOT NULL,
+    signature TEXT NOT NULL, status TEXT NOT NULL, leased_until BIGINT NOT NULL,
+    created_at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_by_node ON tasks (node, status);
+CREATE INDEX IF NOT EXISTS tasks_by_study ON tasks (study_id, status);
+CREATE TABLE IF NOT EXISTS results (task_id TEXT PRIMARY KEY REFERENCES tasks(id),
+    study_id TEXT NOT NULL, node TEXT NOT NULL, analysis_id TEXT NOT NULL, payload TEXT NOT NULL,
+    signature TEXT NOT NULL, outcome TEXT NOT NULL, received_at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS national_statistics (study_id TEXT NOT NULL, analysis_id TEXT NOT NULL,
+    type TEXT NOT NULL, value TEXT, result TEXT NOT NULL, computed_at BIGINT NOT NULL,
+    PRIMARY KEY (study_id, analysis_id));
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Store {
+    db: Box<dyn Db>,
+}
+
+/// A task as the hub stores it: the signed payload plus bookkeeping.
+pub struct NewTask {
+    pub id: String,
+    pub node: String,
+    pub analysis_id: String,
+    pub round: i64,
+    pub payload: String,
+    pub signature: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeRow {
+    pub name: String,
+    pub public_key: String,
+    pub added_at: i64,
+    pub last_seen: i64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StudyRow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub submitted_at: i64,
+    pub completed_at: i64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TaskRow {
+    pub id: String,
+    pub node: String,
+    pub analysis_id: String,
+    pub status: String,
+    /// `released`, `suppressed` or `refused` once answered.
+    pub outcome: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// What applying a result did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    pub applied: bool,
+    pub study_complete: bool,
+}
+
+impl Store {
+    pub fn new(mut db: Box<dyn Db>) -> Result<Store, StoreError> {
+        let serial = db.serial();
+        db.batch(SCHEMA)?;
+        db.batch(&format!(
+            "CREATE TABLE IF NOT EXISTS audit (seq {serial}, at BIGINT NOT NULL, actor TEXT NOT NULL, \
+             action TEXT NOT NULL, detail TEXT NOT NULL)"
+        ))?;
+        Ok(Store { db })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.db.backend()
+    }
+
+    /// Run `f` in a transaction; roll back on error.
+    fn tx<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.db.begin()?;
+        match f(self.db.as_mut()) {
+            Ok(v) => {
+                self.db.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.db.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn audit(&mut self, actor: &str, action: &str, detail: &str) -> Result<(), StoreError> {
+        audit(self.db.as_mut(), actor, action, detail)
+    }
+
+    pub fn audit_trail(&mut self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = self.db.query(
+            "SELECT seq, at, actor, action, detail FROM audit ORDER BY seq DESC LIMIT $1",
+            &[Val::I(limit)],
+        )?;
+        Ok(rows
+            .into_iter()
+            .rev()
+            .map(|r| {
+                let mut it = r.into_iter();
+                AuditRow {
+                    seq: it.next().and_then(|v| v.int()).unwrap_or(0),
+                    at: it.next().and_then(|v| v.int()).unwrap_or(0),
+                    actor: it.next().map(Val::into_text).unwrap_or_default(),
+                    action: it.next().map(Val::into_text).unwrap_or_default(),
+                    detail: it.next().map(Val::into_text).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    pub fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        let r = self
+            .db
+            .query("SELECT value FROM meta WHERE key = $1", &[key.into()])?;
+        Ok(r.into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(Val::into_text))
+    }
+
+    pub fn add_node(
+        &mut self,
+        name: &str,
+        public_key: &str,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        let now = medfed_protocol::now();
+        self.tx(|db| {
+            let existing = db.query(
+                "SELECT public_key FROM nodes WHERE name = $1",
+                &[name.into()],
+            )?;
+            if !existing.is_empty() {
+                if !replace {
+                    return Err(StoreError::Conflict(format!(
+                        "node {name:?} is already registered; pass --replace to change its key"
+                    )));
+                }
+                db.execute(
+                    "UPDATE nodes SET public_key = $1 WHERE name = $2",
+                    &[public_key.into(), name.into()],
+                )?;
+                audit(
+                    db,
+                    "operator",
+                    "node_key_replaced",
+                    &format!("{name} {public_key}"),
+                )?;
+            } else {
+                db.execute(
+                    "INSERT INTO nodes (name, public_key, added_at) VALUES ($1, $2, $3)",
+                    &[name.into(), public_key.into(), now.into()],
+                )?;
+                audit(
+                    db,
+                    "operator",
+                    "node_added",
+                    &format!("{name} {public_key}"),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn node_key(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        let r = self.db.query(
+            "SELECT public_key FROM nodes WHERE name = $1",
+            &[name.into()],
+        )?;
+        Ok(r.into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(Val::into_text))
+    }
+
+    pub fn touch_node(&mut self, name: &str, now: i64) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE nodes SET last_seen = $1 WHERE name = $2",
+            &[now.into(), name.into()],
+        )?;
+        Ok(())
+    }
+
+    pub fn nodes(&mut self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = self.db.query(
+            "SELECT name, public_key, added_at, last_seen FROM nodes ORDER BY name",
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NodeRow {
+                name: r[0].clone().into_text(),
+                public_key: r[1].clone().into_text(),
+                added_at: r[2].int().unwrap_or(0),
+                last_seen: r[3].int().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    pub fn insert_study(
+        &mut self,
+        id: &str,
+        study: &Study,
+        tasks: &[NewTask],
+    ) -> Result<(), StoreError> {
+        let now = medfed_protocol::now();
+        let spec = serde_json::to_string(study).expect("studies serialise");
+        self.tx(|db| {
+            db.execute(
+                "INSERT INTO studies (id, name, spec, submitted_at, status) VALUES ($1, $2, $3, $4, 'running')",
+                &[id.into(), study.name.as_str().into(), spec.into(), now.into()],
+            )?;
+            for t in tasks {
+                db.execute(
+                    "INSERT INTO tasks (id, study_id, node, analysis_id, round, payload, signature, status, leased_until, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', 0, $8)",
+                    &[
+                        t.id.as_str().into(),
+                        id.into(),
+                        t.node.as_str().into(),
+                        t.analysis_id.as_str().into(),
+                        t.round.into(),
+                        t.payload.as_str().into(),
+                        t.signature.as_str().into(),
+                        now.into(),
+                    ],
+                )?;
+            }
+            audit(
+                db,
+                "researcher",
+                "study_submitted",
+                &format!("{id} {:?}: {} analyses, {} tasks", study.name, study.analyses.len(), tasks.len()),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Open tasks for `node` that are not leased to it right now; leases them for `lease_s` seconds.
+    pub fn lease_tasks(
+        &mut self,
+        node: &str,
+        now: i64,
+        lease_s: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.tx(|db| {
+            let rows = db.query(
+                "SELECT id, payload, signature FROM tasks WHERE node = $1 AND status = 'open' AND leased_until <= $2 \
+                 ORDER BY created_at, id LIMIT 100",
+                &[node.into(), now.into()],
+            )?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let mut it = r.into_iter().map(Val::into_text);
+                let (id, payload, sig) = (
+                    it.next().unwrap_or_default(),
+                    it.next().unwrap_or_default(),
+                    it.next().unwrap_or_default(),
+                );
+                db.execute(
+                    "UPDATE tasks SET leased_until = $1 WHERE id = $2",
+                    &[(now + lease_s).into(), id.as_str().into()],
+                )?;
+                out.push((id, payload, sig));
+            }
+            if !out.is_empty() {
+                let ids: Vec<&str> = out.iter().map(|t| t.0.as_str()).collect();
+                audit(db, node, "tasks_delivered", &ids.join(" "))?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Apply a verified result exactly once; complete the study when it was the last open task.
+    pub fn apply_result(
+        &mut self,
+        result: &TaskResult,
+        payload: &str,
+        signature: &str,
+    ) -> Result<Applied, StoreError> {
+        let now = medfed_protocol::now();
+        let outcome = match &result.outcome {
+            Outcome::Released { statistic } if statistic.is_suppressed() => "suppressed",
+            Outcome::Released { .. } => "released",
+            Outcome::Refused { .. } => "refused",
+        };
+        self.tx(|db| {
+            let t = db.query(
+                "SELECT node, study_id, analysis_id, status FROM tasks WHERE id = $1",
+                &[result.task_id.as_str().into()],
+            )?;
+            let Some(t) = t.into_iter().next() else {
+                return Err(StoreError::NotFound(format!("no task {}", result.task_id)));
+            };
+            let (node, study, analysis) = (t[0].clone().into_text(), t[1].clone().into_text(), t[2].clone().into_text());
+            if node != result.node || study != result.study_id || analysis != result.analysis_id {
+                return Err(StoreError::Invalid(format!(
+                    "result for task {} does not match the task (node, study or analysis differ)",
+                    result.task_id
+                )));
+            }
+            let existing = db.query(
+                "SELECT 1 FROM results WHERE task_id = $1",
+                &[result.task_id.as_str().into()],
+            )?;
+            if !existing.is_empty() {
+                audit(db, &node, "result_duplicate", &result.task_id)?;
+                return Ok(Applied { applied: false, study_complete: false });
+            }
+            db.execute(
+                "INSERT INTO results (task_id, study_id, node, analysis_id, payload, signature, outcome, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    result.task_id.as_str().into(),
+                    study.as_str().into(),
+                    node.as_str().into(),
+                    analysis.as_str().into(),
+                    payload.into(),
+                    signature.into(),
+                    outcome.into(),
+                    now.into(),
+                ],
+            )?;
+            db.execute(
+                "UPDATE tasks SET status = 'done' WHERE id = $1",
+                &[result.task_id.as_str().into()],
+            )?;
+            audit(db, &node, "result_applied", &format!("{} {} {outcome}", result.task_id, analysis))?;
+            let open = db.query(
+                "SELECT COUNT(*) FROM tasks WHERE study_id = $1 AND status = 'open'",
+                &[study.as_str().into()],
+            )?;
+            let open = open.first().and_then(|r| r[0].int()).unwrap_or(1);
+            let complete = open == 0;
+            if complete {
+                complete_study(db, &study, now)?;
+            }
+            Ok(Applied { applied: true, study_complete: complete })
+        })
+    }
+
+    pub fn studies(&mut self) -> Result<Vec<StudyRow>, StoreError> {
+        let rows = self.db.query(
+            "SELECT id, name, status, submitted_at, completed_at FROM studies ORDER BY submitted_at DESC, id",
+            &[],
+        )?;
+        Ok(rows.into_iter().map(study_row).collect())
+    }
+
+    pub fn study(&mut self, id: &str) -> Result<(StudyRow, Vec<TaskRow>), StoreError> {
+        let rows = self.db.query(
+            "SELECT id, name, status, submitted_at, completed_at FROM studies WHERE id = $1",
+            &[id.into()],
+        )?;
+        let s = rows
+            .into_iter()
+            .next()
+            .map(study_row)
+            .ok_or_else(|| StoreError::NotFound(format!("no study {id}")))?;
+        let tasks = self.db.query(
+            "SELECT t.id, t.node, t.analysis_id, t.status, r.outcome FROM tasks t \
+             LEFT JOIN results r ON r.task_id = t.id WHERE t.study_id = $1 ORDER BY t.analysis_id, t.node",
+            &[id.into()],
+        )?;
+        let tasks = tasks
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                TaskRow {
+                    id: it.next().map(Val::into_text).unwrap_or_default(),
+                    node: it.next().map(Val::into_text).unwrap_or_default(),
+                    analysis_id: it.next().map(Val::into_text).unwrap_or_default(),
+                    status: it.next().map(Val::into_text).unwrap_or_default(),
+                    outcome: it.next().and_then(|v| v.text().map(str::to_string)),
+                }
+            })
+            .collect();
+        Ok((s, tasks))
+    }
+
+    /// Pooled results of a completed study, in the order of its analyses.
+    pub fn results(&mut self, id: &str) -> Result<Vec<PooledResult>, StoreError> {
+        let spec = self
+            .db
+            .query("SELECT spec FROM studies WHERE id = $1", &[id.into()])?;
+        let Some(spec) = spec.into_iter().next() else {
+            return Err(StoreError::NotFound(format!("no study {id}")));
+        };
+        let study = parse_stored(&spec[0].clone().into_text())?;
+        let rows = self.db.query(
+            "SELECT analysis_id, result FROM national_statistics WHERE study_id = $1",
+            &[id.into()],
+        )?;
+        let mut by_id = std::collections::HashMap::new();
+        for r in rows {
+            let res: PooledResult = serde_json::from_str(&r[1].clone().into_text())
+                .map_err(|e| StoreError::Invalid(format!("stored result: {e}")))?;
+            by_id.insert(r[0].clone().into_text(), res);
+        }
+        Ok(study
+            .analyses
+            .iter()
+            .filter_map(|a| by_id.remove(a.id()))
+            .collect())
+    }
+}
+
+fn study_row(r: Vec<Val>) -> StudyRow {
+    let mut it = r.into_iter();
+    StudyRow {
+        id: it.next().map(Val::into_text).unwrap_or_default(),
+        name: it.next().map(Val::into_text).unwrap_or_default(),
+        status: it.next().map(Val::into_text).unwrap_or_default(),
+        submitted_at: it.next().and_then(|v| v.int()).unwrap_or(0),
+        completed_at: it.next().and_then(|v| v.int()).unwrap_or(0),
+    }
+}
+
+fn parse_stored(spec: &str) -> Result<Study, StoreError> {
+    medfed_protocol::study::parse_study(spec)
+        .map_err(|e| StoreError::Invalid(format!("stored study no longer parses: {e}")))
+}
+
+fn audit(db: &mut dyn Db, actor: &str, action: &str, detail: &str) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO audit (at, actor, action, detail) VALUES ($1, $2, $3, $4)",
+        &[
+            medfed_protocol::now().into(),
+            actor.into(),
+            action.into(),
+            detail.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Combine every analysis of the study over the sites' results; write the national statistics.
+fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), StoreError> {
+    let spec = db.query("SELECT spec FROM studies WHERE id = $1", &[study_id.into()])?;
+    let study = parse_stored(&spec[0][0].clone().into_text())?;
+    let rows = db.query(
+        "SELECT node, analysis_id, payload FROM results WHERE study_id = $1 ORDER BY node",
+        &[study_id.into()],
+    )?;
+    let mut parsed: Vec<(String, String, TaskResult)> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let payload = r[2].clone().into_text();
+        let res: TaskResult = serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Invalid(format!("stored result: {e}")))?;
+        parsed.push((r[0].clone().into_text(), r[1].clone().into_text(), res));
+    }
+    for a in &study.analyses {
+        let inputs: Vec<(String, SiteInput<'_>)> = parsed
+            .iter()
+            .filter(|(_, aid, _)| aid == a.id())
+            .map(|(node, _, res)| {
+                let input = match &res.outcome {
+                    Outcome::Released { statistic } => SiteInput::Released(statistic),
+                    Outcome::Refused { reason } => SiteInput::Refused(reason),
+                };
+                (node.clone(), input)
+            })
+            .collect();
+        let pooled = combine(a, &inputs);
+        let value = match &pooled.value {
+            serde_json::Value::Null => Val::Null,
+            v => Val::T(v.to_string()),
+        };
+        db.execute(
+            "INSERT INTO national_statistics (study_id, analysis_id, type, value, result, computed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                study_id.into(),
+                a.id().into(),
+                a.type_name().into(),
+                value,
+                serde_json::to_string(&pooled).expect("results serialise").into(),
+                now.into(),
+            ],
+        )?;
+    }
+    db.execute(
+        "UPDATE studies SET status = 'complete', completed_at = $1 WHERE id = $2",
+        &[now.into(), study_id.into()],
+    )?;
+    audit(db, "hub", "study_complete", study_id)?;
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! The node's task loop: verify → policy → run → release → audit → sign → post.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use medfed_engine::SiteEngine;
+use medfed_privacy::{release, Decision};
+use medfed_protocol::{Outcome, PublicKey, SecretKey, Signed, Task, TaskResult};
+use sha2::{Digest, Sha256};
+
+use crate::audit::{AuditError, AuditLog, Event, NewEntry};
+use crate::config::{NodeConfig, NodeDir};
+use crate::failpoint;
+use crate::state::State;
+use crate::transport::{Transport, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node configuration: {0}")]
+    Config(String),
+    #[error("node state: {0}")]
+    Io(String),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("site store: {0}")]
+    Site(String),
+}
+
+/// What one [`Node::step`] did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepReport {
+    pub received: usize,
+    pub released: usize,
+    pub refused: usize,
+    pub rejected: usize,
+    pub awaiting_approval: usize,
+    pub posted: usize,
+}
+
+pub struct Node<T: Transport> {
+    dir: NodeDir,
+    cfg: NodeConfig,
+    key: SecretKey,
+    hub_key: PublicKey,
+    engine: SiteEngine,
+    state: State,
+    audit: AuditLog,
+    transport: T,
+    /// Tasks answered (released or refused), from the audit log.
+    done: HashSet<String>,
+    /// SHA-256 of task payloads already rejected and logged, so a redelivered bad task is logged once.
+    rejected: HashSet<String>,
+    /// Answers appended to the audit log but not yet acknowledged by the hub.
+    unposted: Vec<(String, Signed)>,
+    quiet: bool,
+}
+
+fn sha(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+impl<T: Transport> Node<T> {
+    /// Open a node folder: configuration, key, site store, state and the audit log (verified).
+    pub fn open(dir: NodeDir, transport: T) -> Result<Node<T>, NodeError> {
+        let cfg = dir.load_config()?;
+        let key = dir.load_key()?;
+        let hub_key = PublicKey::from_hex(&cfg.hub_public_key)
+            .map_err(|e| NodeError::Config(format!("hub_public_key: {e}")))?;
+        dir.load_policy()?;
+        let engine = SiteEngine::open(&cfg.site).map_err(|e| NodeError::Site(e.to_string()))?;
+        let state = State::open(&dir.state())?;
+        let entries = if dir.audit().exists() {
+            AuditLog::verify(&dir.audit())?
+        } else {
+            Vec::new()
+        };
+        let audit = AuditLog::open(&dir.audit())?;
+        let mut done = HashSet::new();
+        let mut rejected = HashSet::new();
+        let mut unposted = Vec::new();
+        for e in entries {
+            match e.event {
+                Event::Release | Event::Refusal => {
+                    done.insert(e.task_id.clone());
+                    if e.sent && !state.posted.contains(&e.task_id) {
+                        unposted.push((
+                            e.task_id.clone(),
+                            Signed {
+                                payload: e.payload,
+                                signature: e.signature,
+                            },
+                        ));
+                    }
+                }
+                Event::Rejected => {
+                    rejected.insert(sha(&e.payload));
+                }
+            }
+        }
+        Ok(Node {
+            dir,
+            cfg,
+            key,
+            hub_key,
+            engine,
+            state,
+            audit,
+            transport,
+            done,
+            rejected,
+            unposted,
+            quiet: false,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
+    }
+
+    fn say(&self, msg: &str) {
+        if !self.quiet {
+            println!("[{}] {msg}", self.cfg.name);
+        }
+    }
+
+    /// One pass: post what is unposted, finish tasks in progress, then wait up to `wait_s` for new tasks
+    /// and handle them.
+    pub async fn step(&mut self, wait_s: u64) -> Result<StepReport, NodeError> {
+        let mut r = StepReport::default();
+        self.flush(&mut r).await?;
+        for signed in self.state.pending_tasks()? {
+            self.handle(signed, &mut r).await?;
+        }
+        self.flush(&mut r).await?;
+        let wait = if r.awaiting_approval > 0 {
+            wait_s.min(2)
+        } else {
+            wait_s
+        };
+        let tasks = self.transport.poll(wait).await?;
+        r.received = tasks.len();
+        for signed in tasks {
+            self.handle(signed, &mut r).await?;
+        }
+        self.flush(&mut r).await?;
+        Ok(r)
+    }
+
+    /// Run until `shutdown` resolves, retrying the hub with exponential backoff and full jitter.
+    pub async fn run(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        tokio::pin!(shutdown);
+        let mut failures: u32 = 0;
+        loop {
+            let wait = self.cfg.poll_wait_s;
+            let res = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                r = self.step(wait) => r,
+            };
+            match res {
+                Ok(_) => failures = 0,
+                Err(NodeError::Transport(e)) => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff(failures);
+                    self.say(&format!("{e}; retrying in {:.1} s", delay.as_secs_f64()));
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn flush(&mut self, r: &mut StepReport) -> Result<(), NodeError> {
+        while let Some((task_id, signed)) = self.unposted.first().cloned() {
+            match self.transport.post(&signed).await {
+                Ok(ack) => {
+                    if !ack.applied {
+                        self.say(&format!("hub already had the result of task {task_id}"));
+                    }
+                    self.state.mark_posted(&task_id)?;
+                    r.posted += 1;
+                }
+                Err(TransportError::Refused { status, message }) => {
+                    // The hub will never take it; keep the audit entry, stop retrying.
+                    self.say(&format!(
+                        "hub refused the result of task {task_id} ({status}: {message}); not retrying"
+                    ));
+                    self.state.mark_posted(&task_id)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.unposted.remove(0);
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, signed: &Signed, why: &str, r: &mut StepReport) -> Result<(), NodeError> {
+        let h = sha(&signed.payload);
+        if self.rejected.contains(&h) {
+            return Ok(());
+        }
+        let peek: serde_json::Value = signed.peek().unwrap_or(serde_json::Value::Null);
+        let field = |k: &str| {
+            peek.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (task_id, study_id) = (field("task_id"), field("study_id"));
+        let analysis_id = peek
+            .get("analysis")
+            .and_then(|a| a.get("id"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        self.audit.append(NewEntry {
+            event: Event::Rejected,
+            task_id: &task_id,
+            study_id: &study_id,
+            analysis_id: &analysis_id,
+            sent: false,
+            payload: &signed.payload,
+            signature: &signed.signature,
+            detail: why,
+        })?;
+        self.rejected.insert(h);
+        r.rejected += 1;
+        self.say(&format!("rejected task {task_id:?}: {why}"));
+        Ok(())
+    }
+
+    async fn handle(&mut self, signed: Signed, r: &mut StepReport) -> Result<(), NodeError> {
+        // 1. The hub's signature over the exact bytes.
+        if !self
+            .hub_key
+            .verify(signed.payload.as_bytes(), &signed.signature)
+        {
+            return self.reject(&signed, "signature does not verify with the hub's key", r);
+        }
+        // 2. A well-formed task, with an analysis this node understands and accepts as valid.
+        let task: Task = match serde_json::from_str(&signed.payload) {
+            Ok(t) => t,
+            Err(e) => {
+                let peek: serde_json::Value = signed.peek().unwrap_or_default();
+                let s = |k: &str| peek.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                return match (s("task_id"), s("study_id"), s("node")) {
+                    (Some(task_id), Some(study_id), Some(node)) if node == self.cfg.name => {
+                        let analysis_id = peek["analysis"]["id"].as_str().unwrap_or("").to_string();
+                        self.answer_refusal(
+                            &task_id,
+                            &study_id,
+                            &analysis_id,
+                            &format!("invalid task: {e}"),
+                            r,
+                        )
+                    }
+                    _ => self.reject(&signed, &format!("malformed task: {e}"), r),
+                };
+            }
+        };
+        // 3. Addressed to this node.
+        if task.node != self.cfg.name {
+            return self.reject(
+                &signed,
+                &format!("addressed to node {:?}, not to this node", task.node),
+                r,
+            );
+        }
+        // 4. Never seen before (or ours, in progress), never answered and acknowledged.
+        let resuming = match self.state.nonces.get(&task.nonce) {
+            Some(t) if *t == task.task_id && !self.done.contains(&task.task_id) => true,
+            Some(t)
+                if *t == task.task_id
+                    && self.unposted.iter().any(|(id, _)| *id == task.task_id) =>
+            {
+                // Redelivered while our answer is still on its way: the answer will be posted.
+                return Ok(());
+            }
+            Some(_) => return self.reject(&signed, "replayed task: nonce already used", r),
+            None if self.done.contains(&task.task_id) => {
+                return self.reject(&signed, "replayed task: task already answered", r)
+            }
+            None => false,
+        };
+        if !resuming {
+            self.state.remember_nonce(&task.nonce, &task.task_id)?;
+        }
+        self.state.save_task(&task.task_id, &signed)?;
+        if !resuming {
+            failpoint("node:after_accept");
+        }
+        // 5. Not expired.
+        let now = medfed_protocol::now();
+        if now > task.expires_at {
+            let why = format!("task expired {} s ago", now - task.expires_at);
+            return self.answer(&task, Outcome::Refused { reason: why }, r);
+        }
+        // 6. The site's policy, read afresh for every task.
+        let policy = self.dir.load_policy()?;
+        let ty = task.analysis.type_name();
+        match policy.decision(ty) {
+            Decision::Deny => {
+                let reason = format!("analysis type {ty} is not allowed by this site's policy");
+                return self.answer(&task, Outcome::Refused { reason }, r);
+            }
+            Decision::Approve => {
+                let a = self.dir.approvals();
+                if a.join(format!("{}.deny", task.task_id)).exists() {
+                    let reason = "declined by the site's data steward".to_string();
+                    return self.answer(&task, Outcome::Refused { reason }, r);
+                }
+                if !a.join(&task.task_id).exists() {
+                    if !resuming {
+                        self.say(&format!(
+                            "task {} ({} {}) waits for approval: medfed node approve --dir {} --task {}",
+                            task.task_id,
+                            ty,
+                            task.analysis.id(),
+                            self.dir.0.display(),
+                            task.task_id
+                        ));
+                    }
+                    r.awaiting_approval += 1;
+                    return Ok(());
+                }
+            }
+            Decision::Allow => {}
+        }
+        // 7. Run the local step and release through the disclosure check.
+        let outcome = match medfed_analysis::run_local(&self.engine, &task.analysis).await {
+            Ok(stat) => Outcome::Released {
+                statistic: release(stat, &policy),
+            },
+            Err(e) => Outcome::Refused {
+                reason: format!("analysis failed at the site: {e}"),
+            },
+        };
+        self.answer(&task, outcome, r)
+    }
+
+    fn answer_refusal(
+        &mut self,
+        task_id: &str,
+        study_id: &str,
+        analysis_id: &str,
+        reason: &str,
+        r: &mut StepReport,
+    ) -> Result<(), NodeError> {
+        if self.done.contains(task_id) {
+            return Ok(());
+        }
+        let result = TaskResult {
+            task_id: task_id.to_string(),
+            study_id: study_id.to_string(),
+            node: self.cfg.name.clone(),
+            analysis_id: analysis_id.to_string(),
+            at: medfed_protocol::now(),
+            outcome: Outcome::Refused {
+                reason: reason.to_string(),
+            },
+        };
+        self.record(result, r)
+    }
+
+    fn answer(
+        &mut self,
+        task: &Task,
+        outcome: Outcome,
+        r: &mut StepReport,
+    ) -> Result<(), NodeError> {
+        let result = TaskResult {
+            task_id: task.task_id.clone(),
+            study_id: task.study_id.clone(),
+            node: self.cfg.name.clone(),
+            analysis_id: task.analysis.id().to_string(),
+            at: medfed_protocol::now(),
+            outcome,
+        };
+        self.record(result, r)
+    }
+
+    /// Sign, append to the audit log (the commit point), then queue for posting.
+    fn record(&mut self, result: TaskResult, r: &mut StepReport) -> Result<(), NodeError> {
+        let signed = Signed::seal(&result, &self.key);
+        let (event, detail) = match &result.outcome {
+            Outcome::Released { statistic } => {
+                r.released += 1;
+                let d = match statistic.count() {
+                    Some(v) => format!("released count {v}"),
+                    None => "released with the value suppressed".to_string(),
+                };
+                (Event::Release, d)
+            }
+            Outcome::Refused { reason } => {
+                r.refused += 1;
+                (Event::Refusal, reason.clone())
+            }
+        };
+        self.audit.append(NewEntry {
+            event,
+            task_id: &result.task_id,
+            study_id: &result.study_id,
+            analysis_id: &result.analysis_id,
+            sent: true,
+            payload: &signed.payload,
+            signature: &signed.signature,
+            detail: &detail,
+        })?;
+        failpoint("node:after_audit");
+        self.done.insert(result.task_id.clone());
+        self.state.drop_task(&result.task_id)?;
+        self.say(&format!(
+            "{} {}: {detail}",
+            result.task_id, result.analysis_id
+        ));
+        self.unposted.push((result.task_id, signed));
+        Ok(())
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in [0.1 s, min(30 s, 0.5 s · 2^n)].
+pub fn backoff(failures: u32) -> Duration {
+    let cap = (0.5 * 2f64.powi(failures.min(10) as i32)).min(30.0);
+    let x: f64 = rand::random::<f64>() * cap;
+    Duration::from_secs_f64(x.max(0.1))
+}

@@ -1,0 +1,117 @@
+//! The node's durable state, in `D/state/`:
+//!
+//! - `nonces`: one line `nonce task_id` per task ever accepted (fsynced before the task runs);
+//! - `tasks/<task_id>.json`: the signed task while it is in progress or awaiting approval;
+//! - `posted`: one line per task whose result the hub acknowledged.
+//!
+//! Together with the audit log this is enough to resume after a kill at any point: a task file with no
+//! audit entry is run again; an audit entry with no `posted` line is posted again.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use medfed_protocol::Signed;
+
+use crate::config::{io, write_atomic};
+use crate::NodeError;
+
+pub(crate) struct State {
+    dir: PathBuf,
+    /// nonce → task id
+    pub nonces: HashMap<String, String>,
+    pub posted: HashSet<String>,
+}
+
+fn read_lines(path: &Path) -> Result<Vec<String>, NodeError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t.lines().map(str::to_string).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+fn append_line(path: &Path, line: &str) -> Result<(), NodeError> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    f.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| io(path, e))?;
+    f.sync_data().map_err(|e| io(path, e))
+}
+
+impl State {
+    pub fn open(dir: &Path) -> Result<State, NodeError> {
+        std::fs::create_dir_all(dir.join("tasks")).map_err(|e| io(dir, e))?;
+        let mut nonces = HashMap::new();
+        for l in read_lines(&dir.join("nonces"))? {
+            // A line torn by a crash has no space; ignore it (its task was never accepted).
+            if let Some((n, t)) = l.split_once(' ') {
+                nonces.insert(n.to_string(), t.to_string());
+            }
+        }
+        let posted = read_lines(&dir.join("posted"))?.into_iter().collect();
+        Ok(State {
+            dir: dir.to_path_buf(),
+            nonces,
+            posted,
+        })
+    }
+
+    pub fn remember_nonce(&mut self, nonce: &str, task_id: &str) -> Result<(), NodeError> {
+        append_line(&self.dir.join("nonces"), &format!("{nonce} {task_id}"))?;
+        self.nonces.insert(nonce.to_string(), task_id.to_string());
+        Ok(())
+    }
+
+    pub fn mark_posted(&mut self, task_id: &str) -> Result<(), NodeError> {
+        append_line(&self.dir.join("posted"), task_id)?;
+        self.posted.insert(task_id.to_string());
+        Ok(())
+    }
+
+    fn task_path(&self, task_id: &str) -> PathBuf {
+        self.dir.join("tasks").join(format!("{task_id}.json"))
+    }
+
+    pub fn save_task(&self, task_id: &str, signed: &Signed) -> Result<(), NodeError> {
+        let text = serde_json::to_vec(signed).expect("envelopes serialise");
+        write_atomic(&self.task_path(task_id), &text)
+    }
+
+    pub fn drop_task(&self, task_id: &str) -> Result<(), NodeError> {
+        match std::fs::remove_file(self.task_path(task_id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&self.task_path(task_id), e)),
+        }
+    }
+
+    /// Tasks accepted but not finished, oldest file name first.
+    pub fn pending_tasks(&self) -> Result<Vec<Signed>, NodeError> {
+        let d = self.dir.join("tasks");
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&d)
+            .map_err(|e| io(&d, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for p in names {
+            let text = std::fs::read(&p).map_err(|e| io(&p, e))?;
+            match serde_json::from_slice(&text) {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    return Err(NodeError::Io(format!(
+                        "{}: not a saved task ({e}); move it away to continue",
+                        p.display()
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+}

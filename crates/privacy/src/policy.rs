@@ -1,0 +1,121 @@
+//! The hospital's disclosure policy file (`policy.toml` in the node folder).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What the node does with a task of a given analysis type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Run it and release the result without asking anyone.
+    Allow,
+    /// Hold it until the data steward runs `medfed node approve`.
+    Approve,
+    /// Refuse it.
+    Deny,
+}
+
+/// The site's disclosure policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Smallest non-zero count that may leave the site (OHDSI's usual `minCellCount` is 5; we default
+    /// to 10, the stricter figure many national statistics offices use).
+    #[serde(default = "default_min_cell")]
+    pub min_cell_count: u64,
+    /// Decision per analysis type; types not listed get `default`.
+    #[serde(default)]
+    pub analyses: BTreeMap<String, Decision>,
+    /// Decision for analysis types not listed in `analyses`.
+    #[serde(default = "default_decision")]
+    pub default: Decision,
+}
+
+fn default_min_cell() -> u64 {
+    10
+}
+fn default_decision() -> Decision {
+    Decision::Deny
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            min_cell_count: default_min_cell(),
+            analyses: BTreeMap::from([("person_count".to_string(), Decision::Allow)]),
+            default: Decision::Deny,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("policy {path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Policy::parse(&text).map_err(|message| PolicyError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let p: Policy = toml::from_str(text).map_err(|e| e.to_string())?;
+        if p.min_cell_count == 0 {
+            return Err("min_cell_count must be at least 1".into());
+        }
+        Ok(p)
+    }
+
+    pub fn decision(&self, analysis_type: &str) -> Decision {
+        self.analyses
+            .get(analysis_type)
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// The file written by `medfed node init`, with comments.
+    pub fn default_file() -> String {
+        "# Disclosure policy of this hospital node. Read on every task; edits apply at once.\n\
+         # Smallest non-zero count that may leave the hospital; smaller counts are suppressed.\n\
+         min_cell_count = 10\n\
+         # What to do with analysis types not listed below: allow | approve | deny\n\
+         default = \"deny\"\n\n\
+         [analyses]\n\
+         # allow: run and release; approve: wait for `medfed node approve`; deny: refuse\n\
+         person_count = \"allow\"\n"
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses_to_default() {
+        assert_eq!(
+            Policy::parse(&Policy::default_file()).unwrap(),
+            Policy::default()
+        );
+        assert!(Policy::parse("min_cell_count = 0").is_err());
+        assert!(Policy::parse("min_cel_count = 3").is_err());
+        let p = Policy::parse("[analyses]\nperson_count = \"approve\"").unwrap();
+        assert_eq!(p.decision("person_count"), Decision::Approve);
+        assert_eq!(p.decision("gwas"), Decision::Deny);
+    }
+}

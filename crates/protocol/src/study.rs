@@ -1,0 +1,527 @@
+//! The study file, `medfed-study/1`: the public format researchers write and script against.
+//!
+//! Parsing is strict. Unknown fields, unknown analysis types, wrong types, oversized inputs and
+//! free text that looks like SQL are refused with the JSON path of the offending element. The hub
+//! runs this at submit time and every node runs it again on each task: a node trusts no study.
+//! Identifiers are restricted to `[a-z][a-z0-9_]*` and every number is range-checked, so nothing a
+//! study says can reach a query as text.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const FORMAT: &str = "medfed-study/1";
+/// Largest accepted study file.
+pub const MAX_STUDY_BYTES: usize = 1 << 20;
+pub const MAX_ANALYSES: usize = 256;
+pub const MAX_CONCEPTS: usize = 10_000;
+pub const MAX_ID_LEN: usize = 64;
+pub const MAX_TEXT_LEN: usize = 2_000;
+/// Tasks live at most this long (30 days).
+pub const MAX_TASK_TTL_S: u64 = 30 * 24 * 3600;
+
+/// A refusal, with the JSON path of what was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct StudyError {
+    pub path: String,
+    pub message: String,
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> StudyError {
+    StudyError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Study {
+    pub format: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Cohort definitions by id (`{"circe": {…}}`); used by the cohort analyses.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cohorts: BTreeMap<String, Value>,
+    pub analyses: Vec<AnalysisSpec>,
+    pub privacy: StudyPrivacy,
+    /// How long each task stays valid, in seconds (default one day).
+    pub task_ttl_s: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyPrivacy {
+    /// Sum the sites' statistics under secure aggregation (pairwise masks), so that the hub sees
+    /// network totals only.
+    #[serde(default)]
+    pub secure_aggregation: bool,
+}
+
+/// Analysis types this build knows. A study naming any other type is refused.
+pub const ANALYSIS_TYPES: &[&str] = &["person_count"];
+
+/// One analysis of a study. Serialised with its `type` tag next to the other fields.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnalysisSpec {
+    PersonCount(PersonCount),
+}
+
+impl AnalysisSpec {
+    pub fn id(&self) -> &str {
+        match self {
+            AnalysisSpec::PersonCount(p) => &p.id,
+        }
+    }
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            AnalysisSpec::PersonCount(_) => "person_count",
+        }
+    }
+}
+
+/// The CDM domain a concept set is looked up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Domain {
+    Condition,
+    Drug,
+    Measurement,
+    Observation,
+    Procedure,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sex {
+    Female,
+    Male,
+}
+
+impl Sex {
+    /// OMOP gender concept.
+    pub fn concept_id(self) -> i64 {
+        match self {
+            Sex::Female => 8532,
+            Sex::Male => 8507,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeRange {
+    #[serde(default)]
+    pub min: u32,
+    #[serde(default = "max_age")]
+    pub max: u32,
+}
+
+fn max_age() -> u32 {
+    130
+}
+fn yes() -> bool {
+    true
+}
+
+/// Distinct persons with at least one record of a concept set (with descendants, through
+/// `concept_ancestor`), optionally restricted by age at the first such record and by sex.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonCount {
+    pub id: String,
+    pub domain: Domain,
+    pub concepts: Vec<i64>,
+    #[serde(default = "yes")]
+    pub descendants: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<AgeRange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sex: Vec<Sex>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for AnalysisSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        parse_analysis(&v, "analysis").map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parse and check one analysis object; `path` names it in errors.
+pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| err(path, "an analysis must be an object"))?;
+    let ty = obj
+        .get("type")
+        .ok_or_else(|| err(path, "missing \"type\""))?
+        .as_str()
+        .ok_or_else(|| err(format!("{path}.type"), "must be a string"))?;
+    let mut rest = obj.clone();
+    rest.remove("type");
+    let rest = Value::Object(rest);
+    let spec = match ty {
+        "person_count" => AnalysisSpec::PersonCount(
+            serde_json::from_value(rest).map_err(|e| err(path, e.to_string()))?,
+        ),
+        other => {
+            return Err(err(
+                format!("{path}.type"),
+                format!(
+                    "unknown analysis type {:?}; this build knows: {}",
+                    truncate(other),
+                    ANALYSIS_TYPES.join(", ")
+                ),
+            ))
+        }
+    };
+    check_analysis(&spec, path)?;
+    Ok(spec)
+}
+
+fn check_analysis(spec: &AnalysisSpec, path: &str) -> Result<(), StudyError> {
+    check_id(spec.id(), &format!("{path}.id"))?;
+    match spec {
+        AnalysisSpec::PersonCount(p) => {
+            if p.concepts.is_empty() {
+                return Err(err(
+                    format!("{path}.concepts"),
+                    "needs at least one concept id",
+                ));
+            }
+            if p.concepts.len() > MAX_CONCEPTS {
+                return Err(err(
+                    format!("{path}.concepts"),
+                    format!("{} concept ids; at most {MAX_CONCEPTS}", p.concepts.len()),
+                ));
+            }
+            for (i, c) in p.concepts.iter().enumerate() {
+                if *c <= 0 || *c > i64::from(i32::MAX) {
+                    return Err(err(
+                        format!("{path}.concepts[{i}]"),
+                        format!("{c} is not a valid concept id (1..=2147483647)"),
+                    ));
+                }
+            }
+            if let Some(a) = p.age {
+                if a.min > a.max || a.max > 130 {
+                    return Err(err(
+                        format!("{path}.age"),
+                        format!("{}..{} is not an age range within 0..130", a.min, a.max),
+                    ));
+                }
+            }
+            if let Some(l) = &p.label {
+                check_text(l, &format!("{path}.label"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parse and check a whole study file.
+pub fn parse_study(text: &str) -> Result<Study, StudyError> {
+    if text.len() > MAX_STUDY_BYTES {
+        return Err(err(
+            "$",
+            format!("study is {} bytes; at most {MAX_STUDY_BYTES}", text.len()),
+        ));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| err("$", format!("not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| err("$", "a study must be a JSON object"))?;
+    for k in obj.keys() {
+        if !matches!(
+            k.as_str(),
+            "format" | "name" | "description" | "cohorts" | "analyses" | "privacy" | "task_ttl_s"
+        ) {
+            return Err(err(format!("$.{}", truncate(k)), "unknown field"));
+        }
+    }
+    let format = obj
+        .get("format")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("$.format", format!("must be \"{FORMAT}\"")))?;
+    if format != FORMAT {
+        return Err(err(
+            "$.format",
+            format!(
+                "{:?} is not supported; expected \"{FORMAT}\"",
+                truncate(format)
+            ),
+        ));
+    }
+    let name = obj
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("$.name", "must be a string"))?;
+    check_text(name, "$.name")?;
+    let description = match obj.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            check_text(s, "$.description")?;
+            Some(s.clone())
+        }
+        Some(_) => return Err(err("$.description", "must be a string")),
+    };
+    let mut cohorts = BTreeMap::new();
+    if let Some(c) = obj.get("cohorts") {
+        let c = c
+            .as_object()
+            .ok_or_else(|| err("$.cohorts", "must be an object of cohort id → definition"))?;
+        for (id, def) in c {
+            let p = format!("$.cohorts.{}", truncate(id));
+            check_id(id, &p)?;
+            let d = def
+                .as_object()
+                .ok_or_else(|| err(&p, "must be an object"))?;
+            if d.len() != 1 || !d.get("circe").is_some_and(Value::is_object) {
+                return Err(err(
+                    &p,
+                    "must be {\"circe\": {…}} (a \"file\" reference is inlined by `study submit`)",
+                ));
+            }
+            cohorts.insert(id.clone(), def.clone());
+        }
+    }
+    let list = obj
+        .get("analyses")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err("$.analyses", "must be a list"))?;
+    if list.is_empty() {
+        return Err(err("$.analyses", "needs at least one analysis"));
+    }
+    if list.len() > MAX_ANALYSES {
+        return Err(err(
+            "$.analyses",
+            format!("{} analyses; at most {MAX_ANALYSES}", list.len()),
+        ));
+    }
+    let mut analyses = Vec::with_capacity(list.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, a) in list.iter().enumerate() {
+        let spec = parse_analysis(a, &format!("$.analyses[{i}]"))?;
+        if !seen.insert(spec.id().to_string()) {
+            return Err(err(
+                format!("$.analyses[{i}].id"),
+                format!("duplicate analysis id {:?}", spec.id()),
+            ));
+        }
+        analyses.push(spec);
+    }
+    let privacy: StudyPrivacy = match obj.get("privacy") {
+        None => StudyPrivacy::default(),
+        Some(p) => {
+            serde_json::from_value(p.clone()).map_err(|e| err("$.privacy", e.to_string()))?
+        }
+    };
+    if privacy.secure_aggregation {
+        return Err(err(
+            "$.privacy.secure_aggregation",
+            "secure aggregation is not available in this build; set it to false",
+        ));
+    }
+    let task_ttl_s = match obj.get("task_ttl_s") {
+        None => 24 * 3600,
+        Some(v) => match v.as_u64() {
+            Some(t) if (1..=MAX_TASK_TTL_S).contains(&t) => t,
+            _ => {
+                return Err(err(
+                    "$.task_ttl_s",
+                    format!("must be an integer number of seconds in 1..={MAX_TASK_TTL_S}"),
+                ))
+            }
+        },
+    };
+    Ok(Study {
+        format: FORMAT.to_string(),
+        name: name.to_string(),
+        description,
+        cohorts,
+        analyses,
+        privacy,
+        task_ttl_s,
+    })
+}
+
+/// Identifiers: `[a-z][a-z0-9_]{0,63}`.
+pub fn check_id(id: &str, path: &str) -> Result<(), StudyError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.as_bytes()[0].is_ascii_lowercase()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            path,
+            format!(
+                "{:?} is not an identifier: use a lower-case letter, then letters, digits or _ (at most {MAX_ID_LEN})",
+                truncate(id)
+            ),
+        ))
+    }
+}
+
+/// Free text (names, labels): bounded, printable, and nothing that looks like SQL. Free text is never
+/// put into a query, but a study that tries is hostile and is refused as such.
+pub fn check_text(s: &str, path: &str) -> Result<(), StudyError> {
+    if s.chars().count() > MAX_TEXT_LEN {
+        return Err(err(path, format!("longer than {MAX_TEXT_LEN} characters")));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(err(path, "contains control characters"));
+    }
+    if looks_like_sql(s) {
+        return Err(err(path, "looks like SQL; studies carry no query text"));
+    }
+    Ok(())
+}
+
+/// Statement separators, comments, and keyword pairs that only occur in SQL.
+pub fn looks_like_sql(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    if l.contains(';') || l.contains("--") || l.contains("/*") || l.contains("*/") {
+        return true;
+    }
+    let words: Vec<&str> = l
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let pairs = [
+        ("select", "from"),
+        ("union", "select"),
+        ("drop", "table"),
+        ("delete", "from"),
+        ("insert", "into"),
+        ("update", "set"),
+        ("alter", "table"),
+        ("create", "table"),
+        ("or", "1"),
+    ];
+    pairs.iter().any(|(a, b)| {
+        words
+            .iter()
+            .position(|w| w == a)
+            .is_some_and(|i| words[i + 1..].contains(b))
+    }) || l.contains("' or ")
+        || l.contains("or '1'='1")
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn study(analyses: &str) -> String {
+        format!(r#"{{"format":"medfed-study/1","name":"t","analyses":{analyses}}}"#)
+    }
+
+    #[test]
+    fn parses_a_study_and_round_trips_analyses() {
+        let s = parse_study(&study(
+            r#"[{"id":"n_t2d","type":"person_count","domain":"condition","concepts":[201826],
+                 "age":{"min":30},"sex":["female"]}]"#,
+        ))
+        .unwrap();
+        assert_eq!(s.analyses.len(), 1);
+        let j = serde_json::to_value(&s.analyses[0]).unwrap();
+        assert_eq!(j["type"], "person_count");
+        let back: AnalysisSpec = serde_json::from_value(j).unwrap();
+        assert_eq!(back, s.analyses[0]);
+        assert_eq!(s.task_ttl_s, 86400);
+    }
+
+    #[test]
+    fn hostile_and_malformed_studies_are_refused_with_a_path() {
+        let cases = [
+            (
+                study(r#"[{"id":"x","type":"rows","table":"person"}]"#),
+                "$.analyses[0].type",
+            ),
+            (
+                study(
+                    r#"[{"id":"x","type":"person_count","domain":"condition","concepts":["1"]}]"#,
+                ),
+                "$.analyses[0]",
+            ),
+            (
+                study(
+                    r#"[{"id":"x; DROP TABLE person","type":"person_count","domain":"condition","concepts":[1]}]"#,
+                ),
+                "$.analyses[0].id",
+            ),
+            (
+                study(r#"[{"id":"x","type":"person_count","domain":"condition","concepts":[-4]}]"#),
+                "$.analyses[0].concepts[0]",
+            ),
+            (
+                study(
+                    r#"[{"id":"x","type":"person_count","domain":"condition","concepts":[1],"sql":"SELECT 1"}]"#,
+                ),
+                "$.analyses[0]",
+            ),
+            (
+                study(r#"[{"id":"x","type":"person_count","domain":"person","concepts":[1]}]"#),
+                "$.analyses[0]",
+            ),
+            (
+                study(
+                    r#"[{"id":"x","type":"person_count","domain":"condition","concepts":[1],"age":{"min":50,"max":20}}]"#,
+                ),
+                "$.analyses[0].age",
+            ),
+            (study("[]"), "$.analyses"),
+            (
+                r#"{"format":"medfed-study/1","name":"x' OR '1'='1","analyses":[]}"#.to_string(),
+                "$.name",
+            ),
+            (
+                r#"{"format":"medfed-study/1","name":"a; select * from person","analyses":[]}"#
+                    .to_string(),
+                "$.name",
+            ),
+            (
+                r#"{"format":"medfed-study/2","name":"a","analyses":[]}"#.to_string(),
+                "$.format",
+            ),
+            (
+                r#"{"format":"medfed-study/1","name":"a","analyses":[],"extra":1}"#.to_string(),
+                "$.extra",
+            ),
+            (
+                study(&format!(
+                    "[{}]",
+                    vec![r#"{"id":"a","type":"person_count","domain":"drug","concepts":[1]}"#; 2]
+                        .join(",")
+                )),
+                "$.analyses[1].id",
+            ),
+            (
+                study(&format!(
+                    r#"[{{"id":"a","type":"person_count","domain":"drug","concepts":[{}]}}]"#,
+                    vec!["1"; MAX_CONCEPTS + 1].join(",")
+                )),
+                "$.analyses[0].concepts",
+            ),
+            (" ".repeat(MAX_STUDY_BYTES + 1), "$"),
+        ];
+        for (text, path) in cases {
+            let e = parse_study(&text).expect_err(&text[..text.len().min(120)]);
+            assert_eq!(e.path, path, "{e}");
+        }
+        assert!(!looks_like_sql("Crohn's disease in adults 40-60"));
+        assert!(looks_like_sql("union all select password from users"));
+    }
+}
