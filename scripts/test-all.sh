@@ -8,14 +8,36 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medfed-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+
 need_apt=()
 command -v plink1.9 >/dev/null 2>&1 || need_apt+=(plink1.9)
+if ! pg_up && ! command -v pg_ctlcluster >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# PostgreSQL on 127.0.0.1:5432 with trust auth and a database `test` (the hub's second backend).
+if ! pg_up; then
+  echo "starting PostgreSQL"
+  ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
+  cluster=$(pg_lsclusters -h 2>/dev/null | awk 'NR==1{print $2}')
+  if [ -z "$cluster" ]; then $SUDO pg_createcluster "$ver" main >/dev/null; cluster=main; fi
+  conf="/etc/postgresql/$ver/$cluster"
+  $SUDO sed -i -E 's/^(host|local)(\s+all\s+all.*)\s(peer|scram-sha-256|md5)$/\1\2 trust/' "$conf/pg_hba.conf"
+  $SUDO pg_ctlcluster "$ver" "$cluster" start
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
+  psql -h 127.0.0.1 -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null 2>&1 || \
+    $SUDO -u postgres psql -c 'CREATE DATABASE test' >/dev/null
+fi
+
+# DuckDB: the independent engine the network tests check pooled answers against.
+python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install -q duckdb
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

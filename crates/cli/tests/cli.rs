@@ -1,5 +1,7 @@
 //! The real `medfed` binary, end to end.
 
+mod network;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -17,8 +19,29 @@ fn medfed(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["demo", "import", "sql", "synth"] {
-        let (ok, out, _) = medfed(&[cmd, "--help"]);
+    for cmd in [
+        "demo",
+        "import",
+        "sql",
+        "synth",
+        "hub",
+        "node",
+        "study",
+        "hub init",
+        "hub serve",
+        "hub add-node",
+        "node init",
+        "node run",
+        "node approve",
+        "node audit",
+        "study submit",
+        "study run",
+        "study results",
+        "study status",
+    ] {
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        args.push("--help");
+        let (ok, out, _) = medfed(&args);
         assert!(ok && out.contains("Usage: medfed"), "{cmd} --help: {out}");
     }
 }
@@ -96,4 +119,52 @@ fn import_reports_counts_and_sql_answers_in_three_formats() {
     );
     let (ok, _, err) = medfed(&["sql", "--site", tmp.path().to_str().unwrap(), "SELECT 1"]);
     assert!(!ok && err.contains("is not a site store"), "{err}");
+}
+
+#[test]
+fn study_run_on_eunomia_gives_the_reference_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
+    let site = tmp.path().join("eunomia");
+    let (ok, out, err) = medfed(&[
+        "import",
+        "--cdm",
+        data.to_str().unwrap(),
+        "--out",
+        site.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let study =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/eunomia-gi-bleed.json");
+    let out_dir = tmp.path().join("out");
+    let (ok, out, err) = medfed(&[
+        "study",
+        "run",
+        study.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    // REFERENCE_COUNTS.txt: GI bleed 479, celecoxib 1844, diclofenac 850.
+    let values: Vec<u64> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(values, vec![479, 1844, 850], "{r}");
+    assert_eq!(r["results"][0]["sites"][0]["status"], "released");
+    // The in-process node kept an audit log like any other node.
+    let (ok, out, _) = medfed(&[
+        "node",
+        "audit",
+        "--dir",
+        out_dir.join("nodes").join("eunomia").to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("3 sent to the hub"), "{out}");
 }

@@ -227,6 +227,11 @@ impl Hub {
         }
     }
 
+    /// Forget the leases of `node`'s open tasks (the node restarted and will ask again).
+    pub fn release_leases(&self, node: &str) -> Result<(), HubError> {
+        Ok(self.store().release_leases(node)?)
+    }
+
     /// Verify a node's signed result and apply it exactly once.
     pub fn post_result(&self, node: &str, signed: &Signed) -> Result<Applied, HubError> {
         let mut store = self.store();

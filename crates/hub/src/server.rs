@@ -136,6 +136,9 @@ fn researcher(s: &AppState, h: &HeaderMap) -> Result<(), HubError> {
 struct WaitQuery {
     #[serde(default)]
     wait: u64,
+    /// The node has just started: release its leases first.
+    #[serde(default)]
+    restart: bool,
 }
 
 async fn tasks(
@@ -147,6 +150,10 @@ async fn tasks(
 ) -> Result<Json<Vec<Signed>>, HubError> {
     let node = node_auth(&s, &method, &uri, &h, &Bytes::new()).await?;
     let wait = Duration::from_secs(q.wait.min(60));
+    if q.restart {
+        let (hub, n) = (s.hub.clone(), node.clone());
+        blocking(move || hub.release_leases(&n)).await?;
+    }
     Ok(Json(s.hub.poll(&node, wait).await?))
 }
 

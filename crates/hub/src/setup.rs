@@ -91,6 +91,7 @@ impl HubDir {
         name: &str,
         listen: &str,
         db: Option<&str>,
+        db_schema: &str,
         hosts: &[String],
     ) -> Result<HubDir, HubError> {
         let d = HubDir(dir.to_path_buf());
@@ -122,7 +123,7 @@ impl HubDir {
             name: name.to_string(),
             listen: listen.to_string(),
             db: db.map(str::to_string),
-            db_schema: default_schema(),
+            db_schema: db_schema.to_string(),
             tls_cert: "tls/cert.pem".into(),
             tls_key: "tls/key.pem".into(),
             lease_s: default_lease(),

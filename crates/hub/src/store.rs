@@ -320,6 +320,21 @@ impl Store {
         })
     }
 
+    pub fn release_leases(&mut self, node: &str) -> Result<(), StoreError> {
+        let n = self.db.execute(
+            "UPDATE tasks SET leased_until = 0 WHERE node = $1 AND status = 'open' AND leased_until > 0",
+            &[node.into()],
+        )?;
+        if n > 0 {
+            self.audit(
+                node,
+                "leases_released",
+                &format!("{n} tasks (node restarted)"),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Apply a verified result exactly once; complete the study when it was the last open task.
     pub fn apply_result(
         &mut self,

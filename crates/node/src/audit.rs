@@ -221,13 +221,16 @@ mod tests {
         assert_eq!(all[2].seq, 3);
 
         let text = std::fs::read_to_string(&path).unwrap();
-        // Edit a value.
-        std::fs::write(&path, text.replace("30", "31")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Edit the released value on line 2, keeping valid JSON.
+        let mut e: Entry = serde_json::from_str(lines[1]).unwrap();
+        e.payload = r#"{"value":31}"#.into();
+        let edited = serde_json::to_string(&e).unwrap();
+        std::fs::write(&path, format!("{}\n{edited}\n{}\n", lines[0], lines[2])).unwrap();
         let e = AuditLog::verify(&path).unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
         assert!(AuditLog::open(&path).is_err());
         // Remove a line.
-        let lines: Vec<&str> = text.lines().collect();
         std::fs::write(&path, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
         assert!(AuditLog::verify(&path)
             .unwrap_err()

@@ -41,6 +41,9 @@ pub struct HttpTransport {
     base: String,
     node: String,
     key: SecretKey,
+    /// The first poll after start asks the hub to drop this node's leases: tasks it was handed before a
+    /// crash, and never saved, come back at once instead of after the lease.
+    restarted: std::sync::atomic::AtomicBool,
 }
 
 /// A rustls client configuration that trusts exactly the certificates in `ca_pem` (the hub's own for a
@@ -92,6 +95,7 @@ impl HttpTransport {
             base: base.trim_end_matches('/').to_string(),
             node: node.to_string(),
             key,
+            restarted: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -150,8 +154,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl Transport for HttpTransport {
     async fn poll(&self, wait_s: u64) -> Result<Vec<Signed>, TransportError> {
-        let path = format!("/v1/tasks?wait={wait_s}");
+        use std::sync::atomic::Ordering;
+        let restart = self.restarted.load(Ordering::Relaxed);
+        let path = if restart {
+            format!("/v1/tasks?wait={wait_s}&restart=true")
+        } else {
+            format!("/v1/tasks?wait={wait_s}")
+        };
         let resp = self.send(reqwest::Method::GET, &path, Vec::new()).await?;
+        self.restarted.store(false, Ordering::Relaxed);
         resp.json()
             .await
             .map_err(|e| TransportError::Unavailable(format!("bad task list: {e}")))

@@ -503,7 +503,7 @@ mod tests {
             (
                 study(&format!(
                     "[{}]",
-                    vec![r#"{"id":"a","type":"person_count","domain":"drug","concepts":[1]}"#; 2]
+                    [r#"{"id":"a","type":"person_count","domain":"drug","concepts":[1]}"#; 2]
                         .join(",")
                 )),
                 "$.analyses[1].id",

@@ -162,7 +162,11 @@ fn plink_reads_the_genotypes(root: &Path, truth: &medfed_synth::GroundTruth) {
     let text = std::fs::read_to_string(out.with_extension("frq")).unwrap();
     let bed = medfed_genomics::Bed::open(&prefix).unwrap();
     let mut worst = 0.0f64;
-    let mut checked = 0;
+    let panel = truth.genotypes["a1_freq_by_variant"]
+        .as_array()
+        .expect("panel frequencies in the truth");
+    assert_eq!(panel.len(), bed.variants.len());
+    let mut worst_panel = 0.0f64;
     for (i, line) in text.lines().skip(1).enumerate() {
         let t: Vec<&str> = line.split_whitespace().collect();
         let (id, a1, maf, nchrobs): (&str, &str, f64, f64) =
@@ -181,6 +185,10 @@ fn plink_reads_the_genotypes(root: &Path, truth: &medfed_synth::GroundTruth) {
             "{id}: ours {ours_a1} plink {maf}"
         );
         assert_eq!(2 * ours.called(), nchrobs as u64);
+        // Every variant against its planted population frequency.
+        let p = panel[i].as_f64().unwrap();
+        let se = (p * (1.0 - p) / nchrobs).sqrt().max(1e-9);
+        worst_panel = worst_panel.max((ours.a1_freq() - p).abs() / se);
         // Against the truth: binomial standard error, 5 sigma.
         if let Some(cv) = truth.causal_variants.iter().find(|c| c.id == id) {
             let p = if a1 == cv.a1 {
@@ -195,5 +203,9 @@ fn plink_reads_the_genotypes(root: &Path, truth: &medfed_synth::GroundTruth) {
     assert!(
         worst < 5.0,
         "a causal variant's frequency is {worst:.1} standard errors from the truth"
+    );
+    assert!(
+        worst_panel < 5.5,
+        "a variant's frequency is {worst_panel:.1} standard errors from the planted panel frequency"
     );
 }

@@ -39,6 +39,9 @@ struct InitArgs {
     /// Keep state in PostgreSQL (`postgres://user@host/db`) instead of SQLite in the folder.
     #[arg(long)]
     db: Option<String>,
+    /// PostgreSQL schema for the hub's tables (several hubs can share one database).
+    #[arg(long, default_value = "medfed_hub")]
+    db_schema: String,
     /// Extra DNS names or addresses for the self-signed certificate (localhost and loopback are always in).
     #[arg(long = "host")]
     hosts: Vec<String>,
@@ -96,7 +99,14 @@ struct AuditArgs {
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         Command::Init(a) => {
-            let d = HubDir::init(&a.dir, &a.name, &a.listen, a.db.as_deref(), &a.hosts)?;
+            let d = HubDir::init(
+                &a.dir,
+                &a.name,
+                &a.listen,
+                a.db.as_deref(),
+                &a.db_schema,
+                &a.hosts,
+            )?;
             let hub = d.open(None)?;
             println!("hub {:?} created in {}", a.name, a.dir.display());
             println!("  signing key (public): {}", hub.public_key().to_hex());

@@ -55,7 +55,7 @@ impl LocalNetwork {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)?;
         let hub_dir = dir.join("hub");
-        medfed_hub::HubDir::init(&hub_dir, "national", listen, None, &[])?;
+        medfed_hub::HubDir::init(&hub_dir, "national", listen, None, "medfed_hub", &[])?;
         let hub_s = hub_dir.to_string_lossy().to_string();
         let hub_log = logs.join("hub.log");
         let mut hub = spawn(

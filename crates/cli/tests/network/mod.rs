@@ -1,0 +1,871 @@
+//! The network end to end (a module of the `cli` test binary, so that only one test binary links
+//! DataFusion): a real hub and real nodes as separate `medfed` processes on 127.0.0.1,
+//! talking HTTPS; the hub's state on SQLite and on the PostgreSQL at 127.0.0.1:5432.
+//!
+//! Pooled answers are checked against DuckDB over all sites' Parquet files (an independent engine and
+//! hand-written SQL), and per-site suppression against the node's policy.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use medfed_hub::db::Db;
+
+const BIN: &str = env!("CARGO_BIN_EXE_medfed");
+
+fn medfed(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run medfed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (ok, out, err) = medfed(args);
+    assert!(ok, "medfed {}\n{out}\n{err}", args.join(" "));
+    out
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A small synthetic population: `hospitals` site stores.
+fn population(root: &Path, persons: u64, hospitals: usize) -> Vec<PathBuf> {
+    let pop = root.join("pop");
+    ok(&[
+        "synth",
+        "--persons",
+        &persons.to_string(),
+        "--hospitals",
+        &hospitals.to_string(),
+        "--seed",
+        "7",
+        "--out",
+        &s(&pop),
+    ]);
+    let mut sites: Vec<PathBuf> = std::fs::read_dir(&pop)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("site.toml").exists())
+        .collect();
+    sites.sort();
+    sites
+}
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Proc {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Proc {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// SIGKILL, as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let c = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "process did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Net {
+    root: PathBuf,
+    hub_dir: PathBuf,
+    hub: Proc,
+    addr: String,
+    db: Option<(String, String)>,
+    nodes: Vec<(String, PathBuf)>,
+    runners: Vec<Proc>,
+}
+
+impl Net {
+    /// Hub in `root/hub` (SQLite, or PostgreSQL in a fresh schema), one registered node per site.
+    fn new(root: &Path, sites: &[PathBuf], postgres: bool, policy: Option<&str>) -> Net {
+        let hub_dir = root.join("hub");
+        let db = postgres.then(|| {
+            let schema = format!("medfed_test_{}", &medfed_protocol::random_id()[..10]);
+            (PG.to_string(), schema)
+        });
+        let mut args = vec![
+            "hub".to_string(),
+            "init".into(),
+            "--dir".into(),
+            s(&hub_dir),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        if let Some((url, schema)) = &db {
+            args.extend([
+                "--db".into(),
+                url.clone(),
+                "--db-schema".into(),
+                schema.clone(),
+            ]);
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&a);
+        let mut net = Net {
+            root: root.to_path_buf(),
+            hub_dir: hub_dir.clone(),
+            hub: Proc {
+                child: None,
+                log: root.join("hub.log"),
+            },
+            addr: String::new(),
+            db,
+            nodes: Vec::new(),
+            runners: Vec::new(),
+        };
+        net.start_hub(&[]);
+        let policy_file = policy.map(|p| {
+            let f = root.join("policy.toml");
+            std::fs::write(&f, p).unwrap();
+            f
+        });
+        for site in sites {
+            let name = site.file_name().unwrap().to_string_lossy().to_string();
+            let dir = root.join("nodes").join(&name);
+            let mut args = vec![
+                "node".to_string(),
+                "init".into(),
+                "--dir".into(),
+                s(&dir),
+                "--hub".into(),
+                net.url(),
+                "--site".into(),
+                s(site),
+                "--hub-ca".into(),
+                s(&hub_dir.join("tls/cert.pem")),
+            ];
+            if let Some(p) = &policy_file {
+                args.extend(["--policy".into(), s(p)]);
+            }
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = ok(&a);
+            let key = out
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("public key: "))
+                .expect("init prints the key")
+                .trim()
+                .to_string();
+            ok(&[
+                "hub",
+                "add-node",
+                "--dir",
+                &s(&hub_dir),
+                "--name",
+                &name,
+                "--key",
+                &key,
+            ]);
+            net.nodes.push((name, dir));
+        }
+        net
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Start (or restart) the hub on the same address.
+    fn start_hub(&mut self, env: &[(&str, &str)]) {
+        let listen = if self.addr.is_empty() {
+            "127.0.0.1:0".to_string()
+        } else {
+            self.addr.clone()
+        };
+        let _ = std::fs::remove_file(self.hub_dir.join("hub.addr"));
+        self.hub = Proc::spawn(
+            &[
+                "hub",
+                "serve",
+                "--dir",
+                &s(&self.hub_dir),
+                "--listen",
+                &listen,
+            ],
+            &self.root.join("hub.log"),
+            env,
+        );
+        let p = self.hub_dir.join("hub.addr");
+        wait_until("the hub to listen", 30, || p.exists());
+        self.addr = std::fs::read_to_string(p).unwrap().trim().to_string();
+    }
+
+    fn start_nodes(&mut self, env: &[(&str, &str)]) {
+        for (name, dir) in &self.nodes {
+            self.runners.push(Proc::spawn(
+                &["node", "run", "--dir", &s(dir)],
+                &self.root.join(format!("{name}.log")),
+                env,
+            ));
+        }
+    }
+
+    fn submit(&self, study: &Path) -> String {
+        let out = ok(&["study", "submit", "--hub-dir", &s(&self.hub_dir), &s(study)]);
+        out.split_whitespace().nth(1).expect("study id").to_string()
+    }
+
+    fn status(&self, id: &str) -> serde_json::Value {
+        let out = ok(&["study", "results", "--hub-dir", &s(&self.hub_dir), id]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn wait_complete(&self, id: &str, secs: u64) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let last = self.status(id);
+            if last["study"]["status"] == "complete" {
+                return last;
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                let logs: Vec<String> = self.runners.iter().map(|r| r.log()).collect();
+                panic!(
+                    "study {id} not complete: {last}\nhub:\n{}\nnodes:\n{}",
+                    self.hub.log(),
+                    logs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn db(&self) -> Box<dyn Db> {
+        match &self.db {
+            Some((url, schema)) => {
+                Box::new(medfed_hub::db::Postgres::connect(url, schema).unwrap())
+            }
+            None => Box::new(
+                medfed_hub::db::Sqlite::open(&s(&self.hub_dir.join("hub.sqlite"))).unwrap(),
+            ),
+        }
+    }
+
+    fn audit(&self, node: usize) -> Vec<serde_json::Value> {
+        let out = ok(&["node", "audit", "--dir", &s(&self.nodes[node].1), "--json"]);
+        out.lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.runners.clear();
+        self.hub.kill();
+        if let Some((url, schema)) = &self.db {
+            if let Ok(mut d) = medfed_hub::db::Postgres::connect(url, schema) {
+                let _ = d.batch(&format!("DROP SCHEMA {schema} CASCADE"));
+            }
+        }
+    }
+}
+
+const STUDY: &str = r#"{
+  "format": "medfed-study/1",
+  "name": "network test",
+  "analyses": [
+    { "id": "t2d_30plus", "type": "person_count", "domain": "condition", "concepts": [201826], "age": { "min": 30 } },
+    { "id": "htn_women", "type": "person_count", "domain": "condition", "concepts": [316866], "sex": ["female"] },
+    { "id": "metformin", "type": "person_count", "domain": "drug", "concepts": [1503297] },
+    { "id": "asthma_under5", "type": "person_count", "domain": "condition", "concepts": [317009], "age": { "max": 4 } },
+    { "id": "copd_exact_only", "type": "person_count", "domain": "condition", "concepts": [255573], "descendants": false }
+  ]
+}"#;
+
+/// The same counts, per site, computed by DuckDB from the Parquet files with hand-written SQL.
+fn duckdb_counts(sites: &[PathBuf]) -> Vec<Vec<u64>> {
+    let script = r#"
+import duckdb, json, sys
+sites = json.loads(sys.argv[1])
+out = []
+for s in sites:
+    c = duckdb.connect()
+    t = lambda n: f"read_parquet('{s}/cdm/{n}.parquet')"
+    def first(table, col, date, ids, desc=True):
+        cs = f"SELECT descendant_concept_id FROM {t('concept_ancestor')} WHERE ancestor_concept_id IN ({ids})" if desc else "SELECT NULL"
+        return f"""SELECT person_id, MIN({date}) AS d FROM {t(table)}
+                   WHERE {col} IN ({ids}) OR {col} IN ({cs}) GROUP BY person_id"""
+    def q(sql):
+        return c.execute(sql).fetchone()[0]
+    p = t('person')
+    row = [
+      q(f"SELECT COUNT(*) FROM ({first('condition_occurrence','condition_concept_id','condition_start_date','201826')}) f JOIN {p} p USING (person_id) WHERE year(f.d) - p.year_of_birth >= 30"),
+      q(f"SELECT COUNT(*) FROM ({first('condition_occurrence','condition_concept_id','condition_start_date','316866')}) f JOIN {p} p USING (person_id) WHERE p.gender_concept_id = 8532"),
+      q(f"SELECT COUNT(*) FROM ({first('drug_exposure','drug_concept_id','drug_exposure_start_date','1503297')}) f JOIN {p} p USING (person_id)"),
+      q(f"SELECT COUNT(*) FROM ({first('condition_occurrence','condition_concept_id','condition_start_date','317009')}) f JOIN {p} p USING (person_id) WHERE year(f.d) - p.year_of_birth BETWEEN 0 AND 4"),
+      q(f"SELECT COUNT(DISTINCT person_id) FROM {t('condition_occurrence')} WHERE condition_concept_id = 255573"),
+    ]
+    out.append(row)
+print(json.dumps(out))
+"#;
+    let list: Vec<String> = sites.iter().map(|p| s(p)).collect();
+    let out = Command::new("python3")
+        .args(["-c", script, &serde_json::to_string(&list).unwrap()])
+        .output()
+        .expect("python3 with duckdb (installed by scripts/test-all.sh)");
+    assert!(
+        out.status.success(),
+        "duckdb reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Pooled value equals DuckDB on the pooled data when nothing is suppressed; per-site values follow
+/// the minimum cell count exactly.
+fn check_against_duckdb(results: &serde_json::Value, sites: &[PathBuf], k: u64) {
+    let truth = duckdb_counts(sites);
+    let rs = results["results"].as_array().unwrap();
+    assert_eq!(rs.len(), 5);
+    let mut some_suppressed = false;
+    for (a, r) in rs.iter().enumerate() {
+        let mut released_sum = 0;
+        let mut any_suppressed = false;
+        for (i, site) in sites.iter().enumerate() {
+            let name = site.file_name().unwrap().to_string_lossy();
+            let entry = r["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["site"] == *name)
+                .unwrap_or_else(|| panic!("{name} missing in {r}"));
+            let n = truth[i][a];
+            if n > 0 && n < k {
+                assert_eq!(
+                    entry["status"], "suppressed",
+                    "{} at {name}: {n} < {k} must be suppressed: {entry}",
+                    r["id"]
+                );
+                assert!(
+                    entry.get("value").is_none(),
+                    "a suppressed value must not travel: {entry}"
+                );
+                any_suppressed = true;
+            } else {
+                assert_eq!(entry["status"], "released", "{entry}");
+                assert_eq!(entry["value"].as_u64(), Some(n), "{} at {name}", r["id"]);
+                released_sum += n;
+            }
+        }
+        let pooled: u64 = truth.iter().map(|row| row[a]).sum();
+        if any_suppressed {
+            some_suppressed = true;
+            assert!(r["notes"][0].as_str().unwrap().contains("withheld"), "{r}");
+        } else {
+            assert_eq!(r["value"].as_u64(), Some(pooled), "{} pooled", r["id"]);
+        }
+        assert!(released_sum <= pooled);
+    }
+    let _ = some_suppressed;
+}
+
+fn network_study(postgres: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 3000, 3);
+    let mut net = Net::new(
+        tmp.path(),
+        &sites,
+        postgres,
+        Some("min_cell_count = 5\n[analyses]\nperson_count = \"allow\"\n"),
+    );
+    net.start_nodes(&[]);
+    let study = tmp.path().join("study.json");
+    std::fs::write(&study, STUDY).unwrap();
+    let id = net.submit(&study);
+    let results = net.wait_complete(&id, 120);
+    check_against_duckdb(&results, &sites, 5);
+    // Exactly one result per task, and the national statistics hold one row per analysis.
+    let mut db = net.db();
+    let n = db.query("SELECT COUNT(*) FROM results", &[]).unwrap()[0][0]
+        .int()
+        .unwrap();
+    assert_eq!(n, 15);
+    let n = db
+        .query("SELECT COUNT(*) FROM national_statistics", &[])
+        .unwrap()[0][0]
+        .int()
+        .unwrap();
+    assert_eq!(n, 5);
+    // Every node's audit log has one release per task and verifies.
+    for i in 0..3 {
+        let a = net.audit(i);
+        assert_eq!(a.iter().filter(|e| e["event"] == "release").count(), 5);
+    }
+    // The in-process federation gives the same answer.
+    let out = tmp.path().join("inproc");
+    let mut args = vec![
+        "study".to_string(),
+        "run".into(),
+        s(&study),
+        "--out".into(),
+        s(&out),
+        "--policy".into(),
+        s(&tmp.path().join("policy.toml")),
+    ];
+    for site in &sites {
+        args.extend(["--site".into(), s(site)]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&a);
+    let inproc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(inproc["results"], results["results"]);
+}
+
+#[test]
+fn network_study_on_sqlite_equals_duckdb_on_pooled_data() {
+    network_study(false);
+}
+
+#[test]
+fn network_study_on_postgres_equals_duckdb_on_pooled_data() {
+    network_study(true);
+}
+
+#[test]
+fn killed_nodes_resume_and_each_result_is_applied_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 2000, 2);
+    let mut net = Net::new(tmp.path(), &sites, false, None);
+    let study = tmp.path().join("study.json");
+    std::fs::write(&study, STUDY).unwrap();
+    let id = net.submit(&study);
+    // Node 0 dies right after accepting its first task; node 1 right after auditing its first result
+    // (before posting it).
+    let (n0, d0) = net.nodes[0].clone();
+    let (n1, d1) = net.nodes[1].clone();
+    let mut p0 = Proc::spawn(
+        &["node", "run", "--dir", &s(&d0)],
+        &tmp.path().join(format!("{n0}.log")),
+        &[("MEDFED_FAILPOINT", "node:after_accept")],
+    );
+    let mut p1 = Proc::spawn(
+        &["node", "run", "--dir", &s(&d1)],
+        &tmp.path().join(format!("{n1}.log")),
+        &[("MEDFED_FAILPOINT", "node:after_audit")],
+    );
+    assert!(!p0.wait_exit(60).success());
+    assert!(!p1.wait_exit(60).success());
+    assert!(p1.log().contains("failpoint node:after_audit"));
+    let before = net.audit(1);
+    assert_eq!(
+        before.iter().filter(|e| e["event"] == "release").count(),
+        1,
+        "one result audited before the crash"
+    );
+    // Restart both without failpoints: they resume from their own state, within the hub's lease.
+    net.start_nodes(&[]);
+    let results = net.wait_complete(&id, 120);
+    check_against_duckdb(&results, &sites, 10);
+    let mut db = net.db();
+    assert_eq!(
+        db.query("SELECT COUNT(*) FROM results", &[]).unwrap()[0][0].int(),
+        Some(10)
+    );
+    for i in 0..2 {
+        let a = net.audit(i);
+        let mut tasks: Vec<&str> = a
+            .iter()
+            .filter(|e| e["event"] == "release")
+            .map(|e| e["task_id"].as_str().unwrap())
+            .collect();
+        let n = tasks.len();
+        tasks.sort();
+        tasks.dedup();
+        assert_eq!(
+            (n, tasks.len()),
+            (5, 5),
+            "each task released exactly once at node {i}"
+        );
+    }
+    // The crashed-after-audit result is the one that was posted: the hub holds the audited payload.
+    let first = &before[0];
+    let rows = db
+        .query(
+            "SELECT payload FROM results WHERE task_id = $1",
+            &[first["task_id"].as_str().unwrap().into()],
+        )
+        .unwrap();
+    assert_eq!(rows[0][0].text(), first["payload"].as_str());
+}
+
+#[test]
+fn hub_killed_mid_study_loses_nothing_and_counts_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 2000, 2);
+    let mut net = Net::new(tmp.path(), &sites, false, None);
+    let study = tmp.path().join("study.json");
+    std::fs::write(&study, STUDY).unwrap();
+    let id = net.submit(&study);
+    // The hub aborts right after committing the first result, before answering the node.
+    net.hub.kill();
+    net.start_hub(&[("MEDFED_FAILPOINT", "hub:after_apply")]);
+    net.start_nodes(&[]);
+    let st = net.hub.wait_exit(60);
+    assert!(!st.success());
+    assert!(net.hub.log().contains("failpoint hub:after_apply"));
+    // Nodes keep retrying with backoff while the hub is down; then it comes back on the same address.
+    std::thread::sleep(Duration::from_millis(800));
+    net.start_hub(&[]);
+    // And a real SIGKILL in the middle of the rest of the study.
+    std::thread::sleep(Duration::from_millis(300));
+    net.hub.kill();
+    net.start_hub(&[]);
+    let results = net.wait_complete(&id, 180);
+    check_against_duckdb(&results, &sites, 10);
+    let mut db = net.db();
+    assert_eq!(
+        db.query("SELECT COUNT(*) FROM results", &[]).unwrap()[0][0].int(),
+        Some(10)
+    );
+    assert_eq!(
+        db.query("SELECT COUNT(*) FROM national_statistics", &[])
+            .unwrap()[0][0]
+            .int(),
+        Some(5)
+    );
+    let dup = db
+        .query(
+            "SELECT COUNT(*) FROM audit WHERE action = 'result_duplicate'",
+            &[],
+        )
+        .unwrap()[0][0]
+        .int()
+        .unwrap();
+    assert!(
+        dup >= 1,
+        "the result whose acknowledgement was lost was posted again and recognised"
+    );
+    let logs: String = net.runners.iter().map(|r| r.log()).collect();
+    assert!(
+        logs.contains("retrying in"),
+        "nodes backed off while the hub was down:\n{logs}"
+    );
+}
+
+#[test]
+fn forged_expired_replayed_invalid_and_unregistered_are_refused_and_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 1500, 1);
+    let mut net = Net::new(tmp.path(), &sites, false, None);
+    let one = |id: &str, ttl: Option<u64>| {
+        let ttl = ttl
+            .map(|t| format!(r#","task_ttl_s":{t}"#))
+            .unwrap_or_default();
+        let f = tmp.path().join(format!("{id}.json"));
+        std::fs::write(&f, format!(r#"{{"format":"medfed-study/1","name":"{id}"{ttl},"analyses":[{{"id":"{id}","type":"person_count","domain":"condition","concepts":[201826]}}]}}"#)).unwrap();
+        f
+    };
+    // Expired: a one-second task that the node only sees later.
+    let expired = net.submit(&one("expired", Some(1)));
+    std::thread::sleep(Duration::from_millis(2100));
+    // Forged: a task whose signature was altered in the hub's database.
+    let forged = net.submit(&one("forged", None));
+    let mut db = net.db();
+    let row = db
+        .query(
+            "SELECT id, signature FROM tasks WHERE study_id = $1",
+            &[forged.as_str().into()],
+        )
+        .unwrap();
+    let sig = row[0][1].text().unwrap().to_string();
+    let flipped = format!(
+        "{}{}",
+        if sig.starts_with('0') { "1" } else { "0" },
+        &sig[1..]
+    );
+    db.execute(
+        "UPDATE tasks SET signature = $1 WHERE id = $2",
+        &[flipped.into(), row[0][0].clone()],
+    )
+    .unwrap();
+    // Invalid: a hub-signed task carrying an analysis the node does not accept.
+    let key = medfed_protocol::SecretKey::load(&net.hub_dir.join("hub.key")).unwrap();
+    let invalid = net.submit(&one("invalid", None));
+    let t = db
+        .query(
+            "SELECT id, payload FROM tasks WHERE study_id = $1",
+            &[invalid.as_str().into()],
+        )
+        .unwrap();
+    let mut payload: serde_json::Value = serde_json::from_str(t[0][1].text().unwrap()).unwrap();
+    payload["analysis"] =
+        serde_json::json!({"id": "invalid", "type": "raw_rows", "table": "person"});
+    let signed = medfed_protocol::Signed::seal(&payload, &key);
+    db.execute(
+        "UPDATE tasks SET payload = $1, signature = $2 WHERE id = $3",
+        &[
+            signed.payload.into(),
+            signed.signature.into(),
+            t[0][0].clone(),
+        ],
+    )
+    .unwrap();
+    // A normal study, which is then replayed by resetting its task at the hub.
+    let normal = net.submit(&one("normal", None));
+    net.start_nodes(&[]);
+    let r = net.wait_complete(&expired, 60);
+    assert_eq!(r["results"][0]["sites"][0]["status"], "refused");
+    assert!(
+        r["results"][0]["sites"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{r}"
+    );
+    let r = net.wait_complete(&invalid, 60);
+    assert!(
+        r["results"][0]["sites"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid task"),
+        "{r}"
+    );
+    net.wait_complete(&normal, 60);
+    db.execute(
+        "UPDATE tasks SET status = 'open', leased_until = 0 WHERE study_id = $1",
+        &[normal.as_str().into()],
+    )
+    .unwrap();
+    wait_until(
+        "the node to log the forged and the replayed task",
+        60,
+        || {
+            let a = net.audit(0);
+            let rejected: Vec<&str> = a
+                .iter()
+                .filter(|e| e["event"] == "rejected")
+                .map(|e| e["detail"].as_str().unwrap())
+                .collect();
+            rejected.iter().any(|d| d.contains("signature"))
+                && rejected.iter().any(|d| d.contains("replayed"))
+        },
+    );
+    let a = net.audit(0);
+    // Nothing was sent for the rejected tasks; the forged study never completes.
+    assert!(a
+        .iter()
+        .filter(|e| e["event"] == "rejected")
+        .all(|e| e["sent"] == false));
+    assert_eq!(net.status(&forged)["study"]["status"], "running");
+    // Each rejection is logged once even though the hub keeps delivering.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        net.audit(0)
+            .iter()
+            .filter(|e| e["event"] == "rejected")
+            .count(),
+        2
+    );
+
+    // An unregistered node is refused by the hub, and the hub records it.
+    let stranger = tmp.path().join("stranger");
+    ok(&[
+        "node",
+        "init",
+        "--dir",
+        &s(&stranger),
+        "--hub",
+        &net.url(),
+        "--site",
+        &s(&sites[0]),
+        "--name",
+        "stranger",
+        "--hub-ca",
+        &s(&net.hub_dir.join("tls/cert.pem")),
+    ]);
+    let (okk, out, err) = medfed(&["node", "run", "--dir", &s(&stranger), "--once"]);
+    assert!(!okk, "{out}");
+    assert!(err.contains("not registered"), "{err}");
+    let trail = ok(&["hub", "audit", "--dir", &s(&net.hub_dir)]);
+    assert!(trail.contains("refused_unregistered"), "{trail}");
+
+    // A node whose hub key is wrong (a hub impersonator) rejects everything it is sent.
+    let (okk, _, err) = medfed(&[
+        "node",
+        "init",
+        "--dir",
+        &s(&tmp.path().join("x")),
+        "--hub",
+        &net.url(),
+        "--site",
+        &s(&sites[0]),
+        "--hub-ca",
+        &s(&tmp.path().join("missing.pem")),
+    ]);
+    assert!(!okk && err.contains("missing.pem"), "{err}");
+}
+
+#[test]
+fn tampered_audit_log_is_detected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 1500, 1);
+    let mut net = Net::new(tmp.path(), &sites, false, None);
+    let study = tmp.path().join("study.json");
+    std::fs::write(&study, STUDY).unwrap();
+    let id = net.submit(&study);
+    net.start_nodes(&[]);
+    net.wait_complete(&id, 60);
+    net.runners.clear();
+    let out = ok(&["node", "audit", "--dir", &s(&net.nodes[0].1)]);
+    assert!(
+        out.contains("audit chain verified: 5 entries, 5 sent"),
+        "{out}"
+    );
+    let log = net.nodes[0].1.join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Change one released count on line 3, keeping the JSON valid.
+    let mut e: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    e["detail"] = serde_json::json!("released count 1");
+    let mut new = lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+    new[2] = serde_json::to_string(&e).unwrap();
+    std::fs::write(&log, new.join("\n") + "\n").unwrap();
+    let (okk, _, err) = medfed(&["node", "audit", "--dir", &s(&net.nodes[0].1)]);
+    assert!(!okk && err.contains("line 3"), "{err}");
+    // The node refuses to run on a broken chain rather than append to it.
+    let (okk, _, err) = medfed(&["node", "run", "--dir", &s(&net.nodes[0].1), "--once"]);
+    assert!(!okk && err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn approval_policy_holds_tasks_until_the_steward_approves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 1500, 1);
+    let mut net = Net::new(
+        tmp.path(),
+        &sites,
+        false,
+        Some("[analyses]\nperson_count = \"approve\"\n"),
+    );
+    let study = tmp.path().join("study.json");
+    std::fs::write(&study, STUDY).unwrap();
+    let id = net.submit(&study);
+    net.start_nodes(&[]);
+    let dir = s(&net.nodes[0].1);
+    wait_until("tasks waiting for approval", 30, || {
+        ok(&["node", "approve", "--dir", &dir])
+            .lines()
+            .filter(|l| l.starts_with('t'))
+            .count()
+            == 5
+    });
+    assert_eq!(net.status(&id)["study"]["status"], "running");
+    let list = ok(&["node", "approve", "--dir", &dir]);
+    let first = list
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    ok(&["node", "approve", "--dir", &dir, "--task", &first, "--deny"]);
+    ok(&["node", "approve", "--dir", &dir, "--all"]);
+    let r = net.wait_complete(&id, 60);
+    let refused = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["sites"][0]["status"] == "refused")
+        .count();
+    assert_eq!(refused, 1, "{r}");
+}
+
+#[test]
+fn hostile_studies_are_refused_at_submit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 1000, 1);
+    let net = Net::new(tmp.path(), &sites, false, None);
+    let cases = [
+        (
+            r#"{"format":"medfed-study/1","name":"x","analyses":[{"id":"a","type":"export_rows","table":"person"}]}"#,
+            "unknown analysis type",
+        ),
+        (
+            r#"{"format":"medfed-study/1","name":"x'; DROP TABLE person; --","analyses":[{"id":"a","type":"person_count","domain":"condition","concepts":[1]}]}"#,
+            "looks like SQL",
+        ),
+        (
+            r#"{"format":"medfed-study/1","name":"x","analyses":[{"id":"a","type":"person_count","domain":"condition","concepts":"201826"}]}"#,
+            "$.analyses[0]",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let f = tmp.path().join(format!("bad{i}.json"));
+        std::fs::write(&f, text).unwrap();
+        let (okk, _, err) = medfed(&["study", "submit", "--hub-dir", &s(&net.hub_dir), &s(&f)]);
+        assert!(!okk && err.contains(want), "case {i}: {err}");
+    }
+    // The hub itself refuses them too (not only the client-side check): post one directly.
+    let big = format!(
+        r#"{{"format":"medfed-study/1","name":"x","analyses":[{}]}}"#,
+        [r#"{"id":"a","type":"person_count","domain":"condition","concepts":[1]}"#; 2].join(",")
+    );
+    let hub = medfed_hub::HubDir(net.hub_dir.clone()).open(None).unwrap();
+    let e = hub.submit(&big).unwrap_err().to_string();
+    assert!(e.contains("duplicate analysis id"), "{e}");
+    assert!(hub.studies().unwrap().is_empty());
+}
