@@ -35,6 +35,9 @@ enum Command {
     Node(cmd::node::Args),
     /// Researcher commands: submit a study and get results, or run one in this process.
     Study(cmd::study::Args),
+    /// Benchmark: hub throughput for result posts under load from many simulated nodes.
+    #[command(hide = true)]
+    BenchHub(cmd::bench::Args),
 }
 
 fn main() {
@@ -47,6 +50,7 @@ fn main() {
         Command::Hub(a) => cmd::hub::run(a),
         Command::Node(a) => cmd::node::run(a),
         Command::Study(a) => cmd::study::run(a),
+        Command::BenchHub(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

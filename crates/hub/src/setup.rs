@@ -101,6 +101,17 @@ impl HubDir {
                 dir.display()
             )));
         }
+        // A database that cannot be reached fails init before any file is written.
+        if let Some(url) = db {
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Postgres::connect(url, db_schema)
+                    .map_err(|e| HubError::BadRequest(e.to_string()))?;
+            } else if !url.starts_with("sqlite:") {
+                return Err(HubError::BadRequest(format!(
+                    "database URL {url:?}: use postgres://… or sqlite:PATH"
+                )));
+            }
+        }
         std::fs::create_dir_all(dir.join("tls")).map_err(|e| io(dir, e))?;
         let key = SecretKey::generate();
         key.save(&d.key())

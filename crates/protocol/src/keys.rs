@@ -33,6 +33,11 @@ impl SecretKey {
         SecretKey(ed25519_dalek::SigningKey::from_bytes(&seed))
     }
 
+    /// A copy of the key (keys are deliberately not `Clone`, so that copies are visible in code).
+    pub fn clone_key(&self) -> SecretKey {
+        SecretKey(self.0.clone())
+    }
+
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())
     }

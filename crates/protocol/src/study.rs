@@ -525,3 +525,22 @@ mod tests {
         assert!(looks_like_sql("union all select password from users"));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    /// Every example study in the repository parses.
+    #[test]
+    fn example_studies_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                super::parse_study(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 2);
+    }
+}

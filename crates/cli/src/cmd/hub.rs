@@ -165,7 +165,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    // The PostgreSQL client blocks on its own runtime when it is dropped: keep the last reference out
+    // here, to be dropped after the async runtime is gone.
+    let keep = hub.clone();
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -181,7 +184,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         );
         let app = medfed_hub::server::router(hub, token);
         medfed_hub::server::serve(listener, app, tls, super::shutdown_signal()).await;
-        println!("hub stopped");
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    drop(rt);
+    drop(keep);
+    served?;
+    println!("hub stopped");
+    Ok(())
 }

@@ -253,7 +253,7 @@ impl Client {
                     tasks.len()
                 );
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
 }

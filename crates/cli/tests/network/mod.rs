@@ -103,6 +103,12 @@ impl Proc {
             let _ = c.wait();
         }
     }
+    /// SIGTERM, as an operator's stop would; returns the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.wait_exit(30)
+    }
     fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
         let c = self.child.as_mut().unwrap();
         let start = Instant::now();
@@ -472,6 +478,13 @@ fn network_study(postgres: bool) {
     let inproc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(inproc["results"], results["results"]);
+    // An operator's stop is clean on both backends.
+    let st = net.hub.terminate();
+    assert!(
+        st.success() && net.hub.log().contains("hub stopped"),
+        "{st}: {}",
+        net.hub.log()
+    );
 }
 
 #[test]
