@@ -68,6 +68,27 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
         .sum();
     assert_eq!(total, 4000);
     assert!(report.contains("3 hospitals, 4000 persons"));
+    // The network ran: results.json from the hub, with every analysis of the standard study, each
+    // site's status, and the report's cross-check against the stores.
+    assert!(report.contains("Network study: pooled results"));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results/results.json")).unwrap()).unwrap();
+    let rs = results["results"].as_array().unwrap();
+    assert_eq!(rs.len(), 10);
+    for r in rs {
+        assert_eq!(r["sites"].as_array().unwrap().len(), 3, "{r}");
+        if r["notes"].as_array().unwrap().is_empty() {
+            let v = r["value"].as_u64().unwrap();
+            assert!(report.contains(&format!("{v} ✓")), "{r}");
+        }
+    }
+    // Every node's audit log verifies and holds one answer per analysis; nothing is left running.
+    for s in ["hospital_a", "hospital_b", "hospital_c"] {
+        let (ok, a, _) = medfed(&["node", "audit", "--dir", out.join("network/nodes").join(s).to_str().unwrap()]);
+        assert!(ok && a.contains("10 sent to the hub"), "{a}");
+    }
+    let hub_addr = std::fs::read_to_string(out.join("network/hub/hub.addr")).unwrap();
+    assert!(std::net::TcpStream::connect(hub_addr.trim()).is_err(), "the demo stopped its hub");
     let (ok, stdout, _) = medfed(&["demo", "--persons", "4000", "--hospitals", "3", "--out", o]);
     assert!(ok && stdout.contains("reusing the population"));
 }

@@ -17,7 +17,7 @@ use super::progress::count_bar;
 #[derive(clap::Args)]
 pub struct Args {
     /// Persons in the national population (pilot scale: 10000000).
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     persons: u64,
     /// Number of hospitals.
     #[arg(long, default_value_t = 6)]
