@@ -33,6 +33,8 @@ enum Command {
     Hub(cmd::hub::Args),
     /// A hospital node: init, run, approve tasks, print the audit log.
     Node(cmd::node::Args),
+    /// Cohorts from ATLAS (Circe JSON), generated on a site for its own data steward.
+    Cohort(cmd::cohort::Args),
     /// Researcher commands: submit a study and get results, or run one in this process.
     Study(cmd::study::Args),
     /// Benchmark: hub throughput for result posts under load from many simulated nodes.
@@ -50,6 +52,7 @@ fn main() {
         Command::Hub(a) => cmd::hub::run(a),
         Command::Node(a) => cmd::node::run(a),
         Command::Study(a) => cmd::study::run(a),
+        Command::Cohort(a) => cmd::cohort::run(a),
         Command::BenchHub(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {

@@ -1,5 +1,6 @@
 //! The real `medfed` binary, end to end.
 
+mod cohort;
 mod network;
 
 use std::path::Path;
@@ -38,6 +39,7 @@ fn every_command_has_help() {
         "study run",
         "study results",
         "study status",
+        "cohort generate",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");
@@ -72,7 +74,8 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
     // site's status, and the report's cross-check against the stores.
     assert!(report.contains("Network study: pooled results"));
     let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results/results.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("results/results.json")).unwrap())
+            .unwrap();
     let rs = results["results"].as_array().unwrap();
     assert_eq!(rs.len(), 10);
     for r in rs {
@@ -84,11 +87,19 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
     }
     // Every node's audit log verifies and holds one answer per analysis; nothing is left running.
     for s in ["hospital_a", "hospital_b", "hospital_c"] {
-        let (ok, a, _) = medfed(&["node", "audit", "--dir", out.join("network/nodes").join(s).to_str().unwrap()]);
+        let (ok, a, _) = medfed(&[
+            "node",
+            "audit",
+            "--dir",
+            out.join("network/nodes").join(s).to_str().unwrap(),
+        ]);
         assert!(ok && a.contains("10 sent to the hub"), "{a}");
     }
     let hub_addr = std::fs::read_to_string(out.join("network/hub/hub.addr")).unwrap();
-    assert!(std::net::TcpStream::connect(hub_addr.trim()).is_err(), "the demo stopped its hub");
+    assert!(
+        std::net::TcpStream::connect(hub_addr.trim()).is_err(),
+        "the demo stopped its hub"
+    );
     let (ok, stdout, _) = medfed(&["demo", "--persons", "4000", "--hospitals", "3", "--out", o]);
     assert!(ok && stdout.contains("reusing the population"));
 }

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod cohort;
 pub mod demo;
 pub mod hub;
 pub mod import;

@@ -1,0 +1,36 @@
+//! Circe (ATLAS) cohort definitions: parse the JSON that ATLAS exports, compile it to SQL, run it on a
+//! site's engine, and return the cohort rows `(subject_id, cohort_start_date, cohort_end_date)`.
+//!
+//! The parser is strict in the other direction from a browser: every element of the definition is
+//! either understood or refused with its JSON path ([`CohortError::Unsupported`]). Nothing is silently
+//! ignored, because an ignored inclusion rule would give a larger cohort that looks right.
+//!
+//! Supported today (the rest is refused with its path):
+//! - concept sets with descendants and `isExcluded` items (resolved through `concept` and
+//!   `concept_ancestor`, as Circe does);
+//! - primary criteria `ConditionOccurrence`, `ConditionEra`, `DrugExposure`, `DrugEra`,
+//!   `ProcedureOccurrence`, `VisitOccurrence`, `Observation`, `Measurement`, each with `CodesetId`,
+//!   `First`, `Age` and `Gender`; several criteria are a union;
+//! - the observation window, primary/qualified/expression limits (`All`, `First`, `Last`);
+//! - end strategies: observation-period end (default) and `DateOffset` on the start or end date,
+//!   capped at the end of the observation period;
+//! - era collapse with `EraPad`.
+//!
+//! Architecture invariant: cohort rows are for the hospital's own data steward; they never cross the
+//! network. Analyses use cohorts only through released statistics.
+
+mod compile;
+mod parse;
+
+pub use compile::{generate, sql_for, CohortRow};
+pub use parse::{parse, Cohort};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CohortError {
+    #[error("{path}: not supported by medfed's cohort engine yet: {what}")]
+    Unsupported { path: String, what: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("cohort query failed: {0}")]
+    Engine(String),
+}

@@ -1,0 +1,440 @@
+//! Circe JSON → [`Cohort`], refusing anything not understood with its JSON path.
+
+use serde_json::{Map, Value};
+
+use crate::CohortError;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConceptItem {
+    pub concept_id: i64,
+    pub descendants: bool,
+    pub excluded: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConceptSet {
+    pub id: i64,
+    pub items: Vec<ConceptItem>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    ConditionOccurrence,
+    ConditionEra,
+    DrugExposure,
+    DrugEra,
+    ProcedureOccurrence,
+    VisitOccurrence,
+    Observation,
+    Measurement,
+}
+
+impl Domain {
+    fn from_key(k: &str) -> Option<Domain> {
+        Some(match k {
+            "ConditionOccurrence" => Domain::ConditionOccurrence,
+            "ConditionEra" => Domain::ConditionEra,
+            "DrugExposure" => Domain::DrugExposure,
+            "DrugEra" => Domain::DrugEra,
+            "ProcedureOccurrence" => Domain::ProcedureOccurrence,
+            "VisitOccurrence" => Domain::VisitOccurrence,
+            "Observation" => Domain::Observation,
+            "Measurement" => Domain::Measurement,
+            _ => return None,
+        })
+    }
+}
+
+/// A numeric comparison as Circe writes it: `{"Value": 40, "Op": "gte"}` (`bt`/`!bt` use `Extent`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NumRange {
+    pub op: String,
+    pub value: i64,
+    pub extent: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Criterion {
+    pub domain: Domain,
+    pub codeset: Option<i64>,
+    pub first: bool,
+    pub age: Option<NumRange>,
+    pub gender: Vec<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    All,
+    First,
+    Last,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndStrategy {
+    ObservationEnd,
+    /// Offset in days from the event's start (`false`) or end (`true`) date.
+    DateOffset {
+        from_end: bool,
+        offset: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cohort {
+    pub concept_sets: Vec<ConceptSet>,
+    pub primary: Vec<Criterion>,
+    pub prior_days: i64,
+    pub post_days: i64,
+    pub primary_limit: Limit,
+    /// Parsed for completeness; Circe applies it only with additional criteria, which are refused.
+    pub qualified_limit: Limit,
+    pub expression_limit: Limit,
+    pub end: EndStrategy,
+    pub era_pad: i64,
+}
+
+fn unsupported(path: &str, what: impl Into<String>) -> CohortError {
+    CohortError::Unsupported {
+        path: path.to_string(),
+        what: what.into(),
+    }
+}
+
+fn invalid(path: &str, message: impl Into<String>) -> CohortError {
+    CohortError::Invalid {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+fn obj<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, CohortError> {
+    v.as_object()
+        .ok_or_else(|| invalid(path, "must be an object"))
+}
+
+fn int(v: &Value, path: &str) -> Result<i64, CohortError> {
+    v.as_i64()
+        .ok_or_else(|| invalid(path, "must be an integer"))
+}
+
+/// An element that must be empty (absent, null, [] or {}) because we do not implement it yet.
+fn must_be_empty(v: Option<&Value>, path: &str, what: &str) -> Result<(), CohortError> {
+    match v {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(a)) if a.is_empty() => Ok(()),
+        Some(Value::Object(o)) if o.is_empty() => Ok(()),
+        Some(_) => Err(unsupported(path, what)),
+    }
+}
+
+fn limit(v: Option<&Value>, path: &str) -> Result<Limit, CohortError> {
+    let Some(v) = v else { return Ok(Limit::All) };
+    let o = obj(v, path)?;
+    for k in o.keys() {
+        if k != "Type" {
+            return Err(unsupported(&format!("{path}.{k}"), "unknown limit field"));
+        }
+    }
+    match o.get("Type").and_then(Value::as_str) {
+        None | Some("All") => Ok(Limit::All),
+        Some("First") => Ok(Limit::First),
+        Some("Last") => Ok(Limit::Last),
+        Some(t) => Err(invalid(
+            &format!("{path}.Type"),
+            format!("unknown limit {t:?}"),
+        )),
+    }
+}
+
+fn num_range(v: &Value, path: &str) -> Result<NumRange, CohortError> {
+    let o = obj(v, path)?;
+    for k in o.keys() {
+        if !matches!(k.as_str(), "Value" | "Op" | "Extent") {
+            return Err(unsupported(&format!("{path}.{k}"), "unknown range field"));
+        }
+    }
+    let op = o
+        .get("Op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(&format!("{path}.Op"), "missing"))?
+        .to_string();
+    if !matches!(
+        op.as_str(),
+        "lt" | "lte" | "eq" | "gt" | "gte" | "bt" | "!bt"
+    ) {
+        return Err(invalid(
+            &format!("{path}.Op"),
+            format!("unknown operator {op:?}"),
+        ));
+    }
+    let value = int(
+        o.get("Value").unwrap_or(&Value::Null),
+        &format!("{path}.Value"),
+    )?;
+    let extent = match o.get("Extent") {
+        None | Some(Value::Null) => None,
+        Some(e) => Some(int(e, &format!("{path}.Extent"))?),
+    };
+    if op.ends_with("bt") && extent.is_none() {
+        return Err(invalid(
+            &format!("{path}.Extent"),
+            "a between range needs Extent",
+        ));
+    }
+    Ok(NumRange { op, value, extent })
+}
+
+fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
+    let o = obj(v, path)?;
+    if o.len() != 1 {
+        return Err(invalid(path, "a criterion has exactly one type key"));
+    }
+    let (key, body) = o.iter().next().expect("one key");
+    let p = format!("{path}.{key}");
+    let domain =
+        Domain::from_key(key).ok_or_else(|| unsupported(&p, format!("criterion type {key}")))?;
+    let b = obj(body, &p)?;
+    let mut c = Criterion {
+        domain,
+        codeset: None,
+        first: false,
+        age: None,
+        gender: Vec::new(),
+    };
+    for (k, v) in b {
+        let kp = format!("{p}.{k}");
+        match k.as_str() {
+            "CodesetId" => {
+                c.codeset = if v.is_null() {
+                    None
+                } else {
+                    Some(int(v, &kp)?)
+                }
+            }
+            "First" => {
+                c.first = v
+                    .as_bool()
+                    .ok_or_else(|| invalid(&kp, "must be true or false"))?
+            }
+            "Age" => {
+                c.age = if v.is_null() {
+                    None
+                } else {
+                    Some(num_range(v, &kp)?)
+                }
+            }
+            "Gender" => {
+                for (i, g) in v
+                    .as_array()
+                    .ok_or_else(|| invalid(&kp, "must be a list"))?
+                    .iter()
+                    .enumerate()
+                {
+                    let id = g
+                        .get("CONCEPT_ID")
+                        .ok_or_else(|| invalid(&format!("{kp}[{i}]"), "missing CONCEPT_ID"))?;
+                    c.gender.push(int(id, &format!("{kp}[{i}].CONCEPT_ID"))?);
+                }
+            }
+            _ => return Err(unsupported(&kp, format!("criterion attribute {k}"))),
+        }
+    }
+    Ok(c)
+}
+
+fn concept_sets(v: Option<&Value>) -> Result<Vec<ConceptSet>, CohortError> {
+    let mut out = Vec::new();
+    let Some(v) = v else { return Ok(out) };
+    let list = v
+        .as_array()
+        .ok_or_else(|| invalid("$.ConceptSets", "must be a list"))?;
+    for (i, cs) in list.iter().enumerate() {
+        let p = format!("$.ConceptSets[{i}]");
+        let o = obj(cs, &p)?;
+        let id = int(o.get("id").unwrap_or(&Value::Null), &format!("{p}.id"))?;
+        let items = o
+            .get("expression")
+            .and_then(|e| e.get("items"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(&format!("{p}.expression.items"), "must be a list"))?;
+        let mut set = ConceptSet {
+            id,
+            items: Vec::new(),
+        };
+        for (j, it) in items.iter().enumerate() {
+            let ip = format!("{p}.expression.items[{j}]");
+            let io = obj(it, &ip)?;
+            let flag = |k: &str| io.get(k).and_then(Value::as_bool).unwrap_or(false);
+            if flag("includeMapped") {
+                return Err(unsupported(
+                    &format!("{ip}.includeMapped"),
+                    "mapped (non-standard) concepts",
+                ));
+            }
+            let cid = io
+                .get("concept")
+                .and_then(|c| c.get("CONCEPT_ID"))
+                .ok_or_else(|| invalid(&format!("{ip}.concept.CONCEPT_ID"), "missing"))?;
+            set.items.push(ConceptItem {
+                concept_id: int(cid, &format!("{ip}.concept.CONCEPT_ID"))?,
+                descendants: flag("includeDescendants"),
+                excluded: flag("isExcluded"),
+            });
+        }
+        out.push(set);
+    }
+    Ok(out)
+}
+
+/// Parse a Circe cohort expression (the JSON ATLAS exports).
+pub fn parse(text: &str) -> Result<Cohort, CohortError> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| invalid("$", format!("not JSON: {e}")))?;
+    let o = obj(&v, "$")?;
+    for k in o.keys() {
+        match k.as_str() {
+            "Title" | "title" | "description" | "Description" | "cdmVersionRange"
+            | "ConceptSets" | "PrimaryCriteria" | "QualifiedLimit" | "ExpressionLimit"
+            | "InclusionRules" | "EndStrategy" | "CensoringCriteria" | "CollapseSettings"
+            | "CensorWindow" | "AdditionalCriteria" => {}
+            other => {
+                return Err(unsupported(
+                    &format!("$.{other}"),
+                    "unknown top-level element",
+                ))
+            }
+        }
+    }
+    must_be_empty(
+        o.get("AdditionalCriteria"),
+        "$.AdditionalCriteria",
+        "additional (qualifying) criteria",
+    )?;
+    if let Some(rules) = o.get("InclusionRules").and_then(Value::as_array) {
+        if !rules.is_empty() {
+            return Err(unsupported("$.InclusionRules[0]", "inclusion rules"));
+        }
+    }
+    must_be_empty(
+        o.get("CensoringCriteria"),
+        "$.CensoringCriteria",
+        "censoring criteria",
+    )?;
+    must_be_empty(o.get("CensorWindow"), "$.CensorWindow", "censor window")?;
+    let pc = obj(
+        o.get("PrimaryCriteria")
+            .ok_or_else(|| invalid("$.PrimaryCriteria", "missing"))?,
+        "$.PrimaryCriteria",
+    )?;
+    let mut primary = Vec::new();
+    let (mut prior_days, mut post_days, mut primary_limit) = (0, 0, Limit::All);
+    for (k, v) in pc {
+        let p = format!("$.PrimaryCriteria.{k}");
+        match k.as_str() {
+            "CriteriaList" => {
+                for (i, c) in v
+                    .as_array()
+                    .ok_or_else(|| invalid(&p, "must be a list"))?
+                    .iter()
+                    .enumerate()
+                {
+                    primary.push(criterion(c, &format!("{p}[{i}]"))?);
+                }
+            }
+            "ObservationWindow" => {
+                let w = obj(v, &p)?;
+                prior_days = w
+                    .get("PriorDays")
+                    .map(|x| int(x, &format!("{p}.PriorDays")))
+                    .transpose()?
+                    .unwrap_or(0);
+                post_days = w
+                    .get("PostDays")
+                    .map(|x| int(x, &format!("{p}.PostDays")))
+                    .transpose()?
+                    .unwrap_or(0);
+            }
+            "PrimaryCriteriaLimit" => primary_limit = limit(Some(v), &p)?,
+            _ => return Err(unsupported(&p, format!("primary criteria element {k}"))),
+        }
+    }
+    if primary.is_empty() {
+        return Err(invalid(
+            "$.PrimaryCriteria.CriteriaList",
+            "needs at least one criterion",
+        ));
+    }
+    let end = match o.get("EndStrategy") {
+        None | Some(Value::Null) => EndStrategy::ObservationEnd,
+        Some(e) => {
+            let eo = obj(e, "$.EndStrategy")?;
+            match eo.iter().next() {
+                None => EndStrategy::ObservationEnd,
+                Some((k, body)) if k == "DateOffset" && eo.len() == 1 => {
+                    let b = obj(body, "$.EndStrategy.DateOffset")?;
+                    let from_end = match b.get("DateField").and_then(Value::as_str) {
+                        Some("StartDate") => false,
+                        Some("EndDate") => true,
+                        _ => {
+                            return Err(invalid(
+                                "$.EndStrategy.DateOffset.DateField",
+                                "must be StartDate or EndDate",
+                            ))
+                        }
+                    };
+                    let offset = int(
+                        b.get("Offset").unwrap_or(&Value::Null),
+                        "$.EndStrategy.DateOffset.Offset",
+                    )?;
+                    EndStrategy::DateOffset { from_end, offset }
+                }
+                Some((k, _)) => {
+                    return Err(unsupported(
+                        &format!("$.EndStrategy.{k}"),
+                        format!("end strategy {k}"),
+                    ))
+                }
+            }
+        }
+    };
+    let era_pad = match o.get("CollapseSettings") {
+        None | Some(Value::Null) => 0,
+        Some(c) => {
+            let co = obj(c, "$.CollapseSettings")?;
+            if let Some(t) = co.get("CollapseType").and_then(Value::as_str) {
+                if t != "ERA" {
+                    return Err(unsupported(
+                        "$.CollapseSettings.CollapseType",
+                        format!("collapse type {t}"),
+                    ));
+                }
+            }
+            co.get("EraPad")
+                .map(|x| int(x, "$.CollapseSettings.EraPad"))
+                .transpose()?
+                .unwrap_or(0)
+        }
+    };
+    let cohort = Cohort {
+        concept_sets: concept_sets(o.get("ConceptSets"))?,
+        primary,
+        prior_days,
+        post_days,
+        primary_limit,
+        qualified_limit: limit(o.get("QualifiedLimit"), "$.QualifiedLimit")?,
+        expression_limit: limit(o.get("ExpressionLimit"), "$.ExpressionLimit")?,
+        end,
+        era_pad,
+    };
+    for (i, c) in cohort.primary.iter().enumerate() {
+        if let Some(id) = c.codeset {
+            if !cohort.concept_sets.iter().any(|s| s.id == id) {
+                return Err(invalid(
+                    &format!("$.PrimaryCriteria.CriteriaList[{i}]"),
+                    format!("CodesetId {id} names no concept set"),
+                ));
+            }
+        }
+    }
+    Ok(cohort)
+}
