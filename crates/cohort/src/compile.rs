@@ -181,29 +181,56 @@ pub fn sql_for(c: &Cohort) -> String {
         "included AS ({})",
         limit_sql("qualified", c.expression_limit)
     ));
-    let end = match c.end {
-        EndStrategy::ObservationEnd => "op_e".to_string(),
+    let pad = c.era_pad;
+    match c.end {
+        EndStrategy::ObservationEnd => ctes.push(format!(
+            "cohort_rows AS (SELECT person_id, s, op_e + {pad} AS pe FROM included)"
+        )),
         EndStrategy::DateOffset { from_end, offset } => {
             let base = if from_end { "e" } else { "s" };
-            format!("LEAST({base} + {offset}, op_e)")
+            ctes.push(format!(
+                "cohort_rows AS (SELECT person_id, s, LEAST({base} + {offset}, op_e) + {pad} AS pe FROM included)"
+            ))
         }
-    };
-    let pad = c.era_pad;
-    ctes.push(format!(
-        "cohort_rows AS (SELECT person_id, s, {end} + {pad} AS pe FROM included)"
-    ));
-    // Era collapse: a row joins the current era when it starts on or before the padded end of every
-    // earlier row of the person; the era ends at its latest padded end minus the pad.
-    ctes.push(
-        "marked AS (SELECT person_id, s, pe, MAX(pe) OVER (PARTITION BY person_id ORDER BY s, pe ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM cohort_rows)".into(),
-    );
-    ctes.push(
-        "grouped AS (SELECT person_id, s, pe, SUM(CASE WHEN prev IS NULL OR s > prev THEN 1 ELSE 0 END) OVER (PARTITION BY person_id ORDER BY s, pe ROWS UNBOUNDED PRECEDING) AS era FROM marked)".into(),
-    );
+        EndStrategy::CustomEra {
+            codeset,
+            gap,
+            offset,
+        } => {
+            // Continuous exposure: every exposure of the drug concept set, with ends as Circe computes
+            // them, bridged when the gap is at most `gap` days; the entry ends with the era that
+            // contains its start.
+            ctes.push(format!(
+                "exposures AS (SELECT person_id, CAST(drug_exposure_start_date AS INT) AS s, \
+                 COALESCE(CAST(drug_exposure_end_date AS INT), CAST(drug_exposure_start_date AS INT) + CAST(days_supply AS INT), CAST(drug_exposure_start_date AS INT) + 1) + {gap} AS pe \
+                 FROM drug_exposure WHERE drug_concept_id IN (SELECT concept_id FROM codeset_{codeset}))"
+            ));
+            ctes.push(era_ctes("exposures", "exp"));
+            ctes.push(format!(
+                "drug_eras AS (SELECT person_id, MIN(s) AS era_s, MAX(pe) - {gap} AS era_e FROM exp_grouped GROUP BY person_id, era)"
+            ));
+            ctes.push(format!(
+                "cohort_rows AS (SELECT i.person_id, i.s, LEAST(d.era_e + {offset}, i.op_e) + {pad} AS pe FROM included i \
+                 JOIN drug_eras d ON d.person_id = i.person_id AND i.s BETWEEN d.era_s AND d.era_e)"
+            ));
+        }
+    }
+    // Era collapse of the cohort rows with the cohort's pad.
+    ctes.push(era_ctes("cohort_rows", "rows"));
     format!(
         "WITH {} SELECT CAST(person_id AS BIGINT) AS subject_id, CAST(MIN(s) AS INT) AS start_day, CAST(MAX(pe) - {pad} AS INT) AS end_day \
-         FROM grouped GROUP BY person_id, era ORDER BY 1, 2, 3",
+         FROM rows_grouped GROUP BY person_id, era ORDER BY 1, 2, 3",
         ctes.join(", ")
+    )
+}
+
+/// CTEs `{name}_marked` and `{name}_grouped` over `input(person_id, s, pe)` (pe: padded end). A row
+/// joins the current era when it starts on or before the padded end of every earlier row of the
+/// person; group by `(person_id, era)` and take `MIN(s)` and `MAX(pe)` minus the pad.
+fn era_ctes(input: &str, name: &str) -> String {
+    format!(
+        "{name}_marked AS (SELECT person_id, s, pe, MAX(pe) OVER (PARTITION BY person_id ORDER BY s, pe ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM {input}), \
+         {name}_grouped AS (SELECT person_id, s, pe, SUM(CASE WHEN prev IS NULL OR s > prev THEN 1 ELSE 0 END) OVER (PARTITION BY person_id ORDER BY s, pe ROWS UNBOUNDED PRECEDING) AS era FROM {name}_marked)"
     )
 }
 

@@ -12,8 +12,9 @@
 //!   `ProcedureOccurrence`, `VisitOccurrence`, `Observation`, `Measurement`, each with `CodesetId`,
 //!   `First`, `Age` and `Gender`; several criteria are a union;
 //! - the observation window, primary/qualified/expression limits (`All`, `First`, `Last`);
-//! - end strategies: observation-period end (default) and `DateOffset` on the start or end date,
-//!   capped at the end of the observation period;
+//! - end strategies: observation-period end (default), `DateOffset` on the start or end date, and
+//!   `CustomEra` (continuous drug exposure with a gap and an offset), capped at the end of the
+//!   observation period;
 //! - era collapse with `EraPad`.
 //!
 //! Architecture invariant: cohort rows are for the hospital's own data steward; they never cross the

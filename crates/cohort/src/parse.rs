@@ -77,6 +77,13 @@ pub enum EndStrategy {
         from_end: bool,
         offset: i64,
     },
+    /// End of the continuous exposure (drugs of `codeset`, gaps of up to `gap` days bridged) that
+    /// contains the event's start, plus `offset` days.
+    CustomEra {
+        codeset: i64,
+        gap: i64,
+        offset: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -388,6 +395,29 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
                     )?;
                     EndStrategy::DateOffset { from_end, offset }
                 }
+                Some((k, body)) if k == "CustomEra" && eo.len() == 1 => {
+                    let b = obj(body, "$.EndStrategy.CustomEra")?;
+                    for key in b.keys() {
+                        if !matches!(key.as_str(), "DrugCodesetId" | "GapDays" | "Offset") {
+                            return Err(unsupported(
+                                &format!("$.EndStrategy.CustomEra.{key}"),
+                                format!("custom era field {key}"),
+                            ));
+                        }
+                    }
+                    let get = |k: &str| {
+                        b.get(k)
+                            .map(|x| int(x, &format!("$.EndStrategy.CustomEra.{k}")))
+                            .transpose()
+                    };
+                    EndStrategy::CustomEra {
+                        codeset: get("DrugCodesetId")?.ok_or_else(|| {
+                            invalid("$.EndStrategy.CustomEra.DrugCodesetId", "missing")
+                        })?,
+                        gap: get("GapDays")?.unwrap_or(0),
+                        offset: get("Offset")?.unwrap_or(0),
+                    }
+                }
                 Some((k, _)) => {
                     return Err(unsupported(
                         &format!("$.EndStrategy.{k}"),
@@ -426,6 +456,14 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
         end,
         era_pad,
     };
+    if let EndStrategy::CustomEra { codeset, .. } = cohort.end {
+        if !cohort.concept_sets.iter().any(|s| s.id == codeset) {
+            return Err(invalid(
+                "$.EndStrategy.CustomEra.DrugCodesetId",
+                format!("{codeset} names no concept set"),
+            ));
+        }
+    }
     for (i, c) in cohort.primary.iter().enumerate() {
         if let Some(id) = c.codeset {
             if !cohort.concept_sets.iter().any(|s| s.id == id) {
