@@ -32,10 +32,6 @@ fn eunomia_cohorts_match_the_circe_oracle_row_for_row_or_are_refused_with_a_path
         ),
         ("v10_ankle_xray_fracture_immobilized", "$.InclusionRules[0]"),
         ("v12_inpatient_visit_with_gi_bleed", "$.InclusionRules[0]"),
-        (
-            "v13_acetaminophen_continuous_exposure",
-            "$.EndStrategy.CustomEra",
-        ),
     ];
     let dir = root.join("circe_cohorts/eunomia");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
