@@ -7,7 +7,7 @@
 use arrow::array::{Array, Int32Array, Int64Array};
 use medfed_engine::SiteEngine;
 
-use crate::parse::{Cohort, ConceptSet, Criterion, Domain, EndStrategy, Limit, NumRange};
+use crate::parse::{Cohort, ConceptSet, Criterion, Domain, EndStrategy, Group, Limit, NumRange};
 use crate::CohortError;
 
 /// One cohort entry. Dates are days since 1970-01-01.
@@ -108,6 +108,10 @@ fn range_sql(expr: &str, r: &NumRange) -> String {
 
 fn criterion_sql(c: &Criterion) -> String {
     let (table, id, concept, start, end) = domain(c.domain);
+    let visit = match c.domain {
+        Domain::ConditionEra | Domain::DrugEra => "CAST(NULL AS BIGINT)",
+        _ => "CAST(visit_occurrence_id AS BIGINT)",
+    };
     let filter = match c.codeset {
         Some(cs) => format!("WHERE {concept} IN (SELECT concept_id FROM codeset_{cs})"),
         None => String::new(),
@@ -131,8 +135,8 @@ fn criterion_sql(c: &Criterion) -> String {
         format!("WHERE {}", outer.join(" AND "))
     };
     format!(
-        "SELECT e.person_id, e.event_id, e.s, e.e FROM (\
-           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, \
+        "SELECT e.person_id, e.event_id, e.s, e.e, e.visit_id FROM (\
+           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, \
            ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY {start}, {id}) AS ordinal FROM {table} {filter}) e \
          JOIN person p ON p.person_id = e.person_id {wher}"
     )
@@ -165,7 +169,8 @@ pub fn sql_for(c: &Cohort) -> String {
         .join(" UNION ALL ");
     ctes.push(format!("events AS ({union})"));
     ctes.push(format!(
-        "primary_events AS (SELECT ev.person_id, ev.event_id, ev.s, ev.e, CAST(op.observation_period_start_date AS INT) AS op_s, \
+        "primary_events AS (SELECT ROW_NUMBER() OVER (ORDER BY ev.person_id, ev.s, ev.event_id, ev.e) AS pe_id, ev.person_id, ev.event_id, ev.s, ev.e, ev.visit_id, \
+         CAST(op.observation_period_start_date AS INT) AS op_s, \
          CAST(op.observation_period_end_date AS INT) AS op_e FROM events ev JOIN observation_period op ON op.person_id = ev.person_id \
          WHERE CAST(op.observation_period_start_date AS INT) <= ev.s - {} AND ev.s + {} <= CAST(op.observation_period_end_date AS INT))",
         c.prior_days, c.post_days
@@ -176,20 +181,50 @@ pub fn sql_for(c: &Cohort) -> String {
     ));
     // Circe applies the qualified limit only together with additional criteria (ATLAS shows it only
     // then); without them it has no effect. v11 of the Eunomia conformance set depends on this.
-    ctes.push("qualified AS (SELECT * FROM limited)".to_string());
+    match &c.additional {
+        Some(g) => {
+            let passed = group_filter(g, "limited", "additional", &mut ctes);
+            ctes.push(format!(
+                "qualified AS ({})",
+                limit_sql(&passed, c.qualified_limit)
+            ));
+        }
+        None => ctes.push("qualified AS (SELECT * FROM limited)".to_string()),
+    }
+    let mut input = "qualified".to_string();
+    for (i, rule) in c.inclusion.iter().enumerate() {
+        input = group_filter(rule, &input, &format!("rule{i}"), &mut ctes);
+    }
     ctes.push(format!(
-        "included AS ({})",
-        limit_sql("qualified", c.expression_limit)
+        "included_all AS ({})",
+        limit_sql(&input, c.expression_limit)
     ));
+    // Censoring: an entry ends at the first censoring event on or after its start (within its
+    // observation period).
+    if c.censoring.is_empty() {
+        ctes.push("included AS (SELECT *, CAST(NULL AS INT) AS cs FROM included_all)".to_string());
+    } else {
+        let union = c
+            .censoring
+            .iter()
+            .map(criterion_sql)
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        ctes.push(format!(
+            "censor AS (SELECT i.pe_id, MIN(x.s) AS cs FROM included_all i JOIN ({union}) x ON x.person_id = i.person_id \
+             AND x.s >= i.s AND x.s <= i.op_e GROUP BY i.pe_id)"
+        ));
+        ctes.push("included AS (SELECT i.*, c.cs FROM included_all i LEFT JOIN censor c ON c.pe_id = i.pe_id)".to_string());
+    }
     let pad = c.era_pad;
     match c.end {
         EndStrategy::ObservationEnd => ctes.push(format!(
-            "cohort_rows AS (SELECT person_id, s, op_e + {pad} AS pe FROM included)"
+            "cohort_rows AS (SELECT person_id, s, LEAST(op_e, COALESCE(cs, op_e)) + {pad} AS pe FROM included)"
         )),
         EndStrategy::DateOffset { from_end, offset } => {
             let base = if from_end { "e" } else { "s" };
             ctes.push(format!(
-                "cohort_rows AS (SELECT person_id, s, LEAST({base} + {offset}, op_e) + {pad} AS pe FROM included)"
+                "cohort_rows AS (SELECT person_id, s, LEAST({base} + {offset}, op_e, COALESCE(cs, op_e)) + {pad} AS pe FROM included)"
             ))
         }
         EndStrategy::CustomEra {
@@ -210,7 +245,7 @@ pub fn sql_for(c: &Cohort) -> String {
                 "drug_eras AS (SELECT person_id, MIN(s) AS era_s, MAX(pe) - {gap} AS era_e FROM exp_grouped GROUP BY person_id, era)"
             ));
             ctes.push(format!(
-                "cohort_rows AS (SELECT i.person_id, i.s, LEAST(d.era_e + {offset}, i.op_e) + {pad} AS pe FROM included i \
+                "cohort_rows AS (SELECT i.person_id, i.s, LEAST(d.era_e + {offset}, i.op_e, COALESCE(i.cs, i.op_e)) + {pad} AS pe FROM included i \
                  JOIN drug_eras d ON d.person_id = i.person_id AND i.s BETWEEN d.era_s AND d.era_e)"
             ));
         }
@@ -222,6 +257,68 @@ pub fn sql_for(c: &Cohort) -> String {
          FROM rows_grouped GROUP BY person_id, era ORDER BY 1, 2, 3",
         ctes.join(", ")
     )
+}
+
+/// Add CTEs that keep the rows of `input` satisfying group `g`; returns the name of the last one.
+fn group_filter(g: &Group, input: &str, name: &str, ctes: &mut Vec<String>) -> String {
+    let mut joins = String::new();
+    let mut conds = Vec::new();
+    for (i, cc) in g.criteria.iter().enumerate() {
+        let w = &cc.window;
+        let idx = if w.use_index_end { "q.e" } else { "q.s" };
+        let ev = if w.use_event_end { "a.e" } else { "a.s" };
+        let mut on = vec!["a.person_id = q.person_id".to_string()];
+        if let Some(d) = w.start.days {
+            on.push(format!("{ev} >= {idx} + ({})", w.start.coeff * d));
+        }
+        if let Some(d) = w.end.days {
+            on.push(format!("{ev} <= {idx} + ({})", w.end.coeff * d));
+        }
+        if !cc.ignore_observation_period {
+            on.push("a.s >= q.op_s AND a.s <= q.op_e".into());
+        }
+        if cc.restrict_visit {
+            on.push("a.visit_id = q.visit_id".into());
+        }
+        ctes.push(format!(
+            "{name}_c{i} AS (SELECT q.pe_id, COUNT(a.event_id) AS n FROM {input} q LEFT JOIN ({}) a ON {} GROUP BY q.pe_id)",
+            criterion_sql(&cc.criterion),
+            on.join(" AND ")
+        ));
+        joins.push_str(&format!(" JOIN {name}_c{i} c{i} ON c{i}.pe_id = q.pe_id"));
+        let op = match cc.occurrence {
+            0 => "=",
+            1 => "<=",
+            _ => ">=",
+        };
+        conds.push(format!("c{i}.n {op} {}", cc.count));
+    }
+    for d in &g.demographics {
+        let mut parts = Vec::new();
+        if let Some(a) = &d.age {
+            parts.push(range_sql(
+                "(EXTRACT(YEAR FROM CAST(q.s AS DATE)) - p.year_of_birth)",
+                a,
+            ));
+        }
+        if !d.gender.is_empty() {
+            parts.push(format!("p.gender_concept_id IN ({})", ids(&d.gender)));
+        }
+        if !parts.is_empty() {
+            conds.push(format!("({})", parts.join(" AND ")));
+        }
+    }
+    let wher = if conds.is_empty() {
+        "TRUE".to_string()
+    } else if g.any {
+        conds.join(" OR ")
+    } else {
+        conds.join(" AND ")
+    };
+    ctes.push(format!(
+        "{name} AS (SELECT q.* FROM {input} q{joins} JOIN person p ON p.person_id = q.person_id WHERE {wher})"
+    ));
+    name.to_string()
 }
 
 /// CTEs `{name}_marked` and `{name}_grouped` over `input(person_id, s, pe)` (pe: padded end). A row

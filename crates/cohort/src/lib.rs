@@ -12,6 +12,11 @@
 //!   `ProcedureOccurrence`, `VisitOccurrence`, `Observation`, `Measurement`, each with `CodesetId`,
 //!   `First`, `Age` and `Gender`; several criteria are a union;
 //! - the observation window, primary/qualified/expression limits (`All`, `First`, `Last`);
+//! - additional criteria and inclusion rules: `ALL`/`ANY` groups of correlated criteria with start
+//!   windows (index start or end, event start or end), occurrence exactly / at most / at least,
+//!   `RestrictVisit`, `IgnoreObservationPeriod`, and demographic age and gender (nested groups, end
+//!   windows and distinct counts are refused);
+//! - censoring criteria;
 //! - end strategies: observation-period end (default), `DateOffset` on the start or end date, and
 //!   `CustomEra` (continuous drug exposure with a gap and an offset), capped at the end of the
 //!   observation period;

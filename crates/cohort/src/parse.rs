@@ -86,6 +86,47 @@ pub enum EndStrategy {
     },
 }
 
+/// One side of a window: `Coeff` × `Days` from the index date; `None` days is unbounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    pub coeff: i64,
+    pub days: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub start: Bound,
+    pub end: Bound,
+    pub use_index_end: bool,
+    pub use_event_end: bool,
+}
+
+/// A criterion evaluated relative to an index event, with an occurrence count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Correlated {
+    pub criterion: Criterion,
+    pub window: Window,
+    pub restrict_visit: bool,
+    pub ignore_observation_period: bool,
+    /// 0 exactly, 1 at most, 2 at least.
+    pub occurrence: i64,
+    pub count: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Demographic {
+    pub age: Option<NumRange>,
+    pub gender: Vec<i64>,
+}
+
+/// A criteria group: `ALL` or `ANY` of its criteria and demographic criteria.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub any: bool,
+    pub criteria: Vec<Correlated>,
+    pub demographics: Vec<Demographic>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cohort {
     pub concept_sets: Vec<ConceptSet>,
@@ -93,7 +134,13 @@ pub struct Cohort {
     pub prior_days: i64,
     pub post_days: i64,
     pub primary_limit: Limit,
-    /// Parsed for completeness; Circe applies it only with additional criteria, which are refused.
+    /// Qualifying criteria applied to the primary events (Circe's `AdditionalCriteria`).
+    pub additional: Option<Group>,
+    /// Every rule must hold.
+    pub inclusion: Vec<Group>,
+    /// An entry ends at the first of these events on or after its start.
+    pub censoring: Vec<Criterion>,
+    /// Applied after the additional criteria; Circe ignores it when there are none.
     pub qualified_limit: Limit,
     pub expression_limit: Limit,
     pub end: EndStrategy,
@@ -249,6 +296,203 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
     Ok(c)
 }
 
+fn bound(v: Option<&Value>, path: &str) -> Result<Bound, CohortError> {
+    let Some(v) = v else {
+        return Ok(Bound {
+            coeff: 1,
+            days: None,
+        });
+    };
+    let o = obj(v, path)?;
+    for k in o.keys() {
+        if !matches!(k.as_str(), "Coeff" | "Days") {
+            return Err(unsupported(&format!("{path}.{k}"), "unknown window field"));
+        }
+    }
+    Ok(Bound {
+        coeff: o
+            .get("Coeff")
+            .map(|x| int(x, &format!("{path}.Coeff")))
+            .transpose()?
+            .unwrap_or(1),
+        days: match o.get("Days") {
+            None | Some(Value::Null) => None,
+            Some(d) => Some(int(d, &format!("{path}.Days"))?),
+        },
+    })
+}
+
+fn window(v: &Value, path: &str) -> Result<Window, CohortError> {
+    let o = obj(v, path)?;
+    let flag = |k: &str| o.get(k).and_then(Value::as_bool).unwrap_or(false);
+    for k in o.keys() {
+        if !matches!(k.as_str(), "Start" | "End" | "UseIndexEnd" | "UseEventEnd") {
+            return Err(unsupported(&format!("{path}.{k}"), "unknown window field"));
+        }
+    }
+    Ok(Window {
+        start: bound(o.get("Start"), &format!("{path}.Start"))?,
+        end: bound(o.get("End"), &format!("{path}.End"))?,
+        use_index_end: flag("UseIndexEnd"),
+        use_event_end: flag("UseEventEnd"),
+    })
+}
+
+fn correlated(c: &Value, cp: &str) -> Result<Correlated, CohortError> {
+    let co = obj(c, cp)?;
+    let crit = co
+        .get("Criteria")
+        .ok_or_else(|| invalid(&format!("{cp}.Criteria"), "missing"))?;
+    let mut cc = Correlated {
+        criterion: criterion(crit, &format!("{cp}.Criteria"))?,
+        window: Window {
+            start: Bound {
+                coeff: -1,
+                days: None,
+            },
+            end: Bound {
+                coeff: 1,
+                days: None,
+            },
+            use_index_end: false,
+            use_event_end: false,
+        },
+        restrict_visit: false,
+        ignore_observation_period: false,
+        occurrence: 2,
+        count: 1,
+    };
+    for (ck, cv) in co {
+        let ckp = format!("{cp}.{ck}");
+        match ck.as_str() {
+            "Criteria" => {}
+            "StartWindow" => cc.window = window(cv, &ckp)?,
+            "EndWindow" => must_be_empty(Some(cv), &ckp, "end windows")?,
+            "RestrictVisit" => cc.restrict_visit = cv.as_bool().unwrap_or(false),
+            "IgnoreObservationPeriod" => {
+                cc.ignore_observation_period = cv.as_bool().unwrap_or(false)
+            }
+            "Occurrence" => {
+                let oo = obj(cv, &ckp)?;
+                if oo
+                    .get("IsDistinct")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                {
+                    return Err(unsupported(
+                        &format!("{ckp}.IsDistinct"),
+                        "distinct occurrence counts",
+                    ));
+                }
+                for ok in oo.keys() {
+                    if !matches!(ok.as_str(), "Type" | "Count" | "IsDistinct") {
+                        return Err(unsupported(&format!("{ckp}.{ok}"), "occurrence field"));
+                    }
+                }
+                cc.occurrence = int(
+                    oo.get("Type").unwrap_or(&Value::Null),
+                    &format!("{ckp}.Type"),
+                )?;
+                if !(0..=2).contains(&cc.occurrence) {
+                    return Err(invalid(
+                        &format!("{ckp}.Type"),
+                        "must be 0 (exactly), 1 (at most) or 2 (at least)",
+                    ));
+                }
+                cc.count = int(
+                    oo.get("Count").unwrap_or(&Value::Null),
+                    &format!("{ckp}.Count"),
+                )?;
+            }
+            _ => {
+                return Err(unsupported(
+                    &ckp,
+                    format!("correlated criterion field {ck}"),
+                ))
+            }
+        }
+    }
+    Ok(cc)
+}
+
+fn demographic(d: &Value, dp: &str) -> Result<Demographic, CohortError> {
+    let mut demo = Demographic {
+        age: None,
+        gender: Vec::new(),
+    };
+    for (dk, dv) in obj(d, dp)? {
+        let dkp = format!("{dp}.{dk}");
+        match dk.as_str() {
+            "Age" => {
+                demo.age = if dv.is_null() {
+                    None
+                } else {
+                    Some(num_range(dv, &dkp)?)
+                }
+            }
+            "Gender" => {
+                for (j, gv) in dv
+                    .as_array()
+                    .ok_or_else(|| invalid(&dkp, "must be a list"))?
+                    .iter()
+                    .enumerate()
+                {
+                    let id = gv
+                        .get("CONCEPT_ID")
+                        .ok_or_else(|| invalid(&format!("{dkp}[{j}]"), "missing CONCEPT_ID"))?;
+                    demo.gender
+                        .push(int(id, &format!("{dkp}[{j}].CONCEPT_ID"))?);
+                }
+            }
+            _ => return Err(unsupported(&dkp, format!("demographic criterion {dk}"))),
+        }
+    }
+    Ok(demo)
+}
+
+fn group(v: &Value, path: &str) -> Result<Group, CohortError> {
+    let o = obj(v, path)?;
+    let mut g = Group {
+        any: false,
+        criteria: Vec::new(),
+        demographics: Vec::new(),
+    };
+    for (k, v) in o {
+        let kp = format!("{path}.{k}");
+        match k.as_str() {
+            "Type" => match v.as_str() {
+                Some("ALL") => g.any = false,
+                Some("ANY") => g.any = true,
+                other => return Err(unsupported(&kp, format!("group type {other:?}"))),
+            },
+            "Count" if v.is_null() => {}
+            "Groups" => must_be_empty(Some(v), &kp, "nested criteria groups")?,
+            "CriteriaList" => {
+                for (i, c) in v
+                    .as_array()
+                    .ok_or_else(|| invalid(&kp, "must be a list"))?
+                    .iter()
+                    .enumerate()
+                {
+                    g.criteria.push(correlated(c, &format!("{kp}[{i}]"))?);
+                }
+            }
+            "DemographicCriteriaList" => {
+                for (i, d) in v
+                    .as_array()
+                    .ok_or_else(|| invalid(&kp, "must be a list"))?
+                    .iter()
+                    .enumerate()
+                {
+                    g.demographics.push(demographic(d, &format!("{kp}[{i}]"))?);
+                }
+            }
+            _ => return Err(unsupported(&kp, format!("group element {k}"))),
+        }
+    }
+    Ok(g)
+}
+
 fn concept_sets(v: Option<&Value>) -> Result<Vec<ConceptSet>, CohortError> {
     let mut out = Vec::new();
     let Some(v) = v else { return Ok(out) };
@@ -312,21 +556,38 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
             }
         }
     }
-    must_be_empty(
-        o.get("AdditionalCriteria"),
-        "$.AdditionalCriteria",
-        "additional (qualifying) criteria",
-    )?;
-    if let Some(rules) = o.get("InclusionRules").and_then(Value::as_array) {
-        if !rules.is_empty() {
-            return Err(unsupported("$.InclusionRules[0]", "inclusion rules"));
+    let additional = match o.get("AdditionalCriteria") {
+        None | Some(Value::Null) => None,
+        Some(g) => Some(group(g, "$.AdditionalCriteria")?),
+    };
+    let mut inclusion = Vec::new();
+    if let Some(rules) = o.get("InclusionRules") {
+        let rules = rules
+            .as_array()
+            .ok_or_else(|| invalid("$.InclusionRules", "must be a list"))?;
+        for (i, r) in rules.iter().enumerate() {
+            let rp = format!("$.InclusionRules[{i}]");
+            let ro = obj(r, &rp)?;
+            for k in ro.keys() {
+                if !matches!(k.as_str(), "name" | "description" | "expression") {
+                    return Err(unsupported(&format!("{rp}.{k}"), "inclusion rule field"));
+                }
+            }
+            let e = ro
+                .get("expression")
+                .ok_or_else(|| invalid(&format!("{rp}.expression"), "missing"))?;
+            inclusion.push(group(e, &format!("{rp}.expression"))?);
         }
     }
-    must_be_empty(
-        o.get("CensoringCriteria"),
-        "$.CensoringCriteria",
-        "censoring criteria",
-    )?;
+    let mut censoring = Vec::new();
+    if let Some(c) = o.get("CensoringCriteria") {
+        let list = c
+            .as_array()
+            .ok_or_else(|| invalid("$.CensoringCriteria", "must be a list"))?;
+        for (i, cr) in list.iter().enumerate() {
+            censoring.push(criterion(cr, &format!("$.CensoringCriteria[{i}]"))?);
+        }
+    }
     must_be_empty(o.get("CensorWindow"), "$.CensorWindow", "censor window")?;
     let pc = obj(
         o.get("PrimaryCriteria")
@@ -451,6 +712,9 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
         prior_days,
         post_days,
         primary_limit,
+        additional,
+        inclusion,
+        censoring,
         qualified_limit: limit(o.get("QualifiedLimit"), "$.QualifiedLimit")?,
         expression_limit: limit(o.get("ExpressionLimit"), "$.ExpressionLimit")?,
         end,
