@@ -47,7 +47,7 @@ pub enum SiteInput<'a> {
 /// Pool the sites' released statistics for `spec`.
 pub fn combine(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> PooledResult {
     match spec {
-        AnalysisSpec::PersonCount(_) => combine_count(spec, inputs),
+        AnalysisSpec::PersonCount(_) | AnalysisSpec::CohortCount(_) => combine_count(spec, inputs),
     }
 }
 

@@ -9,6 +9,8 @@ use medfed_protocol::study::{AnalysisSpec, Domain, PersonCount};
 pub enum AnalysisError {
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("analysis {id}: cohort definition: {message}")]
+    Cohort { id: String, message: String },
     #[error("analysis {id}: unexpected result shape: {message}")]
     Shape { id: String, message: String },
 }
@@ -38,9 +40,21 @@ fn domain_columns(d: Domain) -> (&'static str, &'static str, &'static str) {
 
 /// The SQL of an analysis's local step. Only validated integers are interpolated: concept ids and ages
 /// are range-checked numbers, table and column names come from the match above.
-pub fn sql_for(spec: &AnalysisSpec) -> String {
+pub fn sql_for(spec: &AnalysisSpec) -> Result<String, AnalysisError> {
     match spec {
-        AnalysisSpec::PersonCount(p) => person_count_sql(p),
+        AnalysisSpec::PersonCount(p) => Ok(person_count_sql(p)),
+        AnalysisSpec::CohortCount(c) => {
+            let def = c.definition.as_ref().ok_or_else(|| AnalysisError::Cohort {
+                id: c.id.clone(),
+                message: "the task carries no cohort definition".into(),
+            })?;
+            let cohort =
+                medfed_cohort::parse(&def.to_string()).map_err(|e| AnalysisError::Cohort {
+                    id: c.id.clone(),
+                    message: e.to_string(),
+                })?;
+            Ok(medfed_cohort::count_sql(&cohort))
+        }
     }
 }
 
@@ -106,10 +120,10 @@ pub async fn run_local(
                 person_count_sql(&q)
             } else {
                 // A very broad concept set: keep the semi-join rather than a huge IN list.
-                sql_for(spec)
+                sql_for(spec)?
             }
         }
-        _ => sql_for(spec),
+        _ => sql_for(spec)?,
     };
     let batches = engine.sql(&sql).await?;
     let shape = |message: &str| AnalysisError::Shape {

@@ -77,7 +77,7 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results/results.json")).unwrap())
             .unwrap();
     let rs = results["results"].as_array().unwrap();
-    assert_eq!(rs.len(), 10);
+    assert_eq!(rs.len(), 11);
     for r in rs {
         assert_eq!(r["sites"].as_array().unwrap().len(), 3, "{r}");
         if r["notes"].as_array().unwrap().is_empty() {
@@ -93,7 +93,7 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
             "--dir",
             out.join("network/nodes").join(s).to_str().unwrap(),
         ]);
-        assert!(ok && a.contains("10 sent to the hub"), "{a}");
+        assert!(ok && a.contains("11 sent to the hub"), "{a}");
     }
     let hub_addr = std::fs::read_to_string(out.join("network/hub/hub.addr")).unwrap();
     assert!(
@@ -189,7 +189,7 @@ fn study_run_on_eunomia_gives_the_reference_counts() {
         .iter()
         .map(|x| x["value"].as_u64().unwrap())
         .collect();
-    assert_eq!(values, vec![479, 1844, 850], "{r}");
+    assert_eq!(values, vec![479, 1844, 850, 479], "{r}");
     assert_eq!(r["results"][0]["sites"][0]["status"], "released");
     // The in-process node kept an audit log like any other node.
     let (ok, out, _) = medfed(&[
@@ -198,5 +198,62 @@ fn study_run_on_eunomia_gives_the_reference_counts() {
         "--dir",
         out_dir.join("nodes").join("eunomia").to_str().unwrap(),
     ]);
-    assert!(ok && out.contains("3 sent to the hub"), "{out}");
+    assert!(ok && out.contains("4 sent to the hub"), "{out}");
+}
+
+#[test]
+fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
+    let site = tmp.path().join("eunomia");
+    let (ok, _, _) = medfed(&[
+        "import",
+        "--cdm",
+        data.to_str().unwrap(),
+        "--out",
+        site.to_str().unwrap(),
+    ]);
+    assert!(ok);
+    let study = tmp.path().join("s.json");
+    std::fs::write(
+        &study,
+        r#"{"format":"medfed-study/1","name":"devices",
+            "cohorts":{"dev":{"circe":{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"DeviceExposure":{}}]}}}},
+            "analyses":[{"id":"n_dev","type":"cohort_count","cohort":"dev"}]}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (ok, o, e) = medfed(&[
+        "study",
+        "run",
+        study.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{o}{e}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let s = &r["results"][0]["sites"][0];
+    assert_eq!(s["status"], "refused");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("$.PrimaryCriteria.CriteriaList[0].DeviceExposure"),
+        "{s}"
+    );
+    // A study naming a cohort it does not define is refused before anything runs.
+    std::fs::write(&study, r#"{"format":"medfed-study/1","name":"x","analyses":[{"id":"a","type":"cohort_count","cohort":"nope"}]}"#).unwrap();
+    let (ok, _, e) = medfed(&[
+        "study",
+        "run",
+        study.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("$.analyses[0].cohort"), "{e}");
 }

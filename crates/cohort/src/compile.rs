@@ -156,6 +156,24 @@ fn limit_sql(input: &str, l: Limit) -> String {
 
 /// The whole cohort as one SQL statement returning `subject_id, start_day, end_day`.
 pub fn sql_for(c: &Cohort) -> String {
+    format!(
+        "WITH {} SELECT CAST(person_id AS BIGINT) AS subject_id, CAST(MIN(s) AS INT) AS start_day, CAST(MAX(pe) - {} AS INT) AS end_day \
+         FROM rows_grouped GROUP BY person_id, era ORDER BY 1, 2, 3",
+        ctes(c),
+        c.era_pad
+    )
+}
+
+/// Distinct persons in the cohort, as one SQL statement returning one BIGINT.
+pub fn count_sql(c: &Cohort) -> String {
+    format!(
+        "WITH {} SELECT CAST(COUNT(DISTINCT person_id) AS BIGINT) AS n FROM rows_grouped",
+        ctes(c)
+    )
+}
+
+/// The common table expressions of a cohort, ending with `rows_grouped(person_id, s, pe, era)`.
+fn ctes(c: &Cohort) -> String {
     let mut ctes: Vec<String> = c
         .concept_sets
         .iter()
@@ -252,11 +270,7 @@ pub fn sql_for(c: &Cohort) -> String {
     }
     // Era collapse of the cohort rows with the cohort's pad.
     ctes.push(era_ctes("cohort_rows", "rows"));
-    format!(
-        "WITH {} SELECT CAST(person_id AS BIGINT) AS subject_id, CAST(MIN(s) AS INT) AS start_day, CAST(MAX(pe) - {pad} AS INT) AS end_day \
-         FROM rows_grouped GROUP BY person_id, era ORDER BY 1, 2, 3",
-        ctes.join(", ")
-    )
+    ctes.join(", ")
 }
 
 /// Add CTEs that keep the rows of `input` satisfying group `g`; returns the name of the last one.

@@ -44,7 +44,10 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             min_cell_count: default_min_cell(),
-            analyses: BTreeMap::from([("person_count".to_string(), Decision::Allow)]),
+            analyses: BTreeMap::from([
+                ("person_count".to_string(), Decision::Allow),
+                ("cohort_count".to_string(), Decision::Allow),
+            ]),
             default: Decision::Deny,
         }
     }
@@ -97,7 +100,8 @@ impl Policy {
          default = \"deny\"\n\n\
          [analyses]\n\
          # allow: run and release; approve: wait for `medfed node approve`; deny: refuse\n\
-         person_count = \"allow\"\n"
+         person_count = \"allow\"\n\
+         cohort_count = \"allow\"\n"
             .to_string()
     }
 }

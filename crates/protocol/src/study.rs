@@ -61,24 +61,42 @@ pub struct StudyPrivacy {
 }
 
 /// Analysis types this build knows. A study naming any other type is refused.
-pub const ANALYSIS_TYPES: &[&str] = &["person_count"];
+pub const ANALYSIS_TYPES: &[&str] = &["person_count", "cohort_count"];
 
 /// One analysis of a study. Serialised with its `type` tag next to the other fields.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AnalysisSpec {
     PersonCount(PersonCount),
+    CohortCount(CohortCount),
+}
+
+/// Distinct persons in a cohort of the study (a Circe definition), counted at each site.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortCount {
+    pub id: String,
+    /// Id of a cohort in the study's `cohorts`.
+    pub cohort: String,
+    /// The cohort's Circe expression, put in by the hub from the study's `cohorts` so that each task
+    /// is self-contained; a study does not write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl AnalysisSpec {
     pub fn id(&self) -> &str {
         match self {
             AnalysisSpec::PersonCount(p) => &p.id,
+            AnalysisSpec::CohortCount(c) => &c.id,
         }
     }
     pub fn type_name(&self) -> &'static str {
         match self {
             AnalysisSpec::PersonCount(_) => "person_count",
+            AnalysisSpec::CohortCount(_) => "cohort_count",
         }
     }
 }
@@ -169,6 +187,9 @@ pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError>
         "person_count" => AnalysisSpec::PersonCount(
             serde_json::from_value(rest).map_err(|e| err(path, e.to_string()))?,
         ),
+        "cohort_count" => AnalysisSpec::CohortCount(
+            serde_json::from_value(rest).map_err(|e| err(path, e.to_string()))?,
+        ),
         other => {
             return Err(err(
                 format!("{path}.type"),
@@ -187,6 +208,20 @@ pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError>
 fn check_analysis(spec: &AnalysisSpec, path: &str) -> Result<(), StudyError> {
     check_id(spec.id(), &format!("{path}.id"))?;
     match spec {
+        AnalysisSpec::CohortCount(c) => {
+            check_id(&c.cohort, &format!("{path}.cohort"))?;
+            if let Some(l) = &c.label {
+                check_text(l, &format!("{path}.label"))?;
+            }
+            if let Some(d) = &c.definition {
+                if !d.is_object() {
+                    return Err(err(
+                        format!("{path}.definition"),
+                        "must be a Circe cohort object",
+                    ));
+                }
+            }
+        }
         AnalysisSpec::PersonCount(p) => {
             if p.concepts.is_empty() {
                 return Err(err(
@@ -306,7 +341,20 @@ pub fn parse_study(text: &str) -> Result<Study, StudyError> {
     let mut analyses = Vec::with_capacity(list.len());
     let mut seen = std::collections::HashSet::new();
     for (i, a) in list.iter().enumerate() {
-        let spec = parse_analysis(a, &format!("$.analyses[{i}]"))?;
+        let mut spec = parse_analysis(a, &format!("$.analyses[{i}]"))?;
+        if let AnalysisSpec::CohortCount(c) = &mut spec {
+            // The task carries the definition itself, so that a node needs nothing but the task.
+            let def = cohorts
+                .get(&c.cohort)
+                .and_then(|d| d.get("circe"))
+                .ok_or_else(|| {
+                    err(
+                        format!("$.analyses[{i}].cohort"),
+                        format!("no cohort {:?} in $.cohorts", c.cohort),
+                    )
+                })?;
+            c.definition = Some(def.clone());
+        }
         if !seen.insert(spec.id().to_string()) {
             return Err(err(
                 format!("$.analyses[{i}].id"),
@@ -536,7 +584,21 @@ mod example_tests {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "json") {
-                let text = std::fs::read_to_string(&p).unwrap();
+                let mut v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                // Inline `{"file": …}` cohorts as `study submit` does.
+                if let Some(cs) = v.get_mut("cohorts").and_then(|c| c.as_object_mut()) {
+                    for def in cs.values_mut() {
+                        if let Some(f) = def.get("file").and_then(|f| f.as_str()) {
+                            let c: serde_json::Value = serde_json::from_str(
+                                &std::fs::read_to_string(dir.join(f)).unwrap(),
+                            )
+                            .unwrap();
+                            *def = serde_json::json!({ "circe": c });
+                        }
+                    }
+                }
+                let text = v.to_string();
                 super::parse_study(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 n += 1;
             }

@@ -35,6 +35,8 @@ pub struct Args {
 
 /// The standard study the demo submits.
 pub const STUDY: &str = include_str!("../../../../examples/studies/national-demo.json");
+/// The cohort definition the standard study refers to (`../cohorts/gi-bleed.json`).
+pub const GI_BLEED_COHORT: &str = include_str!("../../../../examples/cohorts/gi-bleed.json");
 
 struct Bar(indicatif::ProgressBar);
 impl medfed_synth::Progress for Bar {
@@ -191,6 +193,8 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
     let net = super::network::LocalNetwork::start(&a.out.join("network"), sites, &listen)?;
     let study_path = a.out.join("network/national-demo.json");
     std::fs::write(&study_path, STUDY)?;
+    std::fs::create_dir_all(a.out.join("cohorts"))?;
+    std::fs::write(a.out.join("cohorts/gi-bleed.json"), GI_BLEED_COHORT)?;
     let client = super::study::Client::new(&super::study::HubArgs {
         hub: None,
         ca: None,
@@ -216,14 +220,14 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
     println!("pooled results in {latency_s:.2} s");
     let results_path = super::study::write_results(&a.out.join("results"), &results)?;
     // Cross-check: the same local-step query run directly on every store and summed.
-    let study = medfed_protocol::study::parse_study(STUDY)?;
+    let study = medfed_protocol::study::parse_study(&super::study::load_study(&study_path)?)?;
     let engines: Vec<SiteEngine> = sites
         .iter()
         .map(SiteEngine::open)
         .collect::<Result<_, _>>()?;
     let mut direct = Vec::new();
     for an in &study.analyses {
-        let q = medfed_analysis::sql_for(an);
+        let q = medfed_analysis::sql_for(an)?;
         let mut n = 0u64;
         for e in &engines {
             n += ints(e, &q)?[0][0] as u64;
