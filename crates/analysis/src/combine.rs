@@ -57,6 +57,7 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
     let mut sites = Vec::new();
     let mut notes = Vec::new();
     let mut suppressed_upper: u64 = 0;
+    let mut unbounded = false;
     for (site, input) in inputs {
         let outcome = match input {
             SiteInput::Released(r) => match (r.count(), r.suppression()) {
@@ -66,8 +67,13 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
                     SiteOutcome::Released { value: Some(v) }
                 }
                 (None, Some(rule)) => {
-                    let Suppression::MinCellCount { threshold } = rule;
-                    suppressed_upper += threshold.saturating_sub(1);
+                    match rule {
+                        Suppression::MinCellCount { threshold } => {
+                            suppressed_upper += threshold.saturating_sub(1)
+                        }
+                        // Any size: no upper bound can be given.
+                        Suppression::Differencing { .. } => unbounded = true,
+                    }
                     SiteOutcome::Suppressed { rule: rule.clone() }
                 }
                 (None, None) => SiteOutcome::Refused {
@@ -88,17 +94,17 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
         .filter(|s| matches!(s.outcome, SiteOutcome::Suppressed { .. }))
         .map(|s| s.site.as_str())
         .collect();
-    if !suppressed.is_empty() && released == 0 {
+    if !suppressed.is_empty() {
+        let bound = if unbounded {
+            "at least one site withheld its count as too close to a count it released before (differencing), so no upper bound can be given".to_string()
+        } else if released == 0 {
+            format!("the total is between 1 and {suppressed_upper}")
+        } else {
+            format!("the true total is at most {}", total + suppressed_upper)
+        };
         notes.push(format!(
-            "every site withheld its small count ({}); the total is between 1 and {}",
-            suppressed.join(", "),
-            suppressed_upper
-        ));
-    } else if !suppressed.is_empty() {
-        notes.push(format!(
-            "small counts withheld at {}: the pooled value is a lower bound; the true total is at most {}",
-            suppressed.join(", "),
-            total + suppressed_upper
+            "counts withheld at {}: the pooled value is a lower bound; {bound}",
+            suppressed.join(", ")
         ));
     }
     let refused: Vec<&str> = sites

@@ -59,6 +59,11 @@ pub fn sql_for(spec: &AnalysisSpec) -> Result<String, AnalysisError> {
 }
 
 fn person_count_sql(p: &PersonCount) -> String {
+    person_sql(p, false)
+}
+
+/// Count (`list == false`) or list the distinct persons of a person_count.
+fn person_sql(p: &PersonCount, list: bool) -> String {
     let (table, concept_col, date_col) = domain_columns(p.domain);
     let ids = p
         .concepts
@@ -96,10 +101,15 @@ fn person_count_sql(p: &PersonCount) -> String {
     } else {
         format!("WHERE {}", filters.join(" AND "))
     };
+    let select = if list {
+        "DISTINCT CAST(f.person_id AS BIGINT) AS person_id"
+    } else {
+        "CAST(COUNT(*) AS BIGINT) AS n"
+    };
     format!(
         "WITH f AS (SELECT person_id, MIN({date_col}) AS first_date FROM {table} \
          WHERE {concept_filter} GROUP BY person_id) \
-         SELECT CAST(COUNT(*) AS BIGINT) AS n FROM f JOIN person p ON p.person_id = f.person_id {wher}"
+         SELECT {select} FROM f JOIN person p ON p.person_id = f.person_id {wher}"
     )
 }
 
@@ -108,41 +118,50 @@ pub async fn run_local(
     engine: &SiteEngine,
     spec: &AnalysisSpec,
 ) -> Result<SiteStatistic, AnalysisError> {
-    // Expand the concept set through concept_ancestor first (a tiny table), so that the scan of the
-    // event table filters on a plain IN list instead of a semi-join: about 15 % faster at 10 M.
+    // Both analyses list their distinct persons; the release step counts them and checks the set
+    // against the site's earlier releases (differencing). The list never leaves the node.
     let sql = match spec {
         AnalysisSpec::PersonCount(p) if p.descendants => {
+            // Expand the concept set through concept_ancestor first (a tiny table), so that the scan
+            // of the event table filters on a plain IN list instead of a semi-join (faster at 10 M).
             let expanded = expand(engine, &p.concepts).await?;
             if expanded.len() <= 5_000 {
                 let mut q = p.clone();
                 q.concepts = expanded;
                 q.descendants = false;
-                person_count_sql(&q)
+                person_sql(&q, true)
             } else {
                 // A very broad concept set: keep the semi-join rather than a huge IN list.
-                sql_for(spec)?
+                person_sql(p, true)
             }
         }
-        _ => sql_for(spec)?,
+        AnalysisSpec::PersonCount(p) => person_sql(p, true),
+        AnalysisSpec::CohortCount(c) => {
+            let def = c.definition.as_ref().ok_or_else(|| AnalysisError::Cohort {
+                id: c.id.clone(),
+                message: "the task carries no cohort definition".into(),
+            })?;
+            let cohort =
+                medfed_cohort::parse(&def.to_string()).map_err(|e| AnalysisError::Cohort {
+                    id: c.id.clone(),
+                    message: e.to_string(),
+                })?;
+            medfed_cohort::persons_sql(&cohort)
+        }
     };
-    let batches = engine.sql(&sql).await?;
-    let shape = |message: &str| AnalysisError::Shape {
-        id: spec.id().to_string(),
-        message: message.to_string(),
-    };
-    let b = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| shape("no rows"))?;
-    let col = b
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| shape("count is not BIGINT"))?;
-    if col.is_null(0) || col.value(0) < 0 {
-        return Err(shape("count is null or negative"));
+    let mut ids = Vec::new();
+    for b in engine.sql(&sql).await? {
+        let col = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| AnalysisError::Shape {
+                id: spec.id().to_string(),
+                message: "person_id is not BIGINT".into(),
+            })?;
+        ids.extend(col.iter().flatten());
     }
-    Ok(SiteStatistic::count(col.value(0) as u64))
+    Ok(SiteStatistic::persons(ids))
 }
 
 /// The concepts and all their descendants, sorted.

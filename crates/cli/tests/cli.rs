@@ -257,3 +257,77 @@ fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
     ]);
     assert!(!ok && e.contains("$.analyses[0].cohort"), "{e}");
 }
+
+/// Attack: two person counts whose person sets differ by a handful of people (a broad query and the
+/// same query without its youngest patients). The second is withheld by the node, which keeps the
+/// person sets of what it released; an identical repeat is still answered.
+#[test]
+fn differencing_attack_is_blocked_at_the_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
+    let site = tmp.path().join("eunomia");
+    let (ok, _, _) = medfed(&[
+        "import",
+        "--cdm",
+        data.to_str().unwrap(),
+        "--out",
+        site.to_str().unwrap(),
+    ]);
+    assert!(ok);
+    // Ages at the first GI bleed, youngest first: find an age t with 1..=9 persons younger than t.
+    let (ok, out, err) = medfed(&[
+        "sql", "--site", site.to_str().unwrap(), "--format", "csv",
+        "SELECT EXTRACT(YEAR FROM MIN(c.condition_start_date)) - p.year_of_birth AS age FROM condition_occurrence c \
+         JOIN person p ON p.person_id = c.person_id WHERE c.condition_concept_id IN \
+         (SELECT descendant_concept_id FROM concept_ancestor WHERE ancestor_concept_id = 192671) \
+         GROUP BY c.person_id, p.year_of_birth ORDER BY age",
+    ]);
+    assert!(ok, "{err}");
+    let ages: Vec<i64> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().parse::<f64>().unwrap() as i64)
+        .collect();
+    assert_eq!(ages.len(), 479);
+    let t = (ages[0] + 1..130)
+        .find(|t| (1..=9).contains(&ages.iter().filter(|a| **a < *t).count()))
+        .unwrap();
+    let younger = ages.iter().filter(|a| **a < t).count();
+    let study = tmp.path().join("s.json");
+    std::fs::write(&study, format!(
+        r#"{{"format":"medfed-study/1","name":"differencing",
+            "analyses":[{{"id":"all","type":"person_count","domain":"condition","concepts":[192671]}},
+                        {{"id":"again","type":"person_count","domain":"condition","concepts":[192671]}},
+                        {{"id":"older","type":"person_count","domain":"condition","concepts":[192671],"age":{{"min":{t}}}}}]}}"#
+    )).unwrap();
+    let out_dir = tmp.path().join("out");
+    let (ok, o, e) = medfed(&[
+        "study",
+        "run",
+        study.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{o}{e}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["results"][0]["value"], 479);
+    assert_eq!(
+        r["results"][1]["value"], 479,
+        "an identical repeat reveals nothing and is answered"
+    );
+    let older = &r["results"][2];
+    assert!(
+        older["value"].is_null(),
+        "479 - {younger} must not be released: {older}"
+    );
+    assert_eq!(older["sites"][0]["status"], "suppressed");
+    assert_eq!(older["sites"][0]["rule"]["rule"], "differencing");
+    assert!(
+        older["notes"][0].as_str().unwrap().contains("differencing"),
+        "{older}"
+    );
+}

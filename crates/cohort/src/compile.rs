@@ -172,6 +172,14 @@ pub fn count_sql(c: &Cohort) -> String {
     )
 }
 
+/// The distinct persons of the cohort (one BIGINT column), for the node's differencing check.
+pub fn persons_sql(c: &Cohort) -> String {
+    format!(
+        "WITH {} SELECT DISTINCT CAST(person_id AS BIGINT) AS person_id FROM rows_grouped",
+        ctes(c)
+    )
+}
+
 /// The common table expressions of a cohort, ending with `rows_grouped(person_id, s, pe, era)`.
 fn ctes(c: &Cohort) -> String {
     let mut ctes: Vec<String> = c

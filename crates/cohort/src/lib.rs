@@ -28,7 +28,7 @@
 mod compile;
 mod parse;
 
-pub use compile::{count_sql, generate, sql_for, CohortRow};
+pub use compile::{count_sql, generate, persons_sql, sql_for, CohortRow};
 pub use parse::{parse, Cohort};
 
 #[derive(Debug, thiserror::Error)]

@@ -4,14 +4,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use medfed_engine::SiteEngine;
-use medfed_privacy::{release, Decision};
+use medfed_privacy::{release_checked, Decision};
 use medfed_protocol::{Outcome, PublicKey, SecretKey, Signed, Task, TaskResult};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditLog, Event, NewEntry};
 use crate::config::{NodeConfig, NodeDir};
 use crate::failpoint;
-use crate::state::State;
+use crate::state::{SetHistory, State};
 use crate::transport::{Transport, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,7 @@ pub struct Node<T: Transport> {
     hub_key: PublicKey,
     engine: SiteEngine,
     state: State,
+    history: SetHistory,
     audit: AuditLog,
     transport: T,
     /// Tasks answered (released or refused), from the audit log.
@@ -71,6 +72,7 @@ impl<T: Transport> Node<T> {
         dir.load_policy()?;
         let engine = SiteEngine::open(&cfg.site).map_err(|e| NodeError::Site(e.to_string()))?;
         let state = State::open(&dir.state())?;
+        let history = SetHistory::open(&dir.state())?;
         let entries = if dir.audit().exists() {
             AuditLog::verify(&dir.audit())?
         } else {
@@ -106,6 +108,7 @@ impl<T: Transport> Node<T> {
             hub_key,
             engine,
             state,
+            history,
             audit,
             transport,
             done,
@@ -339,9 +342,14 @@ impl<T: Transport> Node<T> {
         }
         // 7. Run the local step and release through the disclosure check.
         let outcome = match medfed_analysis::run_local(&self.engine, &task.analysis).await {
-            Ok(stat) => Outcome::Released {
-                statistic: release(stat, &policy),
-            },
+            Ok(stat) => {
+                let set = stat.person_set().map(<[i64]>::to_vec);
+                let statistic = release_checked(stat, &policy, &self.history);
+                if let (Some(set), Some(_)) = (set, statistic.count()) {
+                    self.history.record(&task.task_id, &set)?;
+                }
+                Outcome::Released { statistic }
+            }
             Err(e) => Outcome::Refused {
                 reason: format!("analysis failed at the site: {e}"),
             },
@@ -398,7 +406,13 @@ impl<T: Transport> Node<T> {
                 r.released += 1;
                 let d = match statistic.count() {
                     Some(v) => format!("released count {v}"),
-                    None => "released with the value suppressed".to_string(),
+                    None => format!(
+                        "released with the value withheld: {}",
+                        statistic
+                            .suppression()
+                            .map(|r| serde_json::to_string(r).unwrap_or_default())
+                            .unwrap_or_default()
+                    ),
                 };
                 (Event::Release, d)
             }

@@ -115,3 +115,56 @@ impl State {
         Ok(out)
     }
 }
+
+/// The person sets behind counts this node released (`state/sets/`), for the differencing check.
+/// Row-level, and therefore local: nothing here is ever sent.
+pub(crate) struct SetHistory {
+    dir: PathBuf,
+    /// (size, task id)
+    index: Vec<(u64, String)>,
+}
+
+impl SetHistory {
+    pub fn open(state: &Path) -> Result<SetHistory, NodeError> {
+        let dir = state.join("sets");
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let mut index = Vec::new();
+        for l in read_lines(&dir.join("index"))? {
+            if let Some((n, t)) = l.split_once(' ') {
+                if let Ok(n) = n.parse() {
+                    index.push((n, t.to_string()));
+                }
+            }
+        }
+        Ok(SetHistory { dir, index })
+    }
+
+    /// Keep a released set (written before the release is audited; recording twice is harmless).
+    pub fn record(&mut self, task_id: &str, ids: &[i64]) -> Result<(), NodeError> {
+        let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+        write_atomic(&self.dir.join(format!("{task_id}.ids")), &bytes)?;
+        append_line(&self.dir.join("index"), &format!("{} {task_id}", ids.len()))?;
+        self.index.push((ids.len() as u64, task_id.to_string()));
+        Ok(())
+    }
+}
+
+impl medfed_privacy::History for SetHistory {
+    fn similar(&self, size: u64, within: u64) -> Vec<Vec<i64>> {
+        let mut out = Vec::new();
+        for (n, task) in &self.index {
+            if n.abs_diff(size) < within {
+                // An unreadable set file is treated as absent only after it was checked to exist;
+                // a missing file means the release was never completed.
+                if let Ok(b) = std::fs::read(self.dir.join(format!("{task}.ids"))) {
+                    out.push(
+                        b.chunks_exact(8)
+                            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                            .collect(),
+                    );
+                }
+            }
+        }
+        out
+    }
+}

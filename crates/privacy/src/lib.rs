@@ -27,6 +27,9 @@ pub struct SiteStatistic(Inner);
 
 enum Inner {
     Count(u64),
+    /// A count of distinct persons, with the persons (sorted, distinct) so that the release step can
+    /// check it against earlier releases (differencing).
+    Persons(Vec<i64>),
 }
 
 impl SiteStatistic {
@@ -34,6 +37,58 @@ impl SiteStatistic {
     pub fn count(n: u64) -> SiteStatistic {
         SiteStatistic(Inner::Count(n))
     }
+
+    /// The distinct persons matching a criterion; released as their count.
+    pub fn persons(mut ids: Vec<i64>) -> SiteStatistic {
+        ids.sort_unstable();
+        ids.dedup();
+        SiteStatistic(Inner::Persons(ids))
+    }
+
+    /// The person set behind a count, for the node's local release history (never sent).
+    pub fn person_set(&self) -> Option<&[i64]> {
+        match &self.0 {
+            Inner::Persons(p) => Some(p),
+            Inner::Count(_) => None,
+        }
+    }
+}
+
+/// The person sets of counts this site has already released (kept locally by the node).
+pub trait History {
+    /// Released sets whose size is within `within` of `size` (only those can differ by fewer than
+    /// `within` persons).
+    fn similar(&self, size: u64, within: u64) -> Vec<Vec<i64>>;
+}
+
+/// No history: for callers that release once (tests, benchmarks).
+pub struct NoHistory;
+impl History for NoHistory {
+    fn similar(&self, _: u64, _: u64) -> Vec<Vec<i64>> {
+        Vec::new()
+    }
+}
+
+/// Size of the symmetric difference of two sorted, distinct lists.
+fn symmetric_difference(a: &[i64], b: &[i64]) -> u64 {
+    let (mut i, mut j, mut d) = (0, 0, 0u64);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                d += 1;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                d += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    d + (a.len() - i) as u64 + (b.len() - j) as u64
 }
 
 /// Why a value was withheld.
@@ -42,6 +97,9 @@ impl SiteStatistic {
 pub enum Suppression {
     /// 0 < n < threshold: the small-cell rule.
     MinCellCount { threshold: u64 },
+    /// The persons counted differ from those of a count this site released before by at least one
+    /// and fewer than `threshold` persons, so the difference of the two counts would describe them.
+    Differencing { threshold: u64 },
 }
 
 /// A statistic that passed the site's disclosure check, with the record of what was withheld.
@@ -85,7 +143,33 @@ impl Released {
 /// Counts: zero is released (a zero discloses nothing about a person), `1..min_cell_count` is
 /// suppressed, larger counts are released exactly.
 pub fn release(stat: SiteStatistic, policy: &Policy) -> Released {
-    match stat.0 {
+    release_checked(stat, policy, &NoHistory)
+}
+
+/// [`release`], plus the differencing check against the site's earlier releases: a person count
+/// whose persons differ from an already released count's by 1..`min_cell_count` persons is withheld.
+pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn History) -> Released {
+    let k = policy.min_cell_count;
+    if let (Inner::Persons(p), true) = (&stat.0, policy.differencing) {
+        let n = p.len() as u64;
+        if n >= k {
+            for earlier in history.similar(n, k) {
+                let d = symmetric_difference(p, &earlier);
+                if d > 0 && d < k {
+                    return Released {
+                        kind: ReleasedKind::Count { value: None },
+                        suppressed: Some(Suppression::Differencing { threshold: k }),
+                    };
+                }
+            }
+        }
+    }
+    let stat = match stat.0 {
+        Inner::Persons(p) => Inner::Count(p.len() as u64),
+        other => other,
+    };
+    match stat {
+        Inner::Persons(_) => unreachable!("converted above"),
         Inner::Count(n) => {
             let k = policy.min_cell_count;
             if n > 0 && n < k {
@@ -126,6 +210,49 @@ mod tests {
         assert_eq!(release(SiteStatistic::count(0), &p).count(), Some(0));
         assert_eq!(release(SiteStatistic::count(5), &p).count(), Some(5));
         assert_eq!(release(SiteStatistic::count(123), &p).count(), Some(123));
+    }
+
+    struct Past(Vec<Vec<i64>>);
+    impl History for Past {
+        fn similar(&self, size: u64, within: u64) -> Vec<Vec<i64>> {
+            self.0
+                .iter()
+                .filter(|s| (s.len() as u64).abs_diff(size) < within)
+                .cloned()
+                .collect()
+        }
+    }
+
+    #[test]
+    fn differencing_attack_is_blocked() {
+        let p = Policy {
+            min_cell_count: 5,
+            ..Policy::default()
+        };
+        let base: Vec<i64> = (1..=100).collect();
+        let past = Past(vec![base.clone()]);
+        // The same persons again: nothing new, released.
+        let r = release_checked(SiteStatistic::persons(base.clone()), &p, &past);
+        assert_eq!(r.count(), Some(100));
+        // One person more or less: the difference would single them out.
+        let mut plus_one = base.clone();
+        plus_one.push(1000);
+        for set in [plus_one, base[1..].to_vec()] {
+            let r = release_checked(SiteStatistic::persons(set), &p, &past);
+            assert_eq!(r.count(), None);
+            assert_eq!(
+                r.suppression(),
+                Some(&Suppression::Differencing { threshold: 5 })
+            );
+        }
+        // Same size, four persons swapped: differs by 8 >= 5, released.
+        let mut swapped = base[4..].to_vec();
+        swapped.extend([1001, 1002, 1003, 1004]);
+        assert_eq!(
+            release_checked(SiteStatistic::persons(swapped), &p, &past).count(),
+            Some(100)
+        );
+        assert_eq!(symmetric_difference(&[1, 2, 3], &[2, 3, 4, 5]), 3);
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Policy {
     /// to 10, the stricter figure many national statistics offices use).
     #[serde(default = "default_min_cell")]
     pub min_cell_count: u64,
+    /// Withhold a person count whose persons differ from an earlier released count's by 1 to
+    /// `min_cell_count - 1` persons (the differencing attack).
+    #[serde(default = "yes")]
+    pub differencing: bool,
     /// Decision per analysis type; types not listed get `default`.
     #[serde(default)]
     pub analyses: BTreeMap<String, Decision>,
@@ -36,6 +40,9 @@ pub struct Policy {
 fn default_min_cell() -> u64 {
     10
 }
+fn yes() -> bool {
+    true
+}
 fn default_decision() -> Decision {
     Decision::Deny
 }
@@ -44,6 +51,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             min_cell_count: default_min_cell(),
+            differencing: true,
             analyses: BTreeMap::from([
                 ("person_count".to_string(), Decision::Allow),
                 ("cohort_count".to_string(), Decision::Allow),
@@ -96,6 +104,9 @@ impl Policy {
         "# Disclosure policy of this hospital node. Read on every task; edits apply at once.\n\
          # Smallest non-zero count that may leave the hospital; smaller counts are suppressed.\n\
          min_cell_count = 10\n\
+         # Withhold counts whose persons differ from an earlier released count's by fewer than\n\
+         # min_cell_count persons (differencing attack). The node keeps those person sets locally.\n\
+         differencing = true\n\
          # What to do with analysis types not listed below: allow | approve | deny\n\
          default = \"deny\"\n\n\
          [analyses]\n\

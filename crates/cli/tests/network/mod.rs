@@ -434,7 +434,7 @@ fn network_study(postgres: bool) {
         tmp.path(),
         &sites,
         postgres,
-        Some("min_cell_count = 5\n[analyses]\nperson_count = \"allow\"\n"),
+        Some("min_cell_count = 5\ndifferencing = false\n[analyses]\nperson_count = \"allow\"\n"),
     );
     net.start_nodes(&[]);
     let study = tmp.path().join("study.json");
@@ -501,7 +501,13 @@ fn network_study_on_postgres_equals_duckdb_on_pooled_data() {
 fn killed_nodes_resume_and_each_result_is_applied_once() {
     let tmp = tempfile::tempdir().unwrap();
     let sites = population(tmp.path(), 2000, 2);
-    let mut net = Net::new(tmp.path(), &sites, false, None);
+    // Exact per-site values are checked below: the differencing defence (tested on its own) is off.
+    let mut net = Net::new(
+        tmp.path(),
+        &sites,
+        false,
+        Some("differencing = false\n[analyses]\nperson_count = \"allow\"\n"),
+    );
     let study = tmp.path().join("study.json");
     std::fs::write(&study, STUDY).unwrap();
     let id = net.submit(&study);
@@ -568,7 +574,13 @@ fn killed_nodes_resume_and_each_result_is_applied_once() {
 fn hub_killed_mid_study_loses_nothing_and_counts_nothing_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let sites = population(tmp.path(), 2000, 2);
-    let mut net = Net::new(tmp.path(), &sites, false, None);
+    // Exact per-site values are checked below: the differencing defence (tested on its own) is off.
+    let mut net = Net::new(
+        tmp.path(),
+        &sites,
+        false,
+        Some("differencing = false\n[analyses]\nperson_count = \"allow\"\n"),
+    );
     let study = tmp.path().join("study.json");
     std::fs::write(&study, STUDY).unwrap();
     let id = net.submit(&study);
