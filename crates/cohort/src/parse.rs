@@ -728,11 +728,35 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
             ));
         }
     }
+    // Every CodesetId must name a concept set, wherever the criterion sits.
+    let mut refs: Vec<(String, &Criterion)> = Vec::new();
     for (i, c) in cohort.primary.iter().enumerate() {
+        refs.push((format!("$.PrimaryCriteria.CriteriaList[{i}]"), c));
+    }
+    let groups = cohort
+        .additional
+        .iter()
+        .map(|g| ("$.AdditionalCriteria".to_string(), g))
+        .chain(
+            cohort
+                .inclusion
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (format!("$.InclusionRules[{i}].expression"), g)),
+        );
+    for (gp, g) in groups {
+        for (i, cc) in g.criteria.iter().enumerate() {
+            refs.push((format!("{gp}.CriteriaList[{i}].Criteria"), &cc.criterion));
+        }
+    }
+    for (i, c) in cohort.censoring.iter().enumerate() {
+        refs.push((format!("$.CensoringCriteria[{i}]"), c));
+    }
+    for (path, c) in refs {
         if let Some(id) = c.codeset {
             if !cohort.concept_sets.iter().any(|s| s.id == id) {
                 return Err(invalid(
-                    &format!("$.PrimaryCriteria.CriteriaList[{i}]"),
+                    &path,
                     format!("CodesetId {id} names no concept set"),
                 ));
             }

@@ -88,6 +88,11 @@ fn unsupported_and_malformed_cohorts_are_refused_with_their_path() {
         (r#"{"PrimaryCriteria":{"CriteriaList":[{"ConditionOccurrence":{"CodesetId":3}}]},"ConceptSets":[]}"#, "CodesetId 3 names no concept set"),
         (r#"{"PrimaryCriteria":{"CriteriaList":[]},"Foo":1}"#, "$.Foo: not supported"),
         ("not json", "not JSON"),
+        (
+            r#"{"ConceptSets":[{"id":0,"expression":{"items":[]}}],"PrimaryCriteria":{"CriteriaList":[{"ConditionOccurrence":{"CodesetId":0}}]},
+                "InclusionRules":[{"name":"r","expression":{"Type":"ALL","CriteriaList":[{"Criteria":{"DrugExposure":{"CodesetId":7}},"Occurrence":{"Type":2,"Count":1}}]}}]}"#,
+            "$.InclusionRules[0].expression.CriteriaList[0].Criteria: CodesetId 7 names no concept set",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let f = tmp.path().join(format!("c{i}.json"));
