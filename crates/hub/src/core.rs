@@ -158,10 +158,12 @@ impl Hub {
         let study_id = format!("s{}", &medfed_protocol::random_id()[..12]);
         let now = medfed_protocol::now();
         let mut tasks = Vec::new();
-        for a in &study.analyses {
+        // Task ids start with the analysis's position, so that nodes receive (and answer) a study's
+        // analyses in the order the study lists them: the differencing check depends on order.
+        for (k, a) in study.analyses.iter().enumerate() {
             for node in &nodes {
                 let task = Task {
-                    task_id: format!("t{}", &medfed_protocol::random_id()[..16]),
+                    task_id: format!("t{k:03}-{}", &medfed_protocol::random_id()[..16]),
                     study_id: study_id.clone(),
                     node: node.clone(),
                     round: 1,
