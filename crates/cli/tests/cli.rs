@@ -330,4 +330,37 @@ fn differencing_attack_is_blocked_at_the_node() {
         older["notes"][0].as_str().unwrap().contains("differencing"),
         "{older}"
     );
+
+    // Second attack: recover a suppressed small cell from a total and its complement. The young
+    // group is withheld by the small-cell rule; "older" is released; the total, which would give
+    // the young count by subtraction, is then withheld by the differencing check.
+    std::fs::write(&study, format!(
+        r#"{{"format":"medfed-study/1","name":"margins",
+            "analyses":[{{"id":"young","type":"person_count","domain":"condition","concepts":[192671],"age":{{"max":{}}}}},
+                        {{"id":"older","type":"person_count","domain":"condition","concepts":[192671],"age":{{"min":{t}}}}},
+                        {{"id":"total","type":"person_count","domain":"condition","concepts":[192671]}}]}}"#, t - 1
+    )).unwrap();
+    let (ok, o, e) = medfed(&[
+        "study",
+        "run",
+        study.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{o}{e}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        r["results"][0]["sites"][0]["rule"]["rule"], "min_cell_count",
+        "{r}"
+    );
+    assert_eq!(r["results"][1]["value"], 479 - younger as u64);
+    assert!(
+        r["results"][2]["value"].is_null(),
+        "the total would reveal the young count: {r}"
+    );
+    assert_eq!(r["results"][2]["sites"][0]["rule"]["rule"], "differencing");
 }
