@@ -3,7 +3,7 @@
 use arrow::array::{Array, Int64Array};
 use medfed_engine::{EngineError, SiteEngine};
 use medfed_privacy::SiteStatistic;
-use medfed_protocol::study::{AnalysisSpec, Domain, PersonCount};
+use medfed_protocol::study::{AnalysisSpec, CohortCount, Domain, PersonCount};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
@@ -44,15 +44,7 @@ pub fn sql_for(spec: &AnalysisSpec) -> Result<String, AnalysisError> {
     match spec {
         AnalysisSpec::PersonCount(p) => Ok(person_count_sql(p)),
         AnalysisSpec::CohortCount(c) => {
-            let def = c.definition.as_ref().ok_or_else(|| AnalysisError::Cohort {
-                id: c.id.clone(),
-                message: "the task carries no cohort definition".into(),
-            })?;
-            let cohort =
-                medfed_cohort::parse(&def.to_string()).map_err(|e| AnalysisError::Cohort {
-                    id: c.id.clone(),
-                    message: e.to_string(),
-                })?;
+            let cohort = cohort_of(c)?;
             Ok(medfed_cohort::count_sql(&cohort))
         }
     }
@@ -137,15 +129,7 @@ pub async fn run_local(
         }
         AnalysisSpec::PersonCount(p) => person_sql(p, true),
         AnalysisSpec::CohortCount(c) => {
-            let def = c.definition.as_ref().ok_or_else(|| AnalysisError::Cohort {
-                id: c.id.clone(),
-                message: "the task carries no cohort definition".into(),
-            })?;
-            let cohort =
-                medfed_cohort::parse(&def.to_string()).map_err(|e| AnalysisError::Cohort {
-                    id: c.id.clone(),
-                    message: e.to_string(),
-                })?;
+            let cohort = cohort_of(c)?;
             medfed_cohort::persons_sql(&cohort)
         }
     };
@@ -162,6 +146,18 @@ pub async fn run_local(
         ids.extend(col.iter().flatten());
     }
     Ok(SiteStatistic::persons(ids))
+}
+
+/// The Circe cohort a `cohort_count` task carries, parsed (unsupported elements refused with their path).
+fn cohort_of(c: &CohortCount) -> Result<medfed_cohort::Cohort, AnalysisError> {
+    let def = c.definition.as_ref().ok_or_else(|| AnalysisError::Cohort {
+        id: c.id.clone(),
+        message: "the task carries no cohort definition".into(),
+    })?;
+    medfed_cohort::parse(&def.to_string()).map_err(|e| AnalysisError::Cohort {
+        id: c.id.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// The concepts and all their descendants, sorted.

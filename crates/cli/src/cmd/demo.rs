@@ -234,21 +234,7 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         }
         direct.push((an.id().to_string(), n));
     }
-    for r in results["results"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<22} {:>8}  {}",
-            r["id"].as_str().unwrap_or(""),
-            r["value"].to_string(),
-            r["notes"]
-                .as_array()
-                .map(|n| n
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "))
-                .unwrap_or_default()
-        );
-    }
+    super::study::print_summary(&results);
     let hub_db = net.hub_dir.join("hub.sqlite");
     let url = net.url.clone();
     let running = if a.serve.is_some() {

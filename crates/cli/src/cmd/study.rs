@@ -258,6 +258,31 @@ impl Client {
     }
 }
 
+/// The notes of one pooled result, joined for a line of text.
+pub fn notes_text(r: &serde_json::Value) -> String {
+    r["notes"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+/// One line per analysis: id, pooled value, notes.
+pub fn print_summary(results: &serde_json::Value) {
+    for r in results["results"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<24} {:>10}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["value"].to_string(),
+            notes_text(r)
+        );
+    }
+}
+
 pub fn write_results(out: &Path, results: &serde_json::Value) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     let p = out.join("results.json");
@@ -464,21 +489,7 @@ fn run_local(a: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let results = run_in_process(&text, &a.sites, policy.as_deref(), &a.out)?;
     let p = write_results(&a.out, &results)?;
-    for r in results["results"].as_array().into_iter().flatten() {
-        println!(
-            "{:<24} {:>10}   {}",
-            r["id"].as_str().unwrap_or(""),
-            r["value"].to_string(),
-            r["notes"]
-                .as_array()
-                .map(|n| n
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "))
-                .unwrap_or_default()
-        );
-    }
+    print_summary(&results);
     println!(
         "results: {} ({:.2} s); audit logs in {}",
         p.display(),
