@@ -153,6 +153,21 @@ fn import_reports_counts_and_sql_answers_in_three_formats() {
     assert!(!ok && err.contains("is not a site store"), "{err}");
 }
 
+/// `medfed study run STUDY --site SITE --out OUT`, which must succeed; returns results.json.
+fn study_run(study: &Path, site: &Path, out: &Path) -> serde_json::Value {
+    let (ok, o, e) = medfed(&[
+        "study",
+        "run",
+        study.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{o}{e}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn study_run_on_eunomia_gives_the_reference_counts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -169,19 +184,7 @@ fn study_run_on_eunomia_gives_the_reference_counts() {
     let study =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/eunomia-gi-bleed.json");
     let out_dir = tmp.path().join("out");
-    let (ok, out, err) = medfed(&[
-        "study",
-        "run",
-        study.to_str().unwrap(),
-        "--site",
-        site.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}{err}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
-            .unwrap();
+    let r = study_run(&study, &site, &out_dir);
     // REFERENCE_COUNTS.txt: GI bleed 479, celecoxib 1844, diclofenac 850.
     let values: Vec<u64> = r["results"]
         .as_array()
@@ -301,19 +304,7 @@ fn differencing_attack_is_blocked_at_the_node() {
                         {{"id":"older","type":"person_count","domain":"condition","concepts":[192671],"age":{{"min":{t}}}}}]}}"#
     )).unwrap();
     let out_dir = tmp.path().join("out");
-    let (ok, o, e) = medfed(&[
-        "study",
-        "run",
-        study.to_str().unwrap(),
-        "--site",
-        site.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(ok, "{o}{e}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
-            .unwrap();
+    let r = study_run(&study, &site, &out_dir);
     assert_eq!(r["results"][0]["value"], 479);
     assert_eq!(
         r["results"][1]["value"], 479,
@@ -340,19 +331,7 @@ fn differencing_attack_is_blocked_at_the_node() {
                         {{"id":"older","type":"person_count","domain":"condition","concepts":[192671],"age":{{"min":{t}}}}},
                         {{"id":"total","type":"person_count","domain":"condition","concepts":[192671]}}]}}"#, t - 1
     )).unwrap();
-    let (ok, o, e) = medfed(&[
-        "study",
-        "run",
-        study.to_str().unwrap(),
-        "--site",
-        site.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(ok, "{o}{e}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
-            .unwrap();
+    let r = study_run(&study, &site, &out_dir);
     assert_eq!(
         r["results"][0]["sites"][0]["rule"]["rule"], "min_cell_count",
         "{r}"
