@@ -185,6 +185,17 @@ fn study_run_on_eunomia_gives_the_reference_counts() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/eunomia-gi-bleed.json");
     let out_dir = tmp.path().join("out");
     let r = study_run(&study, &site, &out_dir);
+    // The same results as a Parquet table, read back by an independent reader (DuckDB).
+    let pq = out_dir.join("results.parquet");
+    let o = std::process::Command::new("python3")
+        .args(["-c", "import duckdb,sys; print(duckdb.connect().execute(f\"SELECT string_agg(analysis_id || '=' || value, ',' ORDER BY analysis_id) FROM read_parquet('{sys.argv[1]}')\").fetchone()[0])", pq.to_str().unwrap()])
+        .output()
+        .expect("python3 with duckdb (installed by scripts/test-all.sh)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "n_celecoxib=1844,n_diclofenac=850,n_gib=479,n_gib_cohort=479"
+    );
     // REFERENCE_COUNTS.txt: GI bleed 479, celecoxib 1844, diclofenac 850.
     let values: Vec<u64> = r["results"]
         .as_array()

@@ -283,11 +283,73 @@ pub fn print_summary(results: &serde_json::Value) {
     }
 }
 
+/// Write `results.json` and its flat table `results.parquet` (one row per analysis: study, analysis,
+/// type, pooled value, sites released / suppressed / refused, notes) into `out`.
 pub fn write_results(out: &Path, results: &serde_json::Value) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     let p = out.join("results.json");
     std::fs::write(&p, serde_json::to_string_pretty(results)? + "\n")?;
+    write_parquet(&out.join("results.parquet"), results)?;
     Ok(p)
+}
+
+fn write_parquet(path: &Path, results: &serde_json::Value) -> anyhow::Result<()> {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let rs: Vec<&serde_json::Value> = results["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let study = results["study"]["id"].as_str().unwrap_or("");
+    let text = |f: &dyn Fn(&serde_json::Value) -> String| -> ArrayRef {
+        std::sync::Arc::new(StringArray::from(
+            rs.iter().map(|r| f(r)).collect::<Vec<_>>(),
+        ))
+    };
+    let sites = |st: &'static str| -> ArrayRef {
+        std::sync::Arc::new(Int64Array::from(
+            rs.iter()
+                .map(|r| {
+                    r["sites"]
+                        .as_array()
+                        .map(|a| a.iter().filter(|x| x["status"] == st).count() as i64)
+                        .unwrap_or(0)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("study_id", DataType::Utf8, false),
+        Field::new("analysis_id", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("value", DataType::Int64, true),
+        Field::new("sites_released", DataType::Int64, false),
+        Field::new("sites_suppressed", DataType::Int64, false),
+        Field::new("sites_refused", DataType::Int64, false),
+        Field::new("notes", DataType::Utf8, false),
+    ]));
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            text(&|_| study.to_string()),
+            text(&|r| r["id"].as_str().unwrap_or("").to_string()),
+            text(&|r| r["type"].as_str().unwrap_or("").to_string()),
+            std::sync::Arc::new(Int64Array::from(
+                rs.iter().map(|r| r["value"].as_i64()).collect::<Vec<_>>(),
+            )),
+            sites("released"),
+            sites("suppressed"),
+            sites("refused"),
+            text(&|r| notes_text(r)),
+        ],
+    )?;
+    let tmp = path.with_extension("parquet.tmp");
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema, None)?;
+    w.write(&batch)?;
+    w.close()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 fn print_csv(results: &serde_json::Value) {
