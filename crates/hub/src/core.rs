@@ -55,17 +55,18 @@ pub struct Hub {
     store: Mutex<Store>,
     wake: tokio::sync::Notify,
     /// How long a delivered task stays leased to its node before it is delivered again.
-    pub lease_s: i64,
+    lease_s: i64,
 }
 
 impl Hub {
-    pub fn new(name: &str, key: SecretKey, store: Store) -> Arc<Hub> {
+    /// A hub named `name`, signing with `key`; a delivered task stays leased for `lease_s` seconds.
+    pub fn new(name: &str, key: SecretKey, store: Store, lease_s: i64) -> Arc<Hub> {
         Arc::new(Hub {
             name: name.to_string(),
             key,
             store: Mutex::new(store),
             wake: tokio::sync::Notify::new(),
-            lease_s: 60,
+            lease_s: lease_s.max(1),
         })
     }
 

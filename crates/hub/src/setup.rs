@@ -185,8 +185,7 @@ impl HubDir {
             ),
         };
         let store = Store::new(backend)?;
-        let hub = Hub::new(&cfg.name, key, store);
-        Ok(with_lease(hub, cfg.lease_s))
+        Ok(Hub::new(&cfg.name, key, store, cfg.lease_s))
     }
 
     /// rustls server configuration from the configured certificate and key.
@@ -209,15 +208,5 @@ impl HubDir {
             .map_err(|e| HubError::BadRequest(format!("TLS certificate and key: {e}")))?;
         sc.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(sc))
-    }
-}
-
-fn with_lease(hub: Arc<Hub>, lease_s: i64) -> Arc<Hub> {
-    match Arc::try_unwrap(hub) {
-        Ok(mut h) => {
-            h.lease_s = lease_s.max(1);
-            Arc::new(h)
-        }
-        Err(h) => h,
     }
 }

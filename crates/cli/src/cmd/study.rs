@@ -501,7 +501,7 @@ pub fn run_in_process(
         .build()?;
     rt.block_on(async {
         let store = Store::new(Box::new(Sqlite::open(":memory:")?))?;
-        let hub = Hub::new("in-process", SecretKey::generate(), store);
+        let hub = Hub::new("in-process", SecretKey::generate(), store, 60);
         let mut nodes = Vec::new();
         for site in sites {
             let s = medfed_cdm::SiteStore::open(site)?;
