@@ -92,6 +92,12 @@ impl AuditLog {
     /// Open (or create) the log and verify the whole chain; a broken chain refuses to open, so a node
     /// never appends to a log that has been tampered with.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        Self::open_with_entries(path).map(|(log, _)| log)
+    }
+
+    /// [`AuditLog::open`], also returning the verified entries (the node rebuilds its state from
+    /// them), so that the log is read once.
+    pub fn open_with_entries(path: &Path) -> Result<(AuditLog, Vec<Entry>), AuditError> {
         let entries = if path.exists() {
             Self::verify(path)?
         } else {
@@ -109,12 +115,13 @@ impl AuditLog {
             .last()
             .map(|e| (e.hash.clone(), e.seq + 1))
             .unwrap_or_else(|| (GENESIS.to_string(), 1));
-        Ok(AuditLog {
+        let log = AuditLog {
             path: path.to_path_buf(),
             file,
             last_hash,
             next_seq,
-        })
+        };
+        Ok((log, entries))
     }
 
     pub fn append(&mut self, n: NewEntry<'_>) -> Result<Entry, AuditError> {

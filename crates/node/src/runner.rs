@@ -73,12 +73,7 @@ impl<T: Transport> Node<T> {
         let engine = SiteEngine::open(&cfg.site).map_err(|e| NodeError::Site(e.to_string()))?;
         let state = State::open(&dir.state())?;
         let history = SetHistory::open(&dir.state())?;
-        let entries = if dir.audit().exists() {
-            AuditLog::verify(&dir.audit())?
-        } else {
-            Vec::new()
-        };
-        let audit = AuditLog::open(&dir.audit())?;
+        let (audit, entries) = AuditLog::open_with_entries(&dir.audit())?;
         let mut done = HashSet::new();
         let mut rejected = HashSet::new();
         let mut unposted = Vec::new();
