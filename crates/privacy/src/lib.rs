@@ -164,25 +164,20 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
             }
         }
     }
-    let stat = match stat.0 {
-        Inner::Persons(p) => Inner::Count(p.len() as u64),
-        other => other,
+    // Both kinds are released as a count.
+    let n = match stat.0 {
+        Inner::Count(n) => n,
+        Inner::Persons(p) => p.len() as u64,
     };
-    match stat {
-        Inner::Persons(_) => unreachable!("converted above"),
-        Inner::Count(n) => {
-            let k = policy.min_cell_count;
-            if n > 0 && n < k {
-                Released {
-                    kind: ReleasedKind::Count { value: None },
-                    suppressed: Some(Suppression::MinCellCount { threshold: k }),
-                }
-            } else {
-                Released {
-                    kind: ReleasedKind::Count { value: Some(n) },
-                    suppressed: None,
-                }
-            }
+    if n > 0 && n < k {
+        Released {
+            kind: ReleasedKind::Count { value: None },
+            suppressed: Some(Suppression::MinCellCount { threshold: k }),
+        }
+    } else {
+        Released {
+            kind: ReleasedKind::Count { value: Some(n) },
+            suppressed: None,
         }
     }
 }
