@@ -109,6 +109,15 @@ impl NodeDir {
         SecretKey::load(&self.key()).map_err(|e| NodeError::Config(e.to_string()))
     }
 
+    /// Tasks accepted and not yet answered (in progress or waiting for approval), as saved.
+    pub fn tasks_in_progress(&self) -> Result<Vec<medfed_protocol::Signed>, NodeError> {
+        let d = self.state().join("tasks");
+        if !d.exists() {
+            return Ok(Vec::new());
+        }
+        crate::state::read_tasks(&d)
+    }
+
     pub fn load_policy(&self) -> Result<Policy, NodeError> {
         Policy::load(&self.policy()).map_err(|e| NodeError::Config(e.to_string()))
     }

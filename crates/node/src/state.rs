@@ -92,28 +92,33 @@ impl State {
 
     /// Tasks accepted but not finished, oldest file name first.
     pub fn pending_tasks(&self) -> Result<Vec<Signed>, NodeError> {
-        let d = self.dir.join("tasks");
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&d)
-            .map_err(|e| io(&d, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        names.sort();
-        let mut out = Vec::new();
-        for p in names {
-            let text = std::fs::read(&p).map_err(|e| io(&p, e))?;
-            match serde_json::from_slice(&text) {
-                Ok(s) => out.push(s),
-                Err(e) => {
-                    return Err(NodeError::Io(format!(
-                        "{}: not a saved task ({e}); move it away to continue",
-                        p.display()
-                    )))
-                }
+        read_tasks(&self.dir.join("tasks"))
+    }
+}
+
+/// The signed tasks saved in `d` (`<task_id>.json`), in file-name order; a file that is not a saved
+/// task is an error, never skipped.
+pub(crate) fn read_tasks(d: &Path) -> Result<Vec<Signed>, NodeError> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(d)
+        .map_err(|e| io(d, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for p in names {
+        let text = std::fs::read(&p).map_err(|e| io(&p, e))?;
+        match serde_json::from_slice(&text) {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                return Err(NodeError::Io(format!(
+                    "{}: not a saved task ({e}); move it away to continue",
+                    p.display()
+                )))
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 /// The person sets behind counts this node released (`state/sets/`), for the differencing check.

@@ -202,19 +202,11 @@ fn run_node(a: RunArgs) -> anyhow::Result<()> {
 
 fn approve(a: ApproveArgs) -> anyhow::Result<()> {
     let dir = NodeDir(a.dir.clone());
-    let tasks_dir = dir.state().join("tasks");
-    let mut waiting = Vec::new();
-    if tasks_dir.exists() {
-        for e in std::fs::read_dir(&tasks_dir)? {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                let s: medfed_protocol::Signed = serde_json::from_slice(&std::fs::read(&p)?)?;
-                if let Some(t) = s.peek::<medfed_protocol::Task>() {
-                    waiting.push(t);
-                }
-            }
-        }
-    }
+    let mut waiting: Vec<medfed_protocol::Task> = dir
+        .tasks_in_progress()?
+        .iter()
+        .filter_map(|s| s.peek())
+        .collect();
     waiting.sort_by(|a, b| a.task_id.cmp(&b.task_id));
     let chosen: Vec<&medfed_protocol::Task> = match (&a.task, a.all) {
         (Some(id), _) => {
