@@ -153,6 +153,21 @@ fn import_reports_counts_and_sql_answers_in_three_formats() {
     assert!(!ok && err.contains("is not a site store"), "{err}");
 }
 
+/// OHDSI's Eunomia GiBleed CDM imported into `root/eunomia`.
+pub fn eunomia_site(root: &Path) -> std::path::PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
+    let site = root.join("eunomia");
+    let (ok, out, err) = medfed(&[
+        "import",
+        "--cdm",
+        data.to_str().unwrap(),
+        "--out",
+        site.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    site
+}
+
 /// `medfed study run STUDY --site SITE --out OUT`, which must succeed; returns results.json.
 fn study_run(study: &Path, site: &Path, out: &Path) -> serde_json::Value {
     let (ok, o, e) = medfed(&[
@@ -171,16 +186,7 @@ fn study_run(study: &Path, site: &Path, out: &Path) -> serde_json::Value {
 #[test]
 fn study_run_on_eunomia_gives_the_reference_counts() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
-    let site = tmp.path().join("eunomia");
-    let (ok, out, err) = medfed(&[
-        "import",
-        "--cdm",
-        data.to_str().unwrap(),
-        "--out",
-        site.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}{err}");
+    let site = eunomia_site(tmp.path());
     let study =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/eunomia-gi-bleed.json");
     let out_dir = tmp.path().join("out");
@@ -218,16 +224,7 @@ fn study_run_on_eunomia_gives_the_reference_counts() {
 #[test]
 fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
-    let site = tmp.path().join("eunomia");
-    let (ok, _, _) = medfed(&[
-        "import",
-        "--cdm",
-        data.to_str().unwrap(),
-        "--out",
-        site.to_str().unwrap(),
-    ]);
-    assert!(ok);
+    let site = eunomia_site(tmp.path());
     let study = tmp.path().join("s.json");
     std::fs::write(
         &study,
@@ -237,18 +234,7 @@ fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let (ok, o, e) = medfed(&[
-        "study",
-        "run",
-        study.to_str().unwrap(),
-        "--site",
-        site.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{o}{e}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let r = study_run(&study, &site, &out);
     let s = &r["results"][0]["sites"][0];
     assert_eq!(s["status"], "refused");
     assert!(
@@ -278,16 +264,7 @@ fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
 #[test]
 fn differencing_attack_is_blocked_at_the_node() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
-    let site = tmp.path().join("eunomia");
-    let (ok, _, _) = medfed(&[
-        "import",
-        "--cdm",
-        data.to_str().unwrap(),
-        "--out",
-        site.to_str().unwrap(),
-    ]);
-    assert!(ok);
+    let site = eunomia_site(tmp.path());
     // Ages at the first GI bleed, youngest first: find an age t with 1..=9 persons younger than t.
     let (ok, out, err) = medfed(&[
         "sql", "--site", site.to_str().unwrap(), "--format", "csv",

@@ -11,18 +11,7 @@ use std::process::Command;
 fn eunomia_cohorts_match_the_circe_oracle_row_for_row_or_are_refused_with_a_path() {
     let tmp = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    let site = tmp.path().join("eunomia");
-    let st = Command::new(env!("CARGO_BIN_EXE_medfed"))
-        .args([
-            "import",
-            "--cdm",
-            root.join("eunomia_gibleed").to_str().unwrap(),
-            "--out",
-            site.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    let site = crate::eunomia_site(tmp.path());
     // Definitions refused (name, JSON path). Empty now: every Eunomia definition is supported.
     let refused_expected: [(&str, &str); 0] = [];
     let dir = root.join("circe_cohorts/eunomia");

@@ -267,6 +267,14 @@ impl Net {
         }
     }
 
+    /// Write the standard test study to `root/study.json` and submit it; returns (file, study id).
+    fn submit_standard(&self) -> (PathBuf, String) {
+        let study = self.root.join("study.json");
+        std::fs::write(&study, STUDY).unwrap();
+        let id = self.submit(&study);
+        (study, id)
+    }
+
     fn submit(&self, study: &Path) -> String {
         let out = ok(&["study", "submit", "--hub-dir", &s(&self.hub_dir), &s(study)]);
         out.split_whitespace().nth(1).expect("study id").to_string()
@@ -327,6 +335,10 @@ impl Drop for Net {
         }
     }
 }
+
+/// For tests that compare every site's exact value: the differencing defence (tested on its own) may
+/// legitimately withhold a count that nearly equals another in these small populations.
+const EXACT_VALUES_POLICY: &str = "differencing = false\n[analyses]\nperson_count = \"allow\"\n";
 
 const STUDY: &str = r#"{
   "format": "medfed-study/1",
@@ -437,9 +449,7 @@ fn network_study(postgres: bool) {
         Some("min_cell_count = 5\ndifferencing = false\n[analyses]\nperson_count = \"allow\"\n"),
     );
     net.start_nodes(&[]);
-    let study = tmp.path().join("study.json");
-    std::fs::write(&study, STUDY).unwrap();
-    let id = net.submit(&study);
+    let (study, id) = net.submit_standard();
     let results = net.wait_complete(&id, 120);
     check_against_duckdb(&results, &sites, 5);
     // Exactly one result per task, and the national statistics hold one row per analysis.
@@ -501,16 +511,8 @@ fn network_study_on_postgres_equals_duckdb_on_pooled_data() {
 fn killed_nodes_resume_and_each_result_is_applied_once() {
     let tmp = tempfile::tempdir().unwrap();
     let sites = population(tmp.path(), 2000, 2);
-    // Exact per-site values are checked below: the differencing defence (tested on its own) is off.
-    let mut net = Net::new(
-        tmp.path(),
-        &sites,
-        false,
-        Some("differencing = false\n[analyses]\nperson_count = \"allow\"\n"),
-    );
-    let study = tmp.path().join("study.json");
-    std::fs::write(&study, STUDY).unwrap();
-    let id = net.submit(&study);
+    let mut net = Net::new(tmp.path(), &sites, false, Some(EXACT_VALUES_POLICY));
+    let (_, id) = net.submit_standard();
     // Node 0 dies right after accepting its first task; node 1 right after auditing its first result
     // (before posting it).
     let (n0, d0) = net.nodes[0].clone();
@@ -574,16 +576,8 @@ fn killed_nodes_resume_and_each_result_is_applied_once() {
 fn hub_killed_mid_study_loses_nothing_and_counts_nothing_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let sites = population(tmp.path(), 2000, 2);
-    // Exact per-site values are checked below: the differencing defence (tested on its own) is off.
-    let mut net = Net::new(
-        tmp.path(),
-        &sites,
-        false,
-        Some("differencing = false\n[analyses]\nperson_count = \"allow\"\n"),
-    );
-    let study = tmp.path().join("study.json");
-    std::fs::write(&study, STUDY).unwrap();
-    let id = net.submit(&study);
+    let mut net = Net::new(tmp.path(), &sites, false, Some(EXACT_VALUES_POLICY));
+    let (_, id) = net.submit_standard();
     // The hub aborts right after committing the first result, before answering the node.
     net.hub.kill();
     net.start_hub(&[("MEDFED_FAILPOINT", "hub:after_apply")]);
@@ -788,9 +782,7 @@ fn tampered_audit_log_is_detected() {
     let tmp = tempfile::tempdir().unwrap();
     let sites = population(tmp.path(), 1500, 1);
     let mut net = Net::new(tmp.path(), &sites, false, None);
-    let study = tmp.path().join("study.json");
-    std::fs::write(&study, STUDY).unwrap();
-    let id = net.submit(&study);
+    let (_, id) = net.submit_standard();
     net.start_nodes(&[]);
     net.wait_complete(&id, 60);
     net.runners.clear();
@@ -825,9 +817,7 @@ fn approval_policy_holds_tasks_until_the_steward_approves() {
         false,
         Some("[analyses]\nperson_count = \"approve\"\n"),
     );
-    let study = tmp.path().join("study.json");
-    std::fs::write(&study, STUDY).unwrap();
-    let id = net.submit(&study);
+    let (_, id) = net.submit_standard();
     net.start_nodes(&[]);
     let dir = s(&net.nodes[0].1);
     wait_until("tasks waiting for approval", 30, || {
