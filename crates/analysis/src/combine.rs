@@ -89,11 +89,14 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
             outcome,
         });
     }
-    let suppressed: Vec<&str> = sites
-        .iter()
-        .filter(|s| matches!(s.outcome, SiteOutcome::Suppressed { .. }))
-        .map(|s| s.site.as_str())
-        .collect();
+    let named = |keep: fn(&SiteOutcome) -> bool| -> Vec<&str> {
+        sites
+            .iter()
+            .filter(|s| keep(&s.outcome))
+            .map(|s| s.site.as_str())
+            .collect()
+    };
+    let suppressed = named(|o| matches!(o, SiteOutcome::Suppressed { .. }));
     if !suppressed.is_empty() {
         let bound = if unbounded {
             "at least one site withheld its count as too close to a count it released before (differencing), so no upper bound can be given".to_string()
@@ -107,11 +110,7 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
             suppressed.join(", ")
         ));
     }
-    let refused: Vec<&str> = sites
-        .iter()
-        .filter(|s| matches!(s.outcome, SiteOutcome::Refused { .. }))
-        .map(|s| s.site.as_str())
-        .collect();
+    let refused = named(|o| matches!(o, SiteOutcome::Refused { .. }));
     if !refused.is_empty() {
         notes.push(format!("not run at {}", refused.join(", ")));
     }

@@ -463,8 +463,8 @@ fn network_section(net: &NetworkRun) -> String {
             _ => String::new(),
         };
         let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td style='text-align:left'>{}</td></tr>",
-            esc(id), value.map(|v| v.to_string()).unwrap_or("—".into()), esc(&check), by("released").len(), esc(&by("suppressed").join(", ")),
-            esc(&r["notes"].as_array().map(|n| n.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default()));
+            esc(id), value.map(|v| v.to_string()).unwrap_or("—".into()), esc(&check), super::study::sites_with(r, "released"), esc(&by("suppressed").join(", ")),
+            esc(&super::study::notes_text(r)));
     }
     h.push_str("</table>");
     // Stacked bars: one row per analysis, segments by site (suppressed sites have no segment).

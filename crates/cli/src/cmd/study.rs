@@ -271,6 +271,14 @@ pub fn notes_text(r: &serde_json::Value) -> String {
         .unwrap_or_default()
 }
 
+/// How many sites of one pooled result have `status` (released, suppressed, refused).
+pub fn sites_with(r: &serde_json::Value, status: &str) -> usize {
+    r["sites"]
+        .as_array()
+        .map(|a| a.iter().filter(|x| x["status"] == status).count())
+        .unwrap_or(0)
+}
+
 /// One line per analysis: id, pooled value, notes.
 pub fn print_summary(results: &serde_json::Value) {
     for r in results["results"].as_array().into_iter().flatten() {
@@ -310,12 +318,7 @@ fn write_parquet(path: &Path, results: &serde_json::Value) -> anyhow::Result<()>
     let sites = |st: &'static str| -> ArrayRef {
         std::sync::Arc::new(Int64Array::from(
             rs.iter()
-                .map(|r| {
-                    r["sites"]
-                        .as_array()
-                        .map(|a| a.iter().filter(|x| x["status"] == st).count() as i64)
-                        .unwrap_or(0)
-                })
+                .map(|r| sites_with(r, st) as i64)
                 .collect::<Vec<_>>(),
         ))
     };
@@ -355,21 +358,8 @@ fn write_parquet(path: &Path, results: &serde_json::Value) -> anyhow::Result<()>
 fn print_csv(results: &serde_json::Value) {
     println!("id,type,value,sites_released,sites_suppressed,sites_refused,notes");
     for r in results["results"].as_array().into_iter().flatten() {
-        let count = |st: &str| {
-            r["sites"]
-                .as_array()
-                .map(|s| s.iter().filter(|x| x["status"] == st).count())
-                .unwrap_or(0)
-        };
-        let notes = r["notes"]
-            .as_array()
-            .map(|n| {
-                n.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default();
+        let count = |st: &str| sites_with(r, st);
+        let notes = notes_text(r);
         println!(
             "{},{},{},{},{},{},\"{}\"",
             r["id"].as_str().unwrap_or(""),
