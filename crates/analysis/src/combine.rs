@@ -48,6 +48,59 @@ pub enum SiteInput<'a> {
 pub fn combine(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> PooledResult {
     match spec {
         AnalysisSpec::PersonCount(_) | AnalysisSpec::CohortCount(_) => combine_count(spec, inputs),
+        _ => combine_tables(spec, inputs),
+    }
+}
+
+/// Table analyses: pool the tables cell by cell, then compute the analysis's summary.
+fn combine_tables(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> PooledResult {
+    let mut sites = Vec::new();
+    let mut released: Vec<(String, &[medfed_privacy::ReleasedTable])> = Vec::new();
+    for (site, input) in inputs {
+        let outcome = match input {
+            SiteInput::Released(r) => match (r.tables(), r.suppression()) {
+                (Some(_), Some(rule)) => SiteOutcome::Suppressed { rule: rule.clone() },
+                (Some(t), None) => {
+                    released.push((site.clone(), t));
+                    SiteOutcome::Released { value: None }
+                }
+                (None, _) => SiteOutcome::Refused {
+                    reason: "released statistic is not a table".into(),
+                },
+            },
+            SiteInput::Refused(reason) => SiteOutcome::Refused {
+                reason: reason.to_string(),
+            },
+        };
+        sites.push(SiteContribution {
+            site: site.clone(),
+            outcome,
+        });
+    }
+    let mut tables = crate::pooled::pool_tables(&released);
+    let mut notes = crate::pooled::table_notes(&tables);
+    for s in &sites {
+        match &s.outcome {
+            SiteOutcome::Suppressed { rule } => notes.push(format!(
+                "withheld whole at {}: {}",
+                s.site,
+                crate::pooled::describe(rule)
+            )),
+            SiteOutcome::Refused { reason } => notes.push(format!("not run at {}: {reason}", s.site)),
+            SiteOutcome::Released { .. } => {}
+        }
+    }
+    let summary = crate::pooled::summarize(spec, &mut tables);
+    PooledResult {
+        id: spec.id().to_string(),
+        kind: spec.type_name().to_string(),
+        value: if released.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!({ "summary": summary, "tables": tables })
+        },
+        sites,
+        notes,
     }
 }
 
@@ -72,7 +125,9 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
                             suppressed_upper += threshold.saturating_sub(1)
                         }
                         // Any size: no upper bound can be given.
-                        Suppression::Differencing { .. } => unbounded = true,
+                        Suppression::Differencing { .. }
+                        | Suppression::MinCohortSize { .. }
+                        | Suppression::Complementary { .. } => unbounded = true,
                     }
                     SiteOutcome::Suppressed { rule: rule.clone() }
                 }

@@ -9,8 +9,13 @@
 //! Architecture invariant: local steps know nothing of HTTP or the hub; combine steps know nothing of
 //! sites' storage. The same functions run in `medfed study run` (in one process) and over the network.
 
+pub mod achilles;
 pub mod combine;
 pub mod local;
+pub mod pooled;
+mod tables;
 
 pub use combine::{combine, PooledResult, SiteContribution, SiteInput, SiteOutcome};
 pub use local::{run_local, sql_for, AnalysisError};
+pub use pooled::{flatten, PooledCell, PooledTable, StatRow};
+pub use tables::{age_group, sex_label, year_of};

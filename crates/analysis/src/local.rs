@@ -47,6 +47,10 @@ pub fn sql_for(spec: &AnalysisSpec) -> Result<String, AnalysisError> {
             let cohort = cohort_of(c)?;
             Ok(medfed_cohort::count_sql(&cohort))
         }
+        other => Err(AnalysisError::Shape {
+            id: other.id().to_string(),
+            message: format!("{} runs several statements; no single SQL", other.type_name()),
+        }),
     }
 }
 
@@ -132,6 +136,7 @@ pub async fn run_local(
             let cohort = cohort_of(c)?;
             medfed_cohort::persons_sql(&cohort)
         }
+        other => return crate::tables::run_tables(engine, other).await,
     };
     let mut ids = Vec::new();
     for b in engine.sql(&sql).await? {
@@ -161,7 +166,7 @@ fn cohort_of(c: &CohortCount) -> Result<medfed_cohort::Cohort, AnalysisError> {
 }
 
 /// The concepts and all their descendants, sorted.
-async fn expand(engine: &SiteEngine, ids: &[i64]) -> Result<Vec<i64>, AnalysisError> {
+pub(crate) async fn expand(engine: &SiteEngine, ids: &[i64]) -> Result<Vec<i64>, AnalysisError> {
     let list = ids
         .iter()
         .map(|c| c.to_string())

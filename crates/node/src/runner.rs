@@ -340,7 +340,7 @@ impl<T: Transport> Node<T> {
             Ok(stat) => {
                 let set = stat.person_set().map(<[i64]>::to_vec);
                 let statistic = release_checked(stat, &policy, &self.history);
-                if let (Some(set), Some(_)) = (set, statistic.count()) {
+                if let (Some(set), true) = (set, statistic.has_value()) {
                     self.history.record(&task.task_id, &set)?;
                 }
                 Outcome::Released { statistic }
@@ -399,17 +399,7 @@ impl<T: Transport> Node<T> {
         let (event, detail) = match &result.outcome {
             Outcome::Released { statistic } => {
                 r.released += 1;
-                let d = match statistic.count() {
-                    Some(v) => format!("released count {v}"),
-                    None => format!(
-                        "released with the value withheld: {}",
-                        statistic
-                            .suppression()
-                            .map(|r| serde_json::to_string(r).unwrap_or_default())
-                            .unwrap_or_default()
-                    ),
-                };
-                (Event::Release, d)
+                (Event::Release, statistic.describe())
             }
             Outcome::Refused { reason } => {
                 r.refused += 1;

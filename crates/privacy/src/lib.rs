@@ -17,8 +17,10 @@
 //! Architecture invariant: this crate knows nothing about storage, SQL or the network.
 
 mod policy;
+mod table;
 
 pub use policy::{Decision, Policy, PolicyError};
+pub use table::{Measure, MeasureKind, ReleasedCell, ReleasedTable, Table, ALL};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +32,11 @@ enum Inner {
     /// A count of distinct persons, with the persons (sorted, distinct) so that the release step can
     /// check it against earlier releases (differencing).
     Persons(Vec<i64>),
+    /// Tables about a base population (a cohort: sorted, distinct persons) or about the whole site.
+    Tables {
+        tables: Vec<Table>,
+        base: Option<Vec<i64>>,
+    },
 }
 
 impl SiteStatistic {
@@ -45,11 +52,29 @@ impl SiteStatistic {
         SiteStatistic(Inner::Persons(ids))
     }
 
-    /// The person set behind a count, for the node's local release history (never sent).
+    /// Tables about the whole site.
+    pub fn tables(tables: Vec<Table>) -> SiteStatistic {
+        SiteStatistic(Inner::Tables { tables, base: None })
+    }
+
+    /// Tables about a cohort: the cohort's persons go through the minimum-cohort-size and
+    /// differencing checks before any cell does.
+    pub fn cohort_tables(tables: Vec<Table>, mut base: Vec<i64>) -> SiteStatistic {
+        base.sort_unstable();
+        base.dedup();
+        SiteStatistic(Inner::Tables {
+            tables,
+            base: Some(base),
+        })
+    }
+
+    /// The person set behind a count or a cohort's tables, for the node's local release history
+    /// (never sent).
     pub fn person_set(&self) -> Option<&[i64]> {
         match &self.0 {
             Inner::Persons(p) => Some(p),
-            Inner::Count(_) => None,
+            Inner::Tables { base: Some(b), .. } => Some(b),
+            Inner::Count(_) | Inner::Tables { base: None, .. } => None,
         }
     }
 }
@@ -100,6 +125,11 @@ pub enum Suppression {
     /// The persons counted differ from those of a count this site released before by at least one
     /// and fewer than `threshold` persons, so the difference of the two counts would describe them.
     Differencing { threshold: u64 },
+    /// A table about a cohort of 1..`threshold` persons.
+    MinCohortSize { threshold: u64 },
+    /// Secondary suppression: withheld so that a small cell withheld in the same line of the table
+    /// cannot be recovered from the line's margin.
+    Complementary { threshold: u64 },
 }
 
 /// A statistic that passed the site's disclosure check, with the record of what was withheld.
@@ -119,6 +149,7 @@ pub struct Released {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ReleasedKind {
     Count { value: Option<u64> },
+    Tables { tables: Vec<ReleasedTable> },
 }
 
 impl Released {
@@ -126,6 +157,49 @@ impl Released {
     pub fn count(&self) -> Option<u64> {
         match &self.kind {
             ReleasedKind::Count { value } => *value,
+            ReleasedKind::Tables { .. } => None,
+        }
+    }
+
+    /// The released tables, `None` when this is a count.
+    pub fn tables(&self) -> Option<&[ReleasedTable]> {
+        match &self.kind {
+            ReleasedKind::Tables { tables } => Some(tables),
+            ReleasedKind::Count { .. } => None,
+        }
+    }
+
+    /// One line for the node's audit log: what left, and what was withheld by which rule.
+    pub fn describe(&self) -> String {
+        let rule = |r: &Suppression| serde_json::to_string(r).unwrap_or_default();
+        match (&self.kind, &self.suppressed) {
+            (_, Some(r)) => format!("released with the value withheld: {}", rule(r)),
+            (ReleasedKind::Count { value: Some(v) }, None) => format!("released count {v}"),
+            (ReleasedKind::Count { value: None }, None) => "released an empty count".into(),
+            (ReleasedKind::Tables { tables }, None) => {
+                let mut withheld: std::collections::BTreeMap<String, usize> = Default::default();
+                let mut cells = 0;
+                for c in tables.iter().flat_map(|t| &t.cells) {
+                    cells += 1;
+                    if let Some(r) = &c.suppressed {
+                        *withheld.entry(rule(r)).or_default() += 1;
+                    }
+                }
+                let w: Vec<String> = withheld.iter().map(|(r, n)| format!("{n} × {r}")).collect();
+                format!(
+                    "released {} tables, {cells} cells; withheld: {}",
+                    tables.len(),
+                    if w.is_empty() { "none".to_string() } else { w.join(", ") }
+                )
+            }
+        }
+    }
+
+    /// Whether anything was released (a count or a table that was not withheld whole).
+    pub fn has_value(&self) -> bool {
+        match &self.kind {
+            ReleasedKind::Count { value } => value.is_some(),
+            ReleasedKind::Tables { tables } => tables.iter().all(|t| t.suppressed.is_none()),
         }
     }
 
@@ -150,24 +224,36 @@ pub fn release(stat: SiteStatistic, policy: &Policy) -> Released {
 /// whose persons differ from an already released count's by 1..`min_cell_count` persons is withheld.
 pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn History) -> Released {
     let k = policy.min_cell_count;
-    if let (Inner::Persons(p), true) = (&stat.0, policy.differencing) {
-        let n = p.len() as u64;
-        if n >= k {
-            for earlier in history.similar(n, k) {
-                let d = symmetric_difference(p, &earlier);
-                if d > 0 && d < k {
-                    return Released {
-                        kind: ReleasedKind::Count { value: None },
-                        suppressed: Some(Suppression::Differencing { threshold: k }),
-                    };
+    let n = match stat.0 {
+        Inner::Tables { tables, base } => {
+            let rule = base
+                .as_deref()
+                .and_then(|b| table::check_base(b, policy, history));
+            let tables: Vec<ReleasedTable> = tables
+                .into_iter()
+                .map(|t| table::release_table(t, policy, rule.clone()))
+                .collect();
+            return Released {
+                kind: ReleasedKind::Tables { tables },
+                suppressed: rule,
+            };
+        }
+        Inner::Count(n) => n,
+        Inner::Persons(p) => {
+            let n = p.len() as u64;
+            if policy.differencing && n >= k {
+                for earlier in history.similar(n, k) {
+                    let d = symmetric_difference(&p, &earlier);
+                    if d > 0 && d < k {
+                        return Released {
+                            kind: ReleasedKind::Count { value: None },
+                            suppressed: Some(Suppression::Differencing { threshold: k }),
+                        };
+                    }
                 }
             }
+            n
         }
-    }
-    // Both kinds are released as a count.
-    let n = match stat.0 {
-        Inner::Count(n) => n,
-        Inner::Persons(p) => p.len() as u64,
     };
     if n > 0 && n < k {
         Released {

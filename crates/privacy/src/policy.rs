@@ -29,6 +29,11 @@ pub struct Policy {
     /// `min_cell_count - 1` persons (the differencing attack).
     #[serde(default = "yes")]
     pub differencing: bool,
+    /// Smallest cohort a table may describe (cohort characterization, incidence, survival,
+    /// comparative studies). Twice the minimum cell count by default: a cohort of 12 would otherwise
+    /// be described by cells of 10 and 2, one of them suppressed but easily bounded.
+    #[serde(default = "default_min_cohort")]
+    pub min_cohort_size: u64,
     /// Decision per analysis type; types not listed get `default`.
     #[serde(default)]
     pub analyses: BTreeMap<String, Decision>,
@@ -37,8 +42,25 @@ pub struct Policy {
     pub default: Decision,
 }
 
+/// The analysis types of the catalog, all allowed by the default policy: each goes through
+/// [`release`](crate::release) before it leaves.
+pub const CATALOG_TYPES: &[&str] = &[
+    "person_count",
+    "cohort_count",
+    "characterization",
+    "cohort_characterization",
+    "cross_tab",
+    "descriptive",
+    "incidence_rate",
+    "kaplan_meier",
+    "comparative_cohort",
+];
+
 fn default_min_cell() -> u64 {
     10
+}
+fn default_min_cohort() -> u64 {
+    20
 }
 fn yes() -> bool {
     true
@@ -52,10 +74,11 @@ impl Default for Policy {
         Policy {
             min_cell_count: default_min_cell(),
             differencing: true,
-            analyses: BTreeMap::from([
-                ("person_count".to_string(), Decision::Allow),
-                ("cohort_count".to_string(), Decision::Allow),
-            ]),
+            min_cohort_size: default_min_cohort(),
+            analyses: CATALOG_TYPES
+                .iter()
+                .map(|t| (t.to_string(), Decision::Allow))
+                .collect(),
             default: Decision::Deny,
         }
     }
@@ -107,12 +130,21 @@ impl Policy {
          # Withhold counts whose persons differ from an earlier released count's by fewer than\n\
          # min_cell_count persons (differencing attack). The node keeps those person sets locally.\n\
          differencing = true\n\
+         # Smallest cohort that a table (characterization, incidence, survival) may describe.\n\
+         min_cohort_size = 20\n\
          # What to do with analysis types not listed below: allow | approve | deny\n\
          default = \"deny\"\n\n\
          [analyses]\n\
          # allow: run and release; approve: wait for `medfed node approve`; deny: refuse\n\
          person_count = \"allow\"\n\
-         cohort_count = \"allow\"\n"
+         cohort_count = \"allow\"\n\
+         characterization = \"allow\"\n\
+         cohort_characterization = \"allow\"\n\
+         cross_tab = \"allow\"\n\
+         descriptive = \"allow\"\n\
+         incidence_rate = \"allow\"\n\
+         kaplan_meier = \"allow\"\n\
+         comparative_cohort = \"allow\"\n"
             .to_string()
     }
 }

@@ -10,6 +10,7 @@
 //!
 //! Architecture invariant: no I/O here, no HTTP, no storage. Both services and `study run` share it.
 
+pub mod catalog;
 pub mod keys;
 pub mod request;
 pub mod study;

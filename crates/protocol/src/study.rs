@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::catalog::{
+    Anchor, Characterization, CohortCharacterization, ComparativeCohort, Covariate, CrossTab,
+    Descriptive, IncidenceRate, KaplanMeier, TimeAtRisk, Variable, ACHILLES_IDS,
+};
+
 pub const FORMAT: &str = "medfed-study/1";
 /// Largest accepted study file.
 pub const MAX_STUDY_BYTES: usize = 1 << 20;
@@ -61,7 +66,17 @@ pub struct StudyPrivacy {
 }
 
 /// Analysis types this build knows. A study naming any other type is refused.
-pub const ANALYSIS_TYPES: &[&str] = &["person_count", "cohort_count"];
+pub const ANALYSIS_TYPES: &[&str] = &[
+    "person_count",
+    "cohort_count",
+    "characterization",
+    "cohort_characterization",
+    "cross_tab",
+    "descriptive",
+    "incidence_rate",
+    "kaplan_meier",
+    "comparative_cohort",
+];
 
 /// One analysis of a study. Serialised with its `type` tag next to the other fields.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -69,6 +84,13 @@ pub const ANALYSIS_TYPES: &[&str] = &["person_count", "cohort_count"];
 pub enum AnalysisSpec {
     PersonCount(PersonCount),
     CohortCount(CohortCount),
+    Characterization(Characterization),
+    CohortCharacterization(CohortCharacterization),
+    CrossTab(CrossTab),
+    Descriptive(Descriptive),
+    IncidenceRate(IncidenceRate),
+    KaplanMeier(KaplanMeier),
+    ComparativeCohort(ComparativeCohort),
 }
 
 /// Distinct persons in a cohort of the study (a Circe definition), counted at each site.
@@ -88,15 +110,74 @@ pub struct CohortCount {
 
 impl AnalysisSpec {
     pub fn id(&self) -> &str {
+        use AnalysisSpec as A;
         match self {
-            AnalysisSpec::PersonCount(p) => &p.id,
-            AnalysisSpec::CohortCount(c) => &c.id,
+            A::PersonCount(p) => &p.id,
+            A::CohortCount(c) => &c.id,
+            A::Characterization(c) => &c.id,
+            A::CohortCharacterization(c) => &c.id,
+            A::CrossTab(c) => &c.id,
+            A::Descriptive(d) => &d.id,
+            A::IncidenceRate(r) => &r.id,
+            A::KaplanMeier(k) => &k.id,
+            A::ComparativeCohort(c) => &c.id,
         }
     }
     pub fn type_name(&self) -> &'static str {
+        use AnalysisSpec as A;
         match self {
-            AnalysisSpec::PersonCount(_) => "person_count",
-            AnalysisSpec::CohortCount(_) => "cohort_count",
+            A::PersonCount(_) => "person_count",
+            A::CohortCount(_) => "cohort_count",
+            A::Characterization(_) => "characterization",
+            A::CohortCharacterization(_) => "cohort_characterization",
+            A::CrossTab(_) => "cross_tab",
+            A::Descriptive(_) => "descriptive",
+            A::IncidenceRate(_) => "incidence_rate",
+            A::KaplanMeier(_) => "kaplan_meier",
+            A::ComparativeCohort(_) => "comparative_cohort",
+        }
+    }
+
+    /// Ids of the study cohorts this analysis uses (other than `cohort_count`'s own definition).
+    pub fn cohort_refs(&self) -> Vec<&str> {
+        use AnalysisSpec as A;
+        match self {
+            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) => Vec::new(),
+            A::CohortCharacterization(c) => vec![c.cohort.as_str()],
+            A::CrossTab(c) => c.cohort.iter().map(String::as_str).collect(),
+            A::Descriptive(d) => d.cohort.iter().map(String::as_str).collect(),
+            A::IncidenceRate(r) => vec![r.target.as_str(), r.outcome.as_str()],
+            A::KaplanMeier(k) => vec![k.target.as_str(), k.outcome.as_str()],
+            A::ComparativeCohort(c) => {
+                vec![c.target.as_str(), c.comparator.as_str(), c.outcome.as_str()]
+            }
+        }
+    }
+
+    /// The Circe definitions carried by the task, by cohort id.
+    pub fn definitions(&self) -> Option<&BTreeMap<String, Value>> {
+        use AnalysisSpec as A;
+        match self {
+            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) => None,
+            A::CohortCharacterization(c) => Some(&c.definitions),
+            A::CrossTab(c) => Some(&c.definitions),
+            A::Descriptive(d) => Some(&d.definitions),
+            A::IncidenceRate(r) => Some(&r.definitions),
+            A::KaplanMeier(k) => Some(&k.definitions),
+            A::ComparativeCohort(c) => Some(&c.definitions),
+        }
+    }
+
+    fn definitions_mut(&mut self) -> Option<&mut BTreeMap<String, Value>> {
+        use AnalysisSpec as A;
+        match self {
+            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) => None,
+            A::CohortCharacterization(c) => Some(&mut c.definitions),
+            A::CrossTab(c) => Some(&mut c.definitions),
+            A::Descriptive(d) => Some(&mut d.definitions),
+            A::IncidenceRate(r) => Some(&mut r.definitions),
+            A::KaplanMeier(k) => Some(&mut k.definitions),
+            A::ComparativeCohort(c) => Some(&mut c.definitions),
         }
     }
 }
@@ -183,13 +264,20 @@ pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError>
     let mut rest = obj.clone();
     rest.remove("type");
     let rest = Value::Object(rest);
+    fn de<T: serde::de::DeserializeOwned>(v: Value, path: &str) -> Result<T, StudyError> {
+        serde_json::from_value(v).map_err(|e| err(path, e.to_string()))
+    }
+    use AnalysisSpec as A;
     let spec = match ty {
-        "person_count" => AnalysisSpec::PersonCount(
-            serde_json::from_value(rest).map_err(|e| err(path, e.to_string()))?,
-        ),
-        "cohort_count" => AnalysisSpec::CohortCount(
-            serde_json::from_value(rest).map_err(|e| err(path, e.to_string()))?,
-        ),
+        "person_count" => A::PersonCount(de(rest, path)?),
+        "cohort_count" => A::CohortCount(de(rest, path)?),
+        "characterization" => A::Characterization(de(rest, path)?),
+        "cohort_characterization" => A::CohortCharacterization(de(rest, path)?),
+        "cross_tab" => A::CrossTab(de(rest, path)?),
+        "descriptive" => A::Descriptive(de(rest, path)?),
+        "incidence_rate" => A::IncidenceRate(de(rest, path)?),
+        "kaplan_meier" => A::KaplanMeier(de(rest, path)?),
+        "comparative_cohort" => A::ComparativeCohort(de(rest, path)?),
         other => {
             return Err(err(
                 format!("{path}.type"),
@@ -223,26 +311,7 @@ fn check_analysis(spec: &AnalysisSpec, path: &str) -> Result<(), StudyError> {
             }
         }
         AnalysisSpec::PersonCount(p) => {
-            if p.concepts.is_empty() {
-                return Err(err(
-                    format!("{path}.concepts"),
-                    "needs at least one concept id",
-                ));
-            }
-            if p.concepts.len() > MAX_CONCEPTS {
-                return Err(err(
-                    format!("{path}.concepts"),
-                    format!("{} concept ids; at most {MAX_CONCEPTS}", p.concepts.len()),
-                ));
-            }
-            for (i, c) in p.concepts.iter().enumerate() {
-                if *c <= 0 || *c > i64::from(i32::MAX) {
-                    return Err(err(
-                        format!("{path}.concepts[{i}]"),
-                        format!("{c} is not a valid concept id (1..=2147483647)"),
-                    ));
-                }
-            }
+            crate::catalog::check_concepts(&p.concepts, &format!("{path}.concepts"))?;
             if let Some(a) = p.age {
                 if a.min > a.max || a.max > 130 {
                     return Err(err(
@@ -255,6 +324,7 @@ fn check_analysis(spec: &AnalysisSpec, path: &str) -> Result<(), StudyError> {
                 check_text(l, &format!("{path}.label"))?;
             }
         }
+        other => crate::catalog::check(other, path)?,
     }
     Ok(())
 }
@@ -354,6 +424,22 @@ pub fn parse_study(text: &str) -> Result<Study, StudyError> {
                     )
                 })?;
             c.definition = Some(def.clone());
+        }
+        let refs: Vec<String> = spec.cohort_refs().iter().map(|s| s.to_string()).collect();
+        for r in refs {
+            let def = cohorts
+                .get(&r)
+                .and_then(|d| d.get("circe"))
+                .ok_or_else(|| {
+                    err(
+                        format!("$.analyses[{i}]"),
+                        format!("no cohort {r:?} in $.cohorts"),
+                    )
+                })?
+                .clone();
+            if let Some(defs) = spec.definitions_mut() {
+                defs.insert(r, def);
+            }
         }
         if !seen.insert(spec.id().to_string()) {
             return Err(err(

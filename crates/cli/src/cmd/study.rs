@@ -279,72 +279,91 @@ pub fn sites_with(r: &serde_json::Value, status: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// One line per analysis: id, pooled value, notes.
+/// One line per analysis: id, pooled value (or the size of its tables), notes.
 pub fn print_summary(results: &serde_json::Value) {
     for r in results["results"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<24} {:>10}  {}",
-            r["id"].as_str().unwrap_or(""),
-            r["value"].to_string(),
-            notes_text(r)
-        );
+        let v = &r["value"];
+        let shown = match v.get("tables").and_then(|t| t.as_array()) {
+            Some(t) => format!(
+                "{} table{}, {} cells",
+                t.len(),
+                if t.len() == 1 { "" } else { "s" },
+                t.iter()
+                    .map(|x| x["cells"].as_array().map_or(0, |c| c.len()))
+                    .sum::<usize>()
+            ),
+            None => v.to_string(),
+        };
+        let notes = notes_text(r);
+        let notes = if notes.chars().count() > 160 {
+            format!("{}…", notes.chars().take(160).collect::<String>())
+        } else {
+            notes
+        };
+        println!("  {:<24} {:>10}  {}", r["id"].as_str().unwrap_or(""), shown, notes);
     }
 }
 
-/// Write `results.json` and its flat table `results.parquet` (one row per analysis: study, analysis,
-/// type, pooled value, sites released / suppressed / refused, notes) into `out`.
+/// The long form of the results: one row per number (see `medfed_analysis::flatten`).
+pub fn stat_rows(results: &serde_json::Value) -> Vec<medfed_analysis::StatRow> {
+    results["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| serde_json::from_value::<medfed_analysis::PooledResult>(r.clone()).ok())
+        .flat_map(|r| medfed_analysis::flatten(&r))
+        .collect()
+}
+
+/// Write `results.json`, and the national-statistics long form as `results.csv` and
+/// `results.parquet` (study, analysis, type, table, stratum, statistic, value, sites released,
+/// sites that withheld it), into `out`.
 pub fn write_results(out: &Path, results: &serde_json::Value) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     let p = out.join("results.json");
     std::fs::write(&p, serde_json::to_string_pretty(results)? + "\n")?;
-    write_parquet(&out.join("results.parquet"), results)?;
+    let rows = stat_rows(results);
+    let study = results["study"]["id"].as_str().unwrap_or("");
+    let mut csv = String::new();
+    write_csv(&mut csv, study, &rows);
+    std::fs::write(out.join("results.csv"), csv)?;
+    write_parquet(&out.join("results.parquet"), study, &rows)?;
     Ok(p)
 }
 
-fn write_parquet(path: &Path, results: &serde_json::Value) -> anyhow::Result<()> {
-    use arrow::array::{ArrayRef, Int64Array, StringArray};
+fn write_parquet(path: &Path, study: &str, rows: &[medfed_analysis::StatRow]) -> anyhow::Result<()> {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
-    let rs: Vec<&serde_json::Value> = results["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
-    let study = results["study"]["id"].as_str().unwrap_or("");
-    let text = |f: &dyn Fn(&serde_json::Value) -> String| -> ArrayRef {
-        std::sync::Arc::new(StringArray::from(
-            rs.iter().map(|r| f(r)).collect::<Vec<_>>(),
-        ))
-    };
-    let sites = |st: &'static str| -> ArrayRef {
-        std::sync::Arc::new(Int64Array::from(
-            rs.iter()
-                .map(|r| sites_with(r, st) as i64)
-                .collect::<Vec<_>>(),
-        ))
+    let text = |f: &dyn Fn(&medfed_analysis::StatRow) -> String| -> ArrayRef {
+        std::sync::Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
     };
     let schema = std::sync::Arc::new(Schema::new(vec![
         Field::new("study_id", DataType::Utf8, false),
         Field::new("analysis_id", DataType::Utf8, false),
         Field::new("type", DataType::Utf8, false),
-        Field::new("value", DataType::Int64, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("stratum", DataType::Utf8, false),
+        Field::new("statistic", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
         Field::new("sites_released", DataType::Int64, false),
-        Field::new("sites_suppressed", DataType::Int64, false),
-        Field::new("sites_refused", DataType::Int64, false),
-        Field::new("notes", DataType::Utf8, false),
+        Field::new("withheld_at", DataType::Utf8, false),
     ]));
     let batch = arrow::record_batch::RecordBatch::try_new(
         schema.clone(),
         vec![
             text(&|_| study.to_string()),
-            text(&|r| r["id"].as_str().unwrap_or("").to_string()),
-            text(&|r| r["type"].as_str().unwrap_or("").to_string()),
-            std::sync::Arc::new(Int64Array::from(
-                rs.iter().map(|r| r["value"].as_i64()).collect::<Vec<_>>(),
+            text(&|r| r.analysis_id.clone()),
+            text(&|r| r.kind.clone()),
+            text(&|r| r.table.clone()),
+            text(&|r| r.stratum.clone()),
+            text(&|r| r.statistic.clone()),
+            std::sync::Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.value).collect::<Vec<_>>(),
             )),
-            sites("released"),
-            sites("suppressed"),
-            sites("refused"),
-            text(&|r| notes_text(r)),
+            std::sync::Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.sites_released as i64).collect::<Vec<_>>(),
+            )),
+            text(&|r| r.withheld_at.clone()),
         ],
     )?;
     let tmp = path.with_extension("parquet.tmp");
@@ -355,26 +374,38 @@ fn write_parquet(path: &Path, results: &serde_json::Value) -> anyhow::Result<()>
     Ok(())
 }
 
-fn print_csv(results: &serde_json::Value) {
-    println!("id,type,value,sites_released,sites_suppressed,sites_refused,notes");
-    for r in results["results"].as_array().into_iter().flatten() {
-        let count = |st: &str| sites_with(r, st);
-        let notes = notes_text(r);
-        println!(
-            "{},{},{},{},{},{},\"{}\"",
-            r["id"].as_str().unwrap_or(""),
-            r["type"].as_str().unwrap_or(""),
-            if r["value"].is_null() {
-                String::new()
-            } else {
-                r["value"].to_string()
-            },
-            count("released"),
-            count("suppressed"),
-            count("refused"),
-            notes.replace('"', "\"\"")
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', ';']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn write_csv(out: &mut String, study: &str, rows: &[medfed_analysis::StatRow]) {
+    use std::fmt::Write;
+    out.push_str("study_id,analysis_id,type,table_name,stratum,statistic,value,sites_released,withheld_at\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            csv_field(study),
+            csv_field(&r.analysis_id),
+            r.kind,
+            csv_field(&r.table),
+            csv_field(&r.stratum),
+            csv_field(&r.statistic),
+            r.value.map(|v| v.to_string()).unwrap_or_default(),
+            r.sites_released,
+            csv_field(&r.withheld_at)
         );
     }
+}
+
+fn print_csv(results: &serde_json::Value) {
+    let mut s = String::new();
+    write_csv(&mut s, results["study"]["id"].as_str().unwrap_or(""), &stat_rows(results));
+    print!("{s}");
 }
 
 fn submit(a: SubmitArgs) -> anyhow::Result<()> {
