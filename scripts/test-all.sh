@@ -36,8 +36,9 @@ if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
     $SUDO -u postgres psql -c 'CREATE DATABASE test' >/dev/null
 fi
 
-# DuckDB: the independent engine the network tests check pooled answers against.
-python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install -q duckdb
+# DuckDB, numpy and statsmodels: the independent computations the tests check pooled answers against
+# (DuckDB SQL on the pooled Parquet; statsmodels' Kaplan-Meier and Poisson regression).
+python3 -c 'import duckdb, statsmodels' 2>/dev/null || python3 -m pip install -q duckdb statsmodels
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

@@ -284,7 +284,11 @@ fn kaplan_meier_curve(t: &PooledTable) -> Value {
     }
     let mut at_risk: f64 = by_day.values().map(|(d, c)| d + c).sum();
     let (mut s, mut greenwood) = (1.0f64, 0.0f64);
-    let mut points = vec![json!({"day": 0, "at_risk": at_risk, "events": 0, "censored": 0, "survival": 1.0, "ci95": [1.0, 1.0]})];
+    // The curve starts at 1 on day 0, unless there are events on day 0 itself.
+    let mut points = Vec::new();
+    if by_day.keys().next().is_some_and(|d| *d > 0) {
+        points.push(json!({"day": 0, "at_risk": at_risk, "events": 0, "censored": 0, "survival": 1.0, "ci95": [1.0, 1.0]}));
+    }
     for (day, (d, c)) in by_day {
         if at_risk <= 0.0 {
             break;
@@ -604,6 +608,7 @@ mod tests {
         }
         let v = kaplan_meier_curve(&t);
         let c = v["curve"].as_array().unwrap();
+        assert_eq!(c[0]["survival"].as_f64().unwrap(), 1.0);
         assert_eq!(c[1]["survival"].as_f64().unwrap(), 0.8);
         let s10 = 0.8 * (1.0 - 3.0 / 7.0);
         assert!((c[2]["survival"].as_f64().unwrap() - s10).abs() < 1e-12);

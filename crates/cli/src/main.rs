@@ -35,6 +35,8 @@ enum Command {
     Node(cmd::node::Args),
     /// Cohorts from ATLAS (Circe JSON), generated on a site for its own data steward.
     Cohort(cmd::cohort::Args),
+    /// The analysis catalog: study analysis types and the Achilles analyses with their SQL.
+    Catalog(cmd::catalog::Args),
     /// Researcher commands: submit a study and get results, or run one in this process.
     Study(cmd::study::Args),
     /// Benchmark: hub throughput for result posts under load from many simulated nodes.
@@ -52,6 +54,7 @@ fn main() {
         Command::Hub(a) => cmd::hub::run(a),
         Command::Node(a) => cmd::node::run(a),
         Command::Study(a) => cmd::study::run(a),
+        Command::Catalog(a) => cmd::catalog::run(a),
         Command::Cohort(a) => cmd::cohort::run(a),
         Command::BenchHub(a) => cmd::bench::run(a),
     };

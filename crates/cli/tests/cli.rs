@@ -1,5 +1,6 @@
 //! The real `medfed` binary, end to end.
 
+mod catalog;
 mod cohort;
 mod network;
 
@@ -194,7 +195,7 @@ fn study_run_on_eunomia_gives_the_reference_counts() {
     // The same results as a Parquet table, read back by an independent reader (DuckDB).
     let pq = out_dir.join("results.parquet");
     let o = std::process::Command::new("python3")
-        .args(["-c", "import duckdb,sys; print(duckdb.connect().execute(f\"SELECT string_agg(analysis_id || '=' || value, ',' ORDER BY analysis_id) FROM read_parquet('{sys.argv[1]}')\").fetchone()[0])", pq.to_str().unwrap()])
+        .args(["-c", "import duckdb,sys; print(duckdb.connect().execute(f\"SELECT string_agg(analysis_id || '=' || CAST(value AS BIGINT), ',' ORDER BY analysis_id) FROM read_parquet('{sys.argv[1]}') WHERE statistic = 'count'\").fetchone()[0])", pq.to_str().unwrap()])
         .output()
         .expect("python3 with duckdb (installed by scripts/test-all.sh)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod catalog;
 pub mod cohort;
 pub mod demo;
 pub mod hub;
