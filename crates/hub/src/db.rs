@@ -2,12 +2,14 @@
 //! written once and runs on both SQLite (the embedded default) and PostgreSQL (the national database).
 //!
 //! Queries use `$1, $2, …` placeholders, each first appearing in order; SQLite reads them as numbered
-//! parameters and PostgreSQL natively. Values are 64-bit integers, text or NULL.
+//! parameters and PostgreSQL natively. Values are 64-bit integers, doubles, text or NULL.
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Val {
     I(i64),
     T(String),
+    /// A double (`DOUBLE PRECISION`), typed even when NULL so that PostgreSQL accepts it.
+    F(Option<f64>),
     Null,
 }
 
@@ -28,6 +30,7 @@ impl Val {
         match self {
             Val::T(s) => s,
             Val::I(i) => i.to_string(),
+            Val::F(f) => f.map(|x| x.to_string()).unwrap_or_default(),
             Val::Null => String::new(),
         }
     }
@@ -88,7 +91,8 @@ fn sqlite_params(params: &[Val]) -> Vec<rusqlite::types::Value> {
         .map(|v| match v {
             Val::I(i) => rusqlite::types::Value::Integer(*i),
             Val::T(s) => rusqlite::types::Value::Text(s.clone()),
-            Val::Null => rusqlite::types::Value::Null,
+            Val::F(Some(f)) => rusqlite::types::Value::Real(*f),
+            Val::F(None) | Val::Null => rusqlite::types::Value::Null,
         })
         .collect()
 }
@@ -119,7 +123,7 @@ impl Db for Sqlite {
                                 Val::T(String::from_utf8_lossy(t).into_owned())
                             }
                             rusqlite::types::ValueRef::Null => Val::Null,
-                            rusqlite::types::ValueRef::Real(r) => Val::T(r.to_string()),
+                            rusqlite::types::ValueRef::Real(r) => Val::F(Some(r)),
                             rusqlite::types::ValueRef::Blob(b) => Val::T(hex::encode(b)),
                         })
                     })
@@ -212,6 +216,8 @@ impl Db for Postgres {
                     row.get::<_, Option<i64>>(i).map(Val::I)
                 } else if *t == Type::INT4 {
                     row.get::<_, Option<i32>>(i).map(|x| Val::I(x.into()))
+                } else if *t == Type::FLOAT8 {
+                    Some(Val::F(row.get::<_, Option<f64>>(i)))
                 } else {
                     row.get::<_, Option<String>>(i).map(Val::T)
                 };
@@ -256,6 +262,7 @@ fn pg_params(params: &[Val]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
             match v {
                 Val::I(i) => Box::new(*i),
                 Val::T(s) => Box::new(s.clone()),
+                Val::F(f) => Box::new(*f),
                 Val::Null => Box::new(Option::<String>::None),
             }
         })

@@ -2,7 +2,8 @@
 //!
 //! Exactly-once: a result is applied in one transaction that inserts it (keyed by task id), closes the
 //! task, and, when it was the study's last open task, runs the combine steps and writes the pooled
-//! results into `national_statistics`. A second post of the same result finds the row and changes
+//! results into `national_statistics` (one JSON document per analysis) and `national_cells` (one row
+//! per number: analysis, table, stratum, statistic, value, contributing sites, where withheld). A second post of the same result finds the row and changes
 //! nothing. A kill before the commit leaves no trace; the node posts again.
 
 use medfed_analysis::{combine, PooledResult, SiteInput};
@@ -28,6 +29,10 @@ CREATE TABLE IF NOT EXISTS results (task_id TEXT PRIMARY KEY REFERENCES tasks(id
 CREATE TABLE IF NOT EXISTS national_statistics (study_id TEXT NOT NULL, analysis_id TEXT NOT NULL,
     type TEXT NOT NULL, value TEXT, result TEXT NOT NULL, computed_at BIGINT NOT NULL,
     PRIMARY KEY (study_id, analysis_id));
+CREATE TABLE IF NOT EXISTS national_cells (study_id TEXT NOT NULL, analysis_id TEXT NOT NULL,
+    type TEXT NOT NULL, table_name TEXT NOT NULL, stratum TEXT NOT NULL, statistic TEXT NOT NULL,
+    value DOUBLE PRECISION, sites_released BIGINT NOT NULL, withheld_at TEXT NOT NULL,
+    PRIMARY KEY (study_id, analysis_id, table_name, stratum, statistic));
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -498,6 +503,48 @@ fn audit(db: &mut dyn Db, actor: &str, action: &str, detail: &str) -> Result<(),
     Ok(())
 }
 
+/// Write the long form of one pooled result, many rows per statement.
+fn insert_cells(
+    db: &mut dyn Db,
+    study_id: &str,
+    rows: &[medfed_analysis::StatRow],
+) -> Result<(), StoreError> {
+    const COLS: usize = 9;
+    for chunk in rows.chunks(200) {
+        let mut sql = String::from(
+            "INSERT INTO national_cells (study_id, analysis_id, type, table_name, stratum, statistic, value, sites_released, withheld_at) VALUES ",
+        );
+        let mut params = Vec::with_capacity(chunk.len() * COLS);
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let b = i * COLS;
+            sql.push('(');
+            sql.push_str(
+                &(1..=COLS)
+                    .map(|j| format!("${}", b + j))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            sql.push(')');
+            params.extend([
+                Val::from(study_id),
+                r.analysis_id.as_str().into(),
+                r.kind.as_str().into(),
+                r.table.as_str().into(),
+                r.stratum.as_str().into(),
+                r.statistic.as_str().into(),
+                Val::F(r.value),
+                (r.sites_released as i64).into(),
+                r.withheld_at.as_str().into(),
+            ]);
+        }
+        db.execute(&sql, &params)?;
+    }
+    Ok(())
+}
+
 /// Combine every analysis of the study over the sites' results; write the national statistics.
 fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), StoreError> {
     let spec = db.query("SELECT spec FROM studies WHERE id = $1", &[study_id.into()])?;
@@ -542,6 +589,7 @@ fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), Store
                 now.into(),
             ],
         )?;
+        insert_cells(db, study_id, &medfed_analysis::flatten(&pooled))?;
     }
     db.execute(
         "UPDATE studies SET status = 'complete', completed_at = $1 WHERE id = $2",

@@ -446,28 +446,53 @@ fn network_study(postgres: bool) {
         tmp.path(),
         &sites,
         postgres,
-        Some("min_cell_count = 5\ndifferencing = false\n[analyses]\nperson_count = \"allow\"\n"),
+        Some("min_cell_count = 5\ndifferencing = false\n[analyses]\nperson_count = \"allow\"\ncharacterization = \"allow\"\n"),
     );
     net.start_nodes(&[]);
+    // A characterization first: its tables land in national_cells, one row per number, queryable
+    // by stratum on either backend.
+    let ch = tmp.path().join("ch.json");
+    std::fs::write(&ch, r#"{"format":"medfed-study/1","name":"ch","analyses":[{"id":"achilles","type":"characterization","analyses":[2,10,1815]}]}"#).unwrap();
+    let ch_id = net.submit(&ch);
+    net.wait_complete(&ch_id, 120);
+    let mut db = net.db();
+    let persons = db
+        .query(
+            "SELECT value, sites_released FROM national_cells WHERE study_id = $1 AND table_name = '2' \
+             AND stratum = 'gender_concept_id=*' AND statistic = 'persons'",
+            &[ch_id.as_str().into()],
+        )
+        .unwrap();
+    assert_eq!(persons[0][0], medfed_hub::db::Val::F(Some(3000.0)), "{persons:?}");
+    assert_eq!(persons[0][1].int(), Some(3));
+    let cells = db
+        .query("SELECT COUNT(*) FROM national_cells WHERE study_id = $1 AND table_name = '1815'", &[ch_id.as_str().into()])
+        .unwrap()[0][0]
+        .int()
+        .unwrap();
+    assert!(cells > 10, "{cells} measurement-distribution numbers");
+    drop(db);
     let (study, id) = net.submit_standard();
     let results = net.wait_complete(&id, 120);
     check_against_duckdb(&results, &sites, 5);
-    // Exactly one result per task, and the national statistics hold one row per analysis.
+    // Exactly one result per task (5 counts and the characterization at 3 nodes), and the national
+    // statistics hold one row per analysis.
     let mut db = net.db();
     let n = db.query("SELECT COUNT(*) FROM results", &[]).unwrap()[0][0]
         .int()
         .unwrap();
-    assert_eq!(n, 15);
+    assert_eq!(n, 18);
     let n = db
         .query("SELECT COUNT(*) FROM national_statistics", &[])
         .unwrap()[0][0]
         .int()
         .unwrap();
-    assert_eq!(n, 5);
+    assert_eq!(n, 6);
     // Every node's audit log has one release per task and verifies.
     for i in 0..3 {
         let a = net.audit(i);
-        assert_eq!(a.iter().filter(|e| e["event"] == "release").count(), 5);
+        // Five counts and the characterization.
+        assert_eq!(a.iter().filter(|e| e["event"] == "release").count(), 6);
     }
     // The in-process federation gives the same answer.
     let out = tmp.path().join("inproc");
