@@ -368,6 +368,24 @@ pub fn rate_ratios(t: &PooledTable) -> Value {
     })
 }
 
+/// Mantel–Haenszel rate ratio with strata site × age group × sex, from the sites' summed terms.
+/// Robust to small-cell suppression: each site releases sums over all its strata.
+pub fn site_stratified(t: &PooledTable) -> Value {
+    let g = |m: &str| t.get(&[], m);
+    let (num, den, var) = (g("mh_numerator"), g("mh_denominator"), g("mh_variance"));
+    let sites = t.cell(&[]).map(|c| c.sites).unwrap_or(0);
+    if num > 0.0 && den > 0.0 {
+        let rr = num / den;
+        let se = (var / (num * den)).sqrt();
+        json!({"rate_ratio": rr, "ci95": [rr * (-1.96 * se).exp(), rr * (1.96 * se).exp()],
+               "outcomes_target": g("outcomes_target"), "outcomes_comparator": g("outcomes_comparator"),
+               "sites": sites,
+               "note": "strata are site × age group × sex; each site releases its Mantel–Haenszel sums, which stay releasable when stratum cells are too small"})
+    } else {
+        Value::Null
+    }
+}
+
 /// The analysis-specific summary computed from the pooled tables.
 pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
     use AnalysisSpec as A;
@@ -404,7 +422,32 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
             None => Value::Null,
         },
         A::KaplanMeier(_) => tables.first().map(kaplan_meier_curve).unwrap_or(Value::Null),
-        A::ComparativeCohort(_) => tables.first().map(rate_ratios).unwrap_or(Value::Null),
+        A::ComparativeCohort(_) => {
+            let mut v = tables
+                .iter()
+                .find(|t| t.name == "comparative")
+                .map(rate_ratios)
+                .unwrap_or(Value::Null);
+            if let (Some(t), Value::Object(m)) = (tables.iter().find(|t| t.name == "mh_terms"), &mut v) {
+                m.insert("site_stratified_mh".into(), site_stratified(t));
+                // The crude ratio from the sites' totals, which survive when stratum cells do not.
+                let g = |x: &str| t.get(&[], x);
+                let (o1, t1, o0, t0) = (
+                    g("outcomes_target"),
+                    g("person_years_target"),
+                    g("outcomes_comparator"),
+                    g("person_years_comparator"),
+                );
+                if o1 > 0.0 && o0 > 0.0 && t1 > 0.0 && t0 > 0.0 {
+                    let rr = (o1 / t1) / (o0 / t0);
+                    let se = (1.0 / o1 + 1.0 / o0).sqrt();
+                    m.insert("crude".into(), json!({"rate_ratio": rr, "ci95": [rr * (-1.96 * se).exp(), rr * (1.96 * se).exp()]}));
+                    m.insert("target".into(), json!({"outcomes": o1, "person_years": t1, "rate_per_1000py": rate_per_1000(o1, t1 * 365.25).0}));
+                    m.insert("comparator".into(), json!({"outcomes": o0, "person_years": t0, "rate_per_1000py": rate_per_1000(o0, t0 * 365.25).0}));
+                }
+            }
+            v
+        }
         A::CohortCharacterization(_) => {
             let get = |name: &str| tables.iter().find(|t| t.name == name);
             let dist = |t: Option<&PooledTable>| match t {
@@ -432,7 +475,7 @@ pub struct StatRow {
     pub analysis_id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// Table within the analysis (`summary` for derived statistics, empty for a count).
+    /// Table within the analysis (`result` for the derived statistics, empty for a count).
     pub table: String,
     /// `dim=value;dim=value` (`*` a margin), empty for an unstratified number.
     pub stratum: String,
@@ -500,7 +543,7 @@ pub fn flatten(r: &crate::PooledResult) -> Vec<StatRow> {
     let mut nums = Vec::new();
     walk(&r.value["summary"], String::new(), &mut nums);
     for (path, x) in nums {
-        out.push(row("summary", String::new(), path, Some(x), 0, String::new()));
+        out.push(row("result", String::new(), path, Some(x), 0, String::new()));
     }
     for t in &tables {
         for c in &t.cells {

@@ -94,8 +94,24 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
             "--dir",
             out.join("network/nodes").join(s).to_str().unwrap(),
         ]);
-        assert!(ok && a.contains("11 sent to the hub"), "{a}");
+        assert!(ok && a.contains("22 sent to the hub"), "{a}");
     }
+    // The R&D catalog ran through the same network and its plots are in the report.
+    let catalog: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results/catalog/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(catalog["results"].as_array().unwrap().len(), 11);
+    for section in [
+        "Age and sex at first observation",
+        "Top conditions",
+        "Kaplan–Meier",
+        "GI bleeding during NSAID courses",
+        "Comparative cohort study",
+    ] {
+        assert!(report.contains(section), "report lacks {section}");
+    }
+    assert!(out.join("results/catalog/results.parquet").exists());
     let hub_addr = std::fs::read_to_string(out.join("network/hub/hub.addr")).unwrap();
     assert!(
         std::net::TcpStream::connect(hub_addr.trim()).is_err(),

@@ -37,6 +37,13 @@ pub struct Args {
 pub const STUDY: &str = include_str!("../../../../examples/studies/national-demo.json");
 /// The cohort definition the standard study refers to (`../cohorts/gi-bleed.json`).
 pub const GI_BLEED_COHORT: &str = include_str!("../../../../examples/cohorts/gi-bleed.json");
+/// The R&D catalog study the demo submits second, and the cohorts it adds.
+pub const CATALOG_STUDY: &str = include_str!("../../../../examples/studies/rd-catalog.json");
+const COHORTS: &[(&str, &str)] = &[
+    ("gi-bleed.json", GI_BLEED_COHORT),
+    ("diclofenac.json", include_str!("../../../../examples/cohorts/diclofenac.json")),
+    ("celecoxib.json", include_str!("../../../../examples/cohorts/celecoxib.json")),
+];
 
 struct Bar(indicatif::ProgressBar);
 impl medfed_synth::Progress for Bar {
@@ -134,8 +141,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let sites: Vec<PathBuf> = stats.iter().map(|s| pop.join(&s.name)).collect();
     let net = network(&a, &sites)?;
+    // Concept names for the report (vocabulary, not patient data) from the first store.
+    let names = concept_names(&SiteEngine::open(&sites[0])?)?;
     let report = a.out.join("report.html");
-    std::fs::write(&report, render(&stats, &truth, &net))?;
+    std::fs::write(&report, render(&stats, &truth, &net, &names))?;
     let total: i64 = stats.iter().map(|s| s.persons).sum();
     println!("{total} persons across {} hospitals", stats.len());
     for s in &stats {
@@ -181,6 +190,9 @@ struct NetworkRun {
     latency_s: f64,
     /// Per analysis: the same query on every site's store, summed (the pooled-data answer).
     direct: Vec<(String, u64)>,
+    /// Pooled results of the R&D catalog study.
+    catalog: serde_json::Value,
+    catalog_latency_s: f64,
     running: Option<super::network::LocalNetwork>,
 }
 
@@ -194,7 +206,9 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
     let study_path = a.out.join("network/national-demo.json");
     std::fs::write(&study_path, STUDY)?;
     std::fs::create_dir_all(a.out.join("cohorts"))?;
-    std::fs::write(a.out.join("cohorts/gi-bleed.json"), GI_BLEED_COHORT)?;
+    for (name, text) in COHORTS {
+        std::fs::write(a.out.join("cohorts").join(name), text)?;
+    }
     let client = super::study::Client::new(&super::study::HubArgs {
         hub: None,
         ca: None,
@@ -235,6 +249,26 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         direct.push((an.id().to_string(), n));
     }
     super::study::print_summary(&results);
+    // The R&D catalog through the same network.
+    let catalog_path = a.out.join("network/rd-catalog.json");
+    std::fs::write(&catalog_path, CATALOG_STUDY)?;
+    let t1 = std::time::Instant::now();
+    let ack = client.submit(super::study::load_study(&catalog_path)?)?;
+    println!(
+        "R&D catalog study {} submitted: {} tasks (characterization, cohorts, incidence, survival, comparative)",
+        ack.study_id, ack.tasks
+    );
+    let bar = count_bar(ack.tasks as u64, "tasks");
+    let catalog = client.wait(
+        &ack.study_id,
+        std::time::Duration::from_secs(3600),
+        |d, _| bar.set_position(d as u64),
+    )?;
+    bar.finish_and_clear();
+    let catalog_latency_s = t1.elapsed().as_secs_f64();
+    println!("pooled catalog results in {catalog_latency_s:.2} s");
+    super::study::write_results(&a.out.join("results/catalog"), &catalog)?;
+    super::study::print_summary(&catalog);
     let hub_db = net.hub_dir.join("hub.sqlite");
     let url = net.url.clone();
     let running = if a.serve.is_some() {
@@ -250,6 +284,8 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         results_path,
         latency_s,
         direct,
+        catalog,
+        catalog_latency_s,
         running,
     })
 }
@@ -347,7 +383,31 @@ fn bars_svg(items: &[(String, f64)], target: Option<f64>, color: &str) -> String
     s
 }
 
-fn render(stats: &[SiteStats], truth: &serde_json::Value, net: &NetworkRun) -> String {
+fn concept_names(e: &SiteEngine) -> anyhow::Result<std::collections::HashMap<i64, String>> {
+    use arrow::array::StringArray;
+    let mut out = std::collections::HashMap::new();
+    for b in e.sql_blocking("SELECT CAST(concept_id AS BIGINT), CAST(concept_name AS VARCHAR) FROM concept")? {
+        let (Some(ids), Some(names)) = (
+            b.column(0).as_any().downcast_ref::<Int64Array>(),
+            b.column(1).as_any().downcast_ref::<StringArray>(),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if !ids.is_null(i) && !names.is_null(i) {
+                out.insert(ids.value(i), names.value(i).to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn render(
+    stats: &[SiteStats],
+    truth: &serde_json::Value,
+    net: &NetworkRun,
+    names: &std::collections::HashMap<i64, String>,
+) -> String {
     let mut pooled = [[0i64; 18]; 2];
     for s in stats {
         for (pooled_sex, site_sex) in pooled.iter_mut().zip(&s.pyramid) {
@@ -372,6 +432,12 @@ fn render(stats: &[SiteStats], truth: &serde_json::Value, net: &NetworkRun) -> S
     let _ = write!(h, "<h1>medfed — national network demo</h1><p>{} hospitals, {} persons. A hub and {} hospital nodes ran as separate processes on this machine; the hub sent signed tasks, each node ran them on its own OMOP CDM store, applied its disclosure policy and sent back signed statistics only.</p>",
         stats.len(), stats.iter().map(|s| s.persons).sum::<i64>(), stats.len());
     h.push_str(&network_section(net));
+    h.push_str(&super::report::catalog_section(
+        &net.catalog,
+        names,
+        truth,
+        net.catalog_latency_s,
+    ));
     h.push_str("<h2>Hospitals (site-side summary)</h2><p>Computed by each site's data steward with <code>medfed sql</code> on the local store; in the network these become catalog analyses.</p><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
     for s in stats {
         let _ = write!(

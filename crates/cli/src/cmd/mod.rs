@@ -7,6 +7,7 @@ pub mod import;
 pub mod network;
 pub mod node;
 pub mod progress;
+pub mod report;
 pub mod sql;
 pub mod study;
 pub mod synth;

@@ -259,6 +259,12 @@ fn catalog_equals_the_pooled_computation_and_finds_the_planted_effect() {
                 let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
                 assert!(lo < hr && hr < hi, "stratified RR {mh} [{lo}, {hi}] misses the planted {hr}");
                 assert!(crude < mh, "confounding by age biases the crude ratio ({crude}) towards 1");
+                // Stratifying by site as well (the sites' released Mantel–Haenszel sums) estimates
+                // the same effect.
+                let site = s["site_stratified_mh"]["rate_ratio"].as_f64().unwrap();
+                assert!((site / mh - 1.0).abs() < 0.1, "site-stratified {site} vs pooled strata {mh}");
+                let ci = s["site_stratified_mh"]["ci95"].as_array().unwrap();
+                assert!(ci[0].as_f64().unwrap() < hr && hr < ci[1].as_f64().unwrap(), "{s}");
             }
             _ => {}
         }
