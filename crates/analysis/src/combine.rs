@@ -90,6 +90,7 @@ fn combine_tables(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Po
             SiteOutcome::Released { .. } => {}
         }
     }
+    notes.extend(noise_note(inputs));
     let summary = crate::pooled::summarize(spec, &mut tables);
     PooledResult {
         id: spec.id().to_string(),
@@ -169,6 +170,7 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
     if !refused.is_empty() {
         notes.push(format!("not run at {}", refused.join(", ")));
     }
+    notes.extend(noise_note(inputs));
     PooledResult {
         id: spec.id().to_string(),
         kind: spec.type_name().to_string(),
@@ -180,4 +182,26 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
         sites,
         notes,
     }
+}
+
+/// A note saying which sites added differential-privacy noise, and how much.
+fn noise_note(inputs: &[(String, SiteInput<'_>)]) -> Option<String> {
+    let noisy: Vec<String> = inputs
+        .iter()
+        .filter_map(|(site, i)| match i {
+            SiteInput::Released(r) => r.noise().map(|n| {
+                format!(
+                    "{site} ({:?}, ε = {}, scale {:.2})",
+                    n.mechanism, n.epsilon, n.scale
+                )
+            }),
+            SiteInput::Refused(_) => None,
+        })
+        .collect();
+    (!noisy.is_empty()).then(|| {
+        format!(
+            "differentially private: counts carry noise from {}; each site's noise is independent, so a pooled count's noise variance is the sum of theirs",
+            noisy.join(", ")
+        )
+    })
 }

@@ -348,3 +348,68 @@ fn differencing_attack_is_blocked_at_the_node() {
     );
     assert_eq!(r["results"][2]["sites"][0]["rule"]["rule"], "differencing");
 }
+
+/// Attack: average away differential-privacy noise by asking the same count again and again. Each
+/// answer is freshly noised and spends ε from the study's budget in the node's persisted ledger;
+/// once it is spent the node refuses; the site's lifetime budget caps all studies together.
+/// Statistics without a bounded per-person influence are refused under DP with the reason.
+#[test]
+fn repeated_queries_cannot_average_away_dp_noise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = eunomia_site(tmp.path());
+    let policy = tmp.path().join("dp.toml");
+    std::fs::write(
+        &policy,
+        "min_cell_count = 5\ndefault = \"allow\"\n[dp]\nmechanism = \"laplace\"\nepsilon = 0.5\nstudy_budget = 2.0\nsite_budget = 3.0\n",
+    )
+    .unwrap();
+    let repeats: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"id":"gib_{i}","type":"person_count","domain":"condition","concepts":[192671]}}"#))
+        .collect();
+    let study = tmp.path().join("s.json");
+    std::fs::write(
+        &study,
+        format!(r#"{{"format":"medfed-study/1","name":"averaging","analyses":[{}]}}"#, repeats.join(",")),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let run = |study: &Path| -> serde_json::Value {
+        let (ok, o, e) = medfed(&[
+            "study", "run", study.to_str().unwrap(), "--site", site.to_str().unwrap(),
+            "--policy", policy.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{o}{e}");
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+    };
+    let r = run(&study);
+    let rs = r["results"].as_array().unwrap();
+    let answers: Vec<u64> = rs.iter().filter_map(|x| x["value"].as_u64()).collect();
+    assert_eq!(answers.len(), 4, "2.0 / 0.5 = 4 answers: {r}");
+    for x in &rs[4..] {
+        assert_eq!(x["sites"][0]["status"], "refused", "{x}");
+        assert!(x["sites"][0]["reason"].as_str().unwrap().contains("privacy budget exhausted"), "{x}");
+    }
+    for x in &rs[..4] {
+        assert!(x["notes"][0].as_str().unwrap().contains("differentially private"), "{x}");
+    }
+    // Fresh noise each time (Laplace b = 2: four equal answers would have probability < 1e-3).
+    assert!(answers.iter().any(|a| *a != answers[0]), "{answers:?}");
+    // The average of what could be had is still noisy: its standard error is b·√2/√4 ≈ 1.4 persons.
+    let mean = answers.iter().sum::<u64>() as f64 / 4.0;
+    assert!((mean - 479.0).abs() < 15.0, "{mean}");
+    // The ledger is a file in the node's state (read back when the node starts): one line per spend.
+    let ledger = std::fs::read_to_string(out.join("nodes/eunomia/state/dp_ledger")).unwrap();
+    assert_eq!(ledger.lines().count(), 4);
+    // The site's lifetime budget binds across studies: with 1.5 left, only three answers.
+    std::fs::write(&policy, "min_cell_count = 5\ndefault = \"allow\"\n[dp]\nepsilon = 0.5\nstudy_budget = 2.0\nsite_budget = 1.5\n").unwrap();
+    let r = run(&study);
+    let answered = r["results"].as_array().unwrap().iter().filter(|x| x["value"].is_u64()).count();
+    assert_eq!(answered, 3, "{r}");
+    assert!(r.to_string().contains("this site has spent"), "{r}");
+    // Statistics with unbounded per-person influence are refused under DP, with the reason.
+    let other = tmp.path().join("o.json");
+    std::fs::write(&other, r#"{"format":"medfed-study/1","name":"dp tables","analyses":[{"id":"ach","type":"characterization","analyses":[400]}]}"#).unwrap();
+    std::fs::write(&policy, "min_cell_count = 5\ndefault = \"allow\"\n[dp]\nepsilon = 0.5\nstudy_budget = 2.0\nsite_budget = 100.0\n").unwrap();
+    let r = run(&other);
+    assert!(r["results"][0]["sites"][0]["reason"].as_str().unwrap().contains("unbounded"), "{r}");
+}

@@ -4,14 +4,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use medfed_engine::SiteEngine;
-use medfed_privacy::{release_checked, Decision};
+use medfed_privacy::{release_private, Decision};
 use medfed_protocol::{Outcome, PublicKey, SecretKey, Signed, Task, TaskResult};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditLog, Event, NewEntry};
 use crate::config::{NodeConfig, NodeDir};
 use crate::failpoint;
-use crate::state::{SetHistory, State};
+use crate::state::{DpLedger, SetHistory, State};
 use crate::transport::{Transport, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,7 @@ pub struct Node<T: Transport> {
     engine: SiteEngine,
     state: State,
     history: SetHistory,
+    ledger: DpLedger,
     audit: AuditLog,
     transport: T,
     /// Tasks answered (released or refused), from the audit log.
@@ -73,6 +74,7 @@ impl<T: Transport> Node<T> {
         let engine = SiteEngine::open(&cfg.site).map_err(|e| NodeError::Site(e.to_string()))?;
         let state = State::open(&dir.state())?;
         let history = SetHistory::open(&dir.state())?;
+        let ledger = DpLedger::open(&dir.state())?;
         let (audit, entries) = AuditLog::open_with_entries(&dir.audit())?;
         let mut done = HashSet::new();
         let mut rejected = HashSet::new();
@@ -104,6 +106,7 @@ impl<T: Transport> Node<T> {
             engine,
             state,
             history,
+            ledger,
             audit,
             transport,
             done,
@@ -339,11 +342,29 @@ impl<T: Transport> Node<T> {
         let outcome = match medfed_analysis::run_local(&self.engine, &task.analysis).await {
             Ok(stat) => {
                 let set = stat.person_set().map(<[i64]>::to_vec);
-                let statistic = release_checked(stat, &policy, &self.history);
-                if let (Some(set), true) = (set, statistic.has_value()) {
-                    self.history.record(&task.task_id, &set)?;
+                match release_private(
+                    stat,
+                    &policy,
+                    &self.history,
+                    &self.ledger,
+                    &task.study_id,
+                    &mut rand::rng(),
+                ) {
+                    Ok(p) => {
+                        let statistic = p.released;
+                        if p.epsilon_spent > 0.0 {
+                            self.ledger
+                                .spend(&task.study_id, &task.task_id, p.epsilon_spent)?;
+                        }
+                        if let (Some(set), true, None) =
+                            (set, statistic.has_value(), statistic.noise())
+                        {
+                            self.history.record(&task.task_id, &set)?;
+                        }
+                        Outcome::Released { statistic }
+                    }
+                    Err(reason) => Outcome::Refused { reason },
                 }
-                Outcome::Released { statistic }
             }
             Err(e) => Outcome::Refused {
                 reason: format!("analysis failed at the site: {e}"),

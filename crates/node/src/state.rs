@@ -173,3 +173,50 @@ impl medfed_privacy::History for SetHistory {
         out
     }
 }
+
+/// The differential-privacy ledger, `state/dp_ledger`: one line `study_id task_id epsilon` per
+/// release that spent budget, fsynced before the release is audited (and so before it can be sent).
+/// A line torn by a crash belongs to a release that was never audited; its task runs again and
+/// spends again, which errs on the safe side.
+pub(crate) struct DpLedger {
+    path: PathBuf,
+    by_study: HashMap<String, f64>,
+    total: f64,
+}
+
+impl DpLedger {
+    pub fn open(state: &Path) -> Result<DpLedger, NodeError> {
+        let path = state.join("dp_ledger");
+        let mut l = DpLedger {
+            path,
+            by_study: HashMap::new(),
+            total: 0.0,
+        };
+        for line in read_lines(&l.path)? {
+            let f: Vec<&str> = line.split(' ').collect();
+            if let [study, _task, eps] = f[..] {
+                if let Ok(e) = eps.parse::<f64>() {
+                    *l.by_study.entry(study.to_string()).or_default() += e;
+                    l.total += e;
+                }
+            }
+        }
+        Ok(l)
+    }
+
+    pub fn spend(&mut self, study: &str, task: &str, epsilon: f64) -> Result<(), NodeError> {
+        append_line(&self.path, &format!("{study} {task} {epsilon}"))?;
+        *self.by_study.entry(study.to_string()).or_default() += epsilon;
+        self.total += epsilon;
+        Ok(())
+    }
+}
+
+impl medfed_privacy::dp::Ledger for DpLedger {
+    fn spent_by_study(&self, study: &str) -> f64 {
+        self.by_study.get(study).copied().unwrap_or(0.0)
+    }
+    fn spent_total(&self) -> f64 {
+        self.total
+    }
+}

@@ -16,6 +16,7 @@
 //!
 //! Architecture invariant: this crate knows nothing about storage, SQL or the network.
 
+pub mod dp;
 mod policy;
 mod table;
 
@@ -143,6 +144,9 @@ pub struct Released {
     /// Present when the value was withheld.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     suppressed: Option<Suppression>,
+    /// Present when the counts carry differential-privacy noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    noise: Option<dp::Noise>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,6 +214,11 @@ impl Released {
     pub fn suppression(&self) -> Option<&Suppression> {
         self.suppressed.as_ref()
     }
+
+    /// The differential-privacy noise in the released counts, if any.
+    pub fn noise(&self) -> Option<&dp::Noise> {
+        self.noise.as_ref()
+    }
 }
 
 /// Apply the site's disclosure policy to one statistic.
@@ -236,6 +245,7 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
             return Released {
                 kind: ReleasedKind::Tables { tables },
                 suppressed: rule,
+                noise: None,
             };
         }
         Inner::Count(n) => n,
@@ -248,6 +258,7 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
                         return Released {
                             kind: ReleasedKind::Count { value: None },
                             suppressed: Some(Suppression::Differencing { threshold: k }),
+                            noise: None,
                         };
                     }
                 }
@@ -259,13 +270,119 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
         Released {
             kind: ReleasedKind::Count { value: None },
             suppressed: Some(Suppression::MinCellCount { threshold: k }),
+            noise: None,
         }
     } else {
         Released {
             kind: ReleasedKind::Count { value: Some(n) },
             suppressed: None,
+            noise: None,
         }
     }
+}
+
+/// What [`release_private`] did: the released statistic and the ε it spent.
+pub struct PrivateRelease {
+    pub released: Released,
+    pub epsilon_spent: f64,
+}
+
+/// The ε a statistic costs under the policy's DP settings, or why it cannot be released under DP.
+pub fn dp_cost(stat: &SiteStatistic, d: &dp::DpPolicy) -> Result<f64, String> {
+    match &stat.0 {
+        Inner::Count(_) | Inner::Persons(_) => Ok(d.epsilon),
+        Inner::Tables { tables, .. } => {
+            let mut cost = 0.0;
+            for t in tables {
+                if let Some(i) = t.partition.iter().position(|p| !*p) {
+                    return Err(format!(
+                        "table {} cannot be released under differential privacy: a person can be in many {} cells, so one person's influence is unbounded",
+                        t.name, t.dims[i]
+                    ));
+                }
+                if let Some(m) = t
+                    .measures
+                    .iter()
+                    .find(|m| m.kind != MeasureKind::Count || m.name != "persons")
+                {
+                    return Err(format!(
+                        "table {} cannot be released under differential privacy: its measure {} is not a count of persons, so one person's influence is unbounded",
+                        t.name, m.name
+                    ));
+                }
+                cost += d.epsilon * t.measures.len() as f64;
+            }
+            Ok(cost)
+        }
+    }
+}
+
+/// [`release_checked`] under the policy's optional differential privacy. Without a `[dp]` section it
+/// is exactly `release_checked` and spends nothing. With one, it refuses (returns the reason) when the
+/// statistic has no bounded per-person sensitivity or when its cost would overspend the study's or
+/// the site's budget in `ledger`; otherwise every count gets noise, is rounded and clamped at zero,
+/// and then goes through the small-cell and complementary rules (post-processing). The
+/// differencing and cohort-size checks, whose decisions depend on exact data, are replaced by the
+/// noise and the budget.
+pub fn release_private(
+    stat: SiteStatistic,
+    policy: &Policy,
+    history: &dyn History,
+    ledger: &dyn dp::Ledger,
+    study: &str,
+    rng: &mut impl rand::Rng,
+) -> Result<PrivateRelease, String> {
+    let Some(d) = &policy.dp else {
+        return Ok(PrivateRelease {
+            released: release_checked(stat, policy, history),
+            epsilon_spent: 0.0,
+        });
+    };
+    let cost = dp_cost(&stat, d)?;
+    let (spent_study, spent_site) = (ledger.spent_by_study(study), ledger.spent_total());
+    if spent_study + cost > d.study_budget + 1e-9 {
+        return Err(format!(
+            "privacy budget exhausted: this study has spent ε = {spent_study:.3} of its {:.3} at this site and the task needs {cost:.3}",
+            d.study_budget
+        ));
+    }
+    if spent_site + cost > d.site_budget + 1e-9 {
+        return Err(format!(
+            "privacy budget exhausted: this site has spent ε = {spent_site:.3} of its lifetime {:.3} and the task needs {cost:.3}",
+            d.site_budget
+        ));
+    }
+    let mut noisy = |n: f64| (n + d.noise(rng)).round().max(0.0);
+    let stat = match stat.0 {
+        Inner::Count(n) => SiteStatistic::count(noisy(n as f64) as u64),
+        Inner::Persons(p) => SiteStatistic::count(noisy(p.len() as f64) as u64),
+        Inner::Tables { mut tables, .. } => {
+            for t in &mut tables {
+                for v in t.cells.values_mut() {
+                    for x in v.iter_mut() {
+                        *x = noisy(*x);
+                    }
+                }
+            }
+            SiteStatistic::tables(tables)
+        }
+    };
+    let plain = Policy {
+        differencing: false,
+        min_cohort_size: 0,
+        ..policy.clone()
+    };
+    let mut released = release_checked(stat, &plain, &NoHistory);
+    released.noise = Some(dp::Noise {
+        mechanism: d.mechanism,
+        epsilon: d.epsilon,
+        delta: (d.mechanism == dp::Mechanism::Gaussian).then_some(d.delta),
+        scale: d.scale(),
+    });
+    Ok(PrivateRelease {
+        released,
+        epsilon_spent: cost,
+    })
 }
 
 #[cfg(test)]

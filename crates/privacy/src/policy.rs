@@ -40,6 +40,9 @@ pub struct Policy {
     /// Decision for analysis types not listed in `analyses`.
     #[serde(default = "default_decision")]
     pub default: Decision,
+    /// Optional differential privacy for released counts, with budgets (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<crate::dp::DpPolicy>,
 }
 
 /// The analysis types of the catalog, all allowed by the default policy: each goes through
@@ -80,6 +83,7 @@ impl Default for Policy {
                 .map(|t| (t.to_string(), Decision::Allow))
                 .collect(),
             default: Decision::Deny,
+            dp: None,
         }
     }
 }
@@ -111,6 +115,9 @@ impl Policy {
         let p: Policy = toml::from_str(text).map_err(|e| e.to_string())?;
         if p.min_cell_count == 0 {
             return Err("min_cell_count must be at least 1".into());
+        }
+        if let Some(d) = &p.dp {
+            d.check()?;
         }
         Ok(p)
     }
@@ -144,7 +151,14 @@ impl Policy {
          descriptive = \"allow\"\n\
          incidence_rate = \"allow\"\n\
          kaplan_meier = \"allow\"\n\
-         comparative_cohort = \"allow\"\n"
+         comparative_cohort = \"allow\"\n\n\
+         # Optional differential privacy for released counts (see docs/PRIVACY.md). Uncomment to\n\
+         # add noise to every count and keep a per-study and lifetime epsilon ledger.\n\
+         # [dp]\n\
+         # mechanism = \"laplace\"   # or \"gaussian\" (then also delta = 1e-6, epsilon < 1)\n\
+         # epsilon = 0.5             # spent by each released count\n\
+         # study_budget = 2.0        # per study at this site\n\
+         # site_budget = 20.0        # all studies together, for the life of this node\n"
             .to_string()
     }
 }
