@@ -8,41 +8,7 @@
 
 use medfed_privacy::{Measure, MeasureKind};
 
-/// SQL dialects the catalog is written for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
-    DataFusion,
-    DuckDb,
-    Postgres,
-}
-
-impl Dialect {
-    /// Days since 1970-01-01 of a DATE expression, as an integer.
-    pub fn days(self, e: &str) -> String {
-        match self {
-            Dialect::DataFusion => format!("CAST({e} AS INT)"),
-            Dialect::DuckDb | Dialect::Postgres => format!("({e} - DATE '1970-01-01')"),
-        }
-    }
-    /// The calendar year of a DATE expression, as BIGINT.
-    pub fn year(self, e: &str) -> String {
-        format!("CAST(EXTRACT(YEAR FROM {e}) AS BIGINT)")
-    }
-    /// `yyyymm` of a DATE expression, as BIGINT.
-    pub fn yyyymm(self, e: &str) -> String {
-        format!(
-            "(CAST(EXTRACT(YEAR FROM {e}) AS BIGINT) * 100 + CAST(EXTRACT(MONTH FROM {e}) AS BIGINT))"
-        )
-    }
-    pub fn parse(s: &str) -> Option<Dialect> {
-        match s {
-            "datafusion" => Some(Dialect::DataFusion),
-            "duckdb" => Some(Dialect::DuckDb),
-            "postgres" | "postgresql" => Some(Dialect::Postgres),
-            _ => None,
-        }
-    }
-}
+pub use medfed_engine::Dialect;
 
 /// An integer stratum as text.
 pub fn text(e: &str) -> String {

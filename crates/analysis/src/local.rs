@@ -134,7 +134,7 @@ pub async fn run_local(
         AnalysisSpec::PersonCount(p) => person_sql(p, true),
         AnalysisSpec::CohortCount(c) => {
             let cohort = cohort_of(c)?;
-            medfed_cohort::persons_sql(&cohort)
+            engine.dialect().portable(&medfed_cohort::persons_sql(&cohort))
         }
         other => return crate::tables::run_tables(engine, other).await,
     };

@@ -18,11 +18,9 @@ use medfed_protocol::study::{
     Descriptive, IncidenceRate, KaplanMeier, TimeAtRisk, Variable,
 };
 
-use crate::achilles::{self, text, Dialect};
+use crate::achilles::{self, text};
 use crate::local::{expand, AnalysisError};
 
-/// The engine's dialect (the site engine is DataFusion).
-const D: Dialect = Dialect::DataFusion;
 
 fn shape(id: &str, message: impl Into<String>) -> AnalysisError {
     AnalysisError::Shape {
@@ -96,7 +94,11 @@ async fn query_table(
 }
 
 /// The SQL of a study cohort (from the task's definitions), returning `subject_id, start_day, end_day`.
-fn cohort_sql(spec: &AnalysisSpec, cohort: &str) -> Result<String, AnalysisError> {
+fn cohort_sql(
+    engine: &SiteEngine,
+    spec: &AnalysisSpec,
+    cohort: &str,
+) -> Result<String, AnalysisError> {
     let def = spec
         .definitions()
         .and_then(|d| d.get(cohort))
@@ -108,7 +110,7 @@ fn cohort_sql(spec: &AnalysisSpec, cohort: &str) -> Result<String, AnalysisError
         id: spec.id().to_string(),
         message: format!("cohort {cohort}: {e}"),
     })?;
-    Ok(medfed_cohort::sql_for(&c))
+    Ok(engine.dialect().portable(&medfed_cohort::sql_for(&c)))
 }
 
 fn i64_column(b: &RecordBatch, i: usize, id: &str) -> Result<Vec<Option<i64>>, AnalysisError> {
@@ -130,7 +132,7 @@ async fn cohort_persons(
 ) -> Result<Vec<i64>, AnalysisError> {
     let sql = format!(
         "SELECT DISTINCT subject_id FROM ({}) c",
-        cohort_sql(spec, cohort)?
+        cohort_sql(engine, spec, cohort)?
     );
     let mut out = Vec::new();
     for b in engine.sql(&sql).await? {
@@ -159,9 +161,9 @@ async fn entries(
          FROM ({cohort}) c JOIN person p ON p.person_id = c.subject_id \
          JOIN observation_period op ON op.person_id = c.subject_id \
          AND {op_start} <= c.start_day AND c.start_day <= {op_end}",
-        cohort = cohort_sql(spec, cohort)?,
-        op_start = D.days("op.observation_period_start_date"),
-        op_end = D.days("op.observation_period_end_date"),
+        cohort = cohort_sql(engine, spec, cohort)?,
+        op_start = engine.dialect().days("op.observation_period_start_date"),
+        op_end = engine.dialect().days("op.observation_period_end_date"),
     );
     let mut out = Vec::new();
     for b in engine.sql(&sql).await? {
@@ -196,7 +198,7 @@ async fn outcome_days(
 ) -> Result<HashMap<i64, Vec<i32>>, AnalysisError> {
     let sql = format!(
         "SELECT subject_id, start_day FROM ({}) o",
-        cohort_sql(spec, cohort)?
+        cohort_sql(engine, spec, cohort)?
     );
     let mut out: HashMap<i64, Vec<i32>> = HashMap::new();
     for b in engine.sql(&sql).await? {
@@ -405,7 +407,7 @@ async fn cohort_characterization(
     c: &CohortCharacterization,
 ) -> Result<SiteStatistic, AnalysisError> {
     let started = Instant::now();
-    let cohort = cohort_sql(spec, &c.cohort)?;
+    let cohort = cohort_sql(engine, spec, &c.cohort)?;
     let index = format!(
         "(SELECT subject_id, MIN(start_day) AS idx FROM ({cohort}) c0 GROUP BY subject_id) ix"
     );
@@ -415,8 +417,8 @@ async fn cohort_characterization(
          FROM {index} JOIN person p ON p.person_id = ix.subject_id \
          LEFT JOIN observation_period op ON op.person_id = ix.subject_id AND {op_start} <= ix.idx AND ix.idx <= {op_end} \
          GROUP BY 1, 2, 3, 4",
-        op_start = D.days("op.observation_period_start_date"),
-        op_end = D.days("op.observation_period_end_date"),
+        op_start = engine.dialect().days("op.observation_period_start_date"),
+        op_end = engine.dialect().days("op.observation_period_end_date"),
     );
     let mut demo = Table::new(
         "demographics",
@@ -481,7 +483,7 @@ async fn cohort_characterization(
             "SELECT {}, CAST(COUNT(DISTINCT x.person_id) AS BIGINT) FROM {table} x JOIN {index} ON ix.subject_id = x.person_id \
              WHERE {d} BETWEEN ix.idx - {w} AND ix.idx GROUP BY 1",
             text(&format!("x.{concept}")),
-            d = D.days(&format!("x.{date}")),
+            d = engine.dialect().days(&format!("x.{date}")),
         );
         tables.push(query_table(engine, t, &sql, spec.id()).await?);
     }
@@ -496,11 +498,11 @@ async fn cohort_characterization(
         ],
     );
     let sql = format!(
-        "SELECT {}, CAST(COUNT(DISTINCT x.person_id) AS BIGINT), CAST(COUNT(*) AS BIGINT), SUM(x.value_as_number), SUM(x.value_as_number * x.value_as_number) \
+        "SELECT {}, CAST(COUNT(DISTINCT x.person_id) AS BIGINT), CAST(COUNT(*) AS BIGINT), CAST(SUM(x.value_as_number) AS DOUBLE PRECISION), CAST(SUM(x.value_as_number * x.value_as_number) AS DOUBLE PRECISION) \
          FROM measurement x JOIN {index} ON ix.subject_id = x.person_id \
          WHERE x.value_as_number IS NOT NULL AND {d} BETWEEN ix.idx - {w} AND ix.idx GROUP BY 1",
         text("x.measurement_concept_id"),
-        d = D.days("x.measurement_date"),
+        d = engine.dialect().days("x.measurement_date"),
     );
     tables.push(query_table(engine, t, &sql, spec.id()).await?);
     Ok(SiteStatistic::cohort_tables(tables, base))
@@ -517,7 +519,7 @@ async fn covariate(
         "COALESCE({}, 'unknown')",
         text(&format!(
             "FLOOR(({} - p.year_of_birth) / 10.0) * 10",
-            D.year("fo.s")
+            engine.dialect().year("fo.s")
         ))
     );
     Ok(match c {
@@ -574,7 +576,7 @@ async fn cross_tab(
     let restrict = match &x.cohort {
         Some(c) => format!(
             "WHERE p.person_id IN (SELECT subject_id FROM ({}) c)",
-            cohort_sql(spec, c)?
+            cohort_sql(engine, spec, c)?
         ),
         None => String::new(),
     };
@@ -603,24 +605,24 @@ async fn descriptive(
 ) -> Result<SiteStatistic, AnalysisError> {
     let values = match d.variable {
         Variable::Age => format!(
-            "SELECT p.person_id, CAST({} - p.year_of_birth AS DOUBLE) AS v FROM person p JOIN \
+            "SELECT p.person_id, CAST({} - p.year_of_birth AS DOUBLE PRECISION) AS v FROM person p JOIN \
              (SELECT person_id, MIN(observation_period_start_date) AS s FROM observation_period GROUP BY person_id) fo ON fo.person_id = p.person_id",
-            D.year("fo.s")
+            engine.dialect().year("fo.s")
         ),
         Variable::ObservationDays => format!(
-            "SELECT person_id, CAST({} - {} AS DOUBLE) AS v FROM observation_period",
-            D.days("observation_period_end_date"),
-            D.days("observation_period_start_date")
+            "SELECT person_id, CAST({} - {} AS DOUBLE PRECISION) AS v FROM observation_period",
+            engine.dialect().days("observation_period_end_date"),
+            engine.dialect().days("observation_period_start_date")
         ),
         Variable::Measurement(c) => format!(
-            "SELECT person_id, CAST(value_as_number AS DOUBLE) AS v FROM measurement \
+            "SELECT person_id, CAST(value_as_number AS DOUBLE PRECISION) AS v FROM measurement \
              WHERE measurement_concept_id = {c} AND value_as_number IS NOT NULL"
         ),
     };
     let values = match &d.cohort {
         Some(c) => format!(
             "SELECT * FROM ({values}) v0 WHERE person_id IN (SELECT subject_id FROM ({}) c)",
-            cohort_sql(spec, c)?
+            cohort_sql(engine, spec, c)?
         ),
         None => values,
     };
@@ -675,7 +677,7 @@ async fn characterization(
     let mut tables = Vec::with_capacity(chosen.len());
     for a in chosen {
         let t = Table::new(&a.id.to_string(), a.dims, a.measures());
-        tables.push(query_table(engine, t, &a.sql(D), spec.id()).await?);
+        tables.push(query_table(engine, t, &a.sql(engine.dialect()), spec.id()).await?);
     }
     Ok(SiteStatistic::tables(tables))
 }

@@ -413,3 +413,65 @@ fn repeated_queries_cannot_average_away_dp_noise() {
     let r = run(&other);
     assert!(r["results"][0]["sites"][0]["reason"].as_str().unwrap().contains("unbounded"), "{r}");
 }
+
+/// The second site backend: Eunomia loaded into PostgreSQL (127.0.0.1:5432) with the CDM DDL by
+/// `medfed import --out postgres://…?schema=…`, and the whole catalog run on it and on the site store.
+/// Every pooled number must be the same on both.
+#[test]
+fn postgres_site_gives_the_same_answers_as_the_site_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = eunomia_site(tmp.path());
+    let schema = format!("cdm_{}", std::process::id());
+    let url = format!("postgres://postgres@127.0.0.1:5432/test?schema={schema}");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
+    let (ok, o, e) = medfed(&["import", "--cdm", data.to_str().unwrap(), "--out", &url]);
+    assert!(ok, "{o}{e}");
+    assert!(o.contains(&format!("into PostgreSQL schema {schema}")), "{o}");
+    let study = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/eunomia-catalog.json");
+    let policy = tmp.path().join("exact.toml");
+    std::fs::write(&policy, "min_cell_count = 1\ndifferencing = false\nmin_cohort_size = 1\ndefault = \"allow\"\n").unwrap();
+    let run = |site: &str, out: &Path| -> serde_json::Value {
+        let (ok, o, e) = medfed(&[
+            "study", "run", study.to_str().unwrap(), "--site", site,
+            "--policy", policy.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{o}{e}");
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+    };
+    let a = run(store.to_str().unwrap(), &tmp.path().join("a"));
+    let b = run(&url, &tmp.path().join("b"));
+    let (ra, rb) = (a["results"].as_array().unwrap(), b["results"].as_array().unwrap());
+    assert_eq!(ra.len(), 11);
+    assert_eq!(ra[0]["value"], 479, "{}", ra[0]);
+    fn same(x: &serde_json::Value, y: &serde_json::Value, path: &str) {
+        match (x, y) {
+            (serde_json::Value::Number(p), serde_json::Value::Number(q)) => {
+                let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
+                assert!((p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0), "{path}: {p} vs {q}");
+            }
+            (serde_json::Value::Array(p), serde_json::Value::Array(q)) => {
+                assert_eq!(p.len(), q.len(), "{path}");
+                for (i, (u, v)) in p.iter().zip(q).enumerate() {
+                    same(u, v, &format!("{path}[{i}]"));
+                }
+            }
+            (serde_json::Value::Object(p), serde_json::Value::Object(q)) => {
+                for (k, u) in p {
+                    // Run times and site names differ between the two runs.
+                    if k == "elapsed_ms" || k == "slowest_site_ms" || k == "site" {
+                        continue;
+                    }
+                    same(u, &q[k], &format!("{path}.{k}"));
+                }
+            }
+            _ => assert_eq!(x, y, "{path}"),
+        }
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        assert!(x["notes"].as_array().unwrap().is_empty(), "{x}");
+        same(&x["value"], &y["value"], x["id"].as_str().unwrap());
+    }
+    // Clean up the schema.
+    let mut c = postgres::Client::connect("postgres://postgres@127.0.0.1:5432/test", postgres::NoTls).unwrap();
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).unwrap();
+}

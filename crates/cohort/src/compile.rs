@@ -142,13 +142,18 @@ fn criterion_sql(c: &Criterion) -> String {
     )
 }
 
+/// The columns of `primary_events` and of every CTE derived from it.
+const PE_COLUMNS: &str = "pe_id, person_id, event_id, s, e, visit_id, op_s, op_e";
+
 fn limit_sql(input: &str, l: Limit) -> String {
     match l {
         Limit::All => format!("SELECT * FROM {input}"),
         Limit::First | Limit::Last => {
             let dir = if l == Limit::First { "ASC" } else { "DESC" };
+            // Explicit columns (the columns of primary_events), not `* EXCLUDE`, so that the same
+            // statement runs on PostgreSQL.
             format!(
-                "SELECT * EXCLUDE (rn) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY s {dir}, event_id) AS rn FROM {input}) WHERE rn = 1"
+                "SELECT {PE_COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY s {dir}, event_id) AS rn FROM {input}) lim WHERE rn = 1"
             )
         }
     }
@@ -356,7 +361,7 @@ fn era_ctes(input: &str, name: &str) -> String {
 /// Run a cohort on a site and return its rows sorted by subject, start, end.
 pub async fn generate(engine: &SiteEngine, c: &Cohort) -> Result<Vec<CohortRow>, CohortError> {
     let batches = engine
-        .sql(&sql_for(c))
+        .sql(&engine.dialect().portable(&sql_for(c)))
         .await
         .map_err(|e| CohortError::Engine(e.to_string()))?;
     let mut rows = Vec::new();

@@ -32,6 +32,9 @@ struct GenerateArgs {
     /// Print the generated SQL instead of running it.
     #[arg(long)]
     sql: bool,
+    /// SQL dialect for --sql: datafusion (the node's engine), duckdb or postgres.
+    #[arg(long, default_value = "datafusion", value_parser = ["datafusion", "duckdb", "postgres"])]
+    dialect: String,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -41,7 +44,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let cohort =
         medfed_cohort::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.cohort.display()))?;
     if a.sql {
-        println!("{}", medfed_cohort::sql_for(&cohort));
+        let d = medfed_engine::Dialect::parse(&a.dialect).unwrap_or(medfed_engine::Dialect::DataFusion);
+        println!("{}", d.portable(&medfed_cohort::sql_for(&cohort)));
         return Ok(());
     }
     let engine = SiteEngine::open(&a.site)?;

@@ -18,8 +18,9 @@ pub struct Args {
     /// Folder of OMOP CDM CSV files (one file per table, e.g. person.csv, CONDITION_OCCURRENCE.csv.gz).
     #[arg(long, value_name = "CSV_DIR")]
     cdm: PathBuf,
-    /// Site store to create (replaced atomically if it exists).
-    #[arg(long, value_name = "SITE_DIR")]
+    /// Site store to create (replaced atomically if it exists), or a PostgreSQL schema to load
+    /// with the CDM DDL: postgres://user@host:port/db?schema=cdm (replaced atomically too).
+    #[arg(long, value_name = "SITE_DIR|POSTGRES_URL")]
     out: PathBuf,
     /// Site name recorded in site.toml [default: the output folder's name].
     #[arg(long)]
@@ -40,6 +41,37 @@ impl Progress for Bar {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let target = a.out.to_string_lossy().to_string();
+    if medfed_engine::is_postgres_url(&target) {
+        // Validate and quarantine exactly as for a store, into a staging store, then load it.
+        let staging = tempfile::tempdir()?;
+        let store = staging.path().join("store");
+        let site = a.site.clone().or_else(|| medfed_engine::PgSite::parse(&target).ok().map(|p| p.schema));
+        run(Args {
+            cdm: a.cdm.clone(),
+            out: store.clone(),
+            site,
+            json: a.json,
+        })?;
+        let q = store.join("quarantine");
+        if std::fs::read_dir(&q).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            let keep = PathBuf::from(format!(
+                "quarantine-{}",
+                medfed_engine::PgSite::parse(&target)?.schema
+            ));
+            let _ = std::fs::remove_dir_all(&keep);
+            super::pgload::copy_dir(&q, &keep)?;
+            println!("quarantined rows kept in {}", keep.display());
+        }
+        let loaded = super::pgload::load(&store, &target)?;
+        println!(
+            "loaded {} tables, {} rows into PostgreSQL schema {}",
+            loaded.len(),
+            loaded.iter().map(|x| x.1).sum::<u64>(),
+            medfed_engine::PgSite::parse(&target)?.schema
+        );
+        return Ok(());
+    }
     let total: u64 = std::fs::read_dir(&a.cdm)
         .with_context(|| format!("cannot read {}", a.cdm.display()))?
         .flatten()

@@ -6,6 +6,7 @@ pub mod hub;
 pub mod import;
 pub mod network;
 pub mod node;
+pub mod pgload;
 pub mod progress;
 pub mod report;
 pub mod sql;

@@ -33,7 +33,8 @@ struct InitArgs {
     /// Hub URL, e.g. https://hub.example.kr:8443.
     #[arg(long)]
     hub: String,
-    /// The site store this node answers from.
+    /// The site this node answers from: a site store folder, or the hospital's OMOP CDM in
+    /// PostgreSQL as postgres://user@host:port/db?schema=cdm.
     #[arg(long)]
     site: PathBuf,
     /// Node name as registered at the hub (default: the site store's name).
@@ -117,6 +118,18 @@ pub fn fetch_hub_key(hub: &str, ca_pem: &[u8]) -> anyhow::Result<String> {
     })
 }
 
+/// A site's default name and the form the node keeps: a store folder (its site.toml name, absolute
+/// path), or a PostgreSQL URL (its schema; the URL as given).
+pub fn site_identity(site: &std::path::Path) -> anyhow::Result<(String, PathBuf)> {
+    let text = site.to_string_lossy();
+    if medfed_engine::is_postgres_url(&text) {
+        let pg = medfed_engine::PgSite::parse(&text)?;
+        return Ok((pg.schema, site.to_path_buf()));
+    }
+    let store = medfed_cdm::SiteStore::open(site)?;
+    Ok((store.meta.site.clone(), std::fs::canonicalize(site)?))
+}
+
 /// Create a node folder; returns the node's public key (hex).
 pub fn init_node(
     dir: &std::path::Path,
@@ -127,15 +140,14 @@ pub fn init_node(
     hub_key: Option<&str>,
     policy: Option<&str>,
 ) -> anyhow::Result<(String, String)> {
-    let store = medfed_cdm::SiteStore::open(site)?;
-    let name = name.map(str::to_string).unwrap_or(store.meta.site.clone());
+    let (site_name, site) = site_identity(site)?;
+    let name = name.map(str::to_string).unwrap_or(site_name);
     medfed_protocol::study::check_id(&name, "node name")?;
     let pem = std::fs::read(hub_ca).with_context(|| format!("cannot read {}", hub_ca.display()))?;
     let hub_key = match hub_key {
         Some(k) => k.to_string(),
         None => fetch_hub_key(hub, &pem)?,
     };
-    let site = std::fs::canonicalize(site)?;
     let cfg = NodeConfig {
         name: name.clone(),
         hub_url: hub.to_string(),

@@ -91,7 +91,7 @@ enum Format {
 struct RunArgs {
     /// Study file (medfed-study/1 JSON).
     study: PathBuf,
-    /// Site stores; each acts as one node.
+    /// Sites (store folders or postgres://…?schema=… URLs); each acts as one node.
     #[arg(long = "site", required = true)]
     sites: Vec<PathBuf>,
     /// Disclosure policy applied at every site (default: minimum cell count 10).
@@ -525,15 +525,14 @@ pub fn run_in_process(
         let hub = Hub::new("in-process", SecretKey::generate(), store, 60);
         let mut nodes = Vec::new();
         for site in sites {
-            let s = medfed_cdm::SiteStore::open(site)?;
-            let name = s.meta.site.clone();
+            let (name, site) = super::node::site_identity(site)?;
             medfed_protocol::study::check_id(&name, "site name")
                 .map_err(|e| anyhow::anyhow!("{}: {e}", site.display()))?;
             let cfg = NodeConfig {
                 name: name.clone(),
                 hub_url: "in-process".into(),
                 hub_public_key: hub.public_key().to_hex(),
-                site: std::fs::canonicalize(site)?,
+                site,
                 poll_wait_s: 0,
             };
             let (dir, pk) = NodeDir::init(&nodes_dir.join(&name), &cfg, None, policy)?;
