@@ -62,13 +62,11 @@ const DRUG: (&str, &str, &str) = (
     "drug_concept_id",
     "drug_exposure_start_date",
 );
-const OBSERVATION: (&str, &str, &str) = ("observation", "observation_concept_id", "observation_date");
-const MEASUREMENT: (&str, &str, &str) = ("measurement", "measurement_concept_id", "measurement_date");
-const VISIT: (&str, &str, &str) = (
-    "visit_occurrence",
-    "visit_concept_id",
-    "visit_start_date",
-);
+const OBSERVATION: (&str, &str, &str) =
+    ("observation", "observation_concept_id", "observation_date");
+const MEASUREMENT: (&str, &str, &str) =
+    ("measurement", "measurement_concept_id", "measurement_date");
+const VISIT: (&str, &str, &str) = ("visit_occurrence", "visit_concept_id", "visit_start_date");
 
 fn persons_by_concept((t, c, _): (&str, &str, &str)) -> String {
     format!(

@@ -86,7 +86,9 @@ fn combine_tables(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Po
                 s.site,
                 crate::pooled::describe(rule)
             )),
-            SiteOutcome::Refused { reason } => notes.push(format!("not run at {}: {reason}", s.site)),
+            SiteOutcome::Refused { reason } => {
+                notes.push(format!("not run at {}: {reason}", s.site))
+            }
             SiteOutcome::Released { .. } => {}
         }
     }

@@ -49,7 +49,10 @@ pub fn sql_for(spec: &AnalysisSpec) -> Result<String, AnalysisError> {
         }
         other => Err(AnalysisError::Shape {
             id: other.id().to_string(),
-            message: format!("{} runs several statements; no single SQL", other.type_name()),
+            message: format!(
+                "{} runs several statements; no single SQL",
+                other.type_name()
+            ),
         }),
     }
 }
@@ -134,7 +137,9 @@ pub async fn run_local(
         AnalysisSpec::PersonCount(p) => person_sql(p, true),
         AnalysisSpec::CohortCount(c) => {
             let cohort = cohort_of(c)?;
-            engine.dialect().portable(&medfed_cohort::persons_sql(&cohort))
+            engine
+                .dialect()
+                .portable(&medfed_cohort::persons_sql(&cohort))
         }
         other => return crate::tables::run_tables(engine, other).await,
     };

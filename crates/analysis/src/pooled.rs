@@ -55,7 +55,9 @@ impl PooledTable {
     }
     /// Cells without margins.
     pub fn leaves(&self) -> impl Iterator<Item = &PooledCell> {
-        self.cells.iter().filter(|c| !c.key.iter().any(|k| k == ALL))
+        self.cells
+            .iter()
+            .filter(|c| !c.key.iter().any(|k| k == ALL))
     }
 }
 
@@ -392,18 +394,18 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
     match spec {
         A::Characterization(_) => {
             for t in tables.iter_mut() {
-                if let Some(a) = t
-                    .name
-                    .parse()
-                    .ok()
-                    .and_then(crate::achilles::analysis)
-                {
+                if let Some(a) = t.name.parse().ok().and_then(crate::achilles::analysis) {
                     t.title = Some(a.name.to_string());
                 }
             }
             let ms: BTreeMap<&str, u64> = tables
                 .iter()
-                .map(|t| (t.name.as_str(), t.elapsed_ms.values().copied().max().unwrap_or(0)))
+                .map(|t| {
+                    (
+                        t.name.as_str(),
+                        t.elapsed_ms.values().copied().max().unwrap_or(0),
+                    )
+                })
                 .collect();
             json!({"analyses": tables.len(), "slowest_site_ms": ms})
         }
@@ -421,14 +423,19 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
             }
             None => Value::Null,
         },
-        A::KaplanMeier(_) => tables.first().map(kaplan_meier_curve).unwrap_or(Value::Null),
+        A::KaplanMeier(_) => tables
+            .first()
+            .map(kaplan_meier_curve)
+            .unwrap_or(Value::Null),
         A::ComparativeCohort(_) => {
             let mut v = tables
                 .iter()
                 .find(|t| t.name == "comparative")
                 .map(rate_ratios)
                 .unwrap_or(Value::Null);
-            if let (Some(t), Value::Object(m)) = (tables.iter().find(|t| t.name == "mh_terms"), &mut v) {
+            if let (Some(t), Value::Object(m)) =
+                (tables.iter().find(|t| t.name == "mh_terms"), &mut v)
+            {
                 m.insert("site_stratified_mh".into(), site_stratified(t));
                 // The crude ratio from the sites' totals, which survive when stratum cells do not.
                 let g = |x: &str| t.get(&[], x);
@@ -488,7 +495,12 @@ pub struct StatRow {
 
 /// Every number of a pooled result, one row each.
 pub fn flatten(r: &crate::PooledResult) -> Vec<StatRow> {
-    let row = |table: &str, stratum: String, statistic: String, value: Option<f64>, sites: usize, withheld: String| StatRow {
+    let row = |table: &str,
+               stratum: String,
+               statistic: String,
+               value: Option<f64>,
+               sites: usize,
+               withheld: String| StatRow {
         analysis_id: r.id.clone(),
         kind: r.kind.clone(),
         table: table.to_string(),
@@ -516,7 +528,14 @@ pub fn flatten(r: &crate::PooledResult) -> Vec<StatRow> {
             .filter(|s| matches!(s.outcome, crate::SiteOutcome::Suppressed { .. }))
             .map(|s| s.site.as_str())
             .collect();
-        out.push(row("", String::new(), "count".into(), r.value.as_f64(), released, withheld.join(",")));
+        out.push(row(
+            "",
+            String::new(),
+            "count".into(),
+            r.value.as_f64(),
+            released,
+            withheld.join(","),
+        ));
         return out;
     };
     fn walk(v: &Value, path: String, out: &mut Vec<(String, f64)>) {
@@ -528,7 +547,11 @@ pub fn flatten(r: &crate::PooledResult) -> Vec<StatRow> {
             }
             Value::Object(m) => {
                 for (k, x) in m {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     walk(x, p, out);
                 }
             }
@@ -543,7 +566,14 @@ pub fn flatten(r: &crate::PooledResult) -> Vec<StatRow> {
     let mut nums = Vec::new();
     walk(&r.value["summary"], String::new(), &mut nums);
     for (path, x) in nums {
-        out.push(row("result", String::new(), path, Some(x), 0, String::new()));
+        out.push(row(
+            "result",
+            String::new(),
+            path,
+            Some(x),
+            0,
+            String::new(),
+        ));
     }
     for t in &tables {
         for c in &t.cells {

@@ -14,13 +14,12 @@ use arrow::record_batch::RecordBatch;
 use medfed_engine::SiteEngine;
 use medfed_privacy::{Measure, SiteStatistic, Table};
 use medfed_protocol::study::{
-    Anchor, AnalysisSpec, CohortCharacterization, ComparativeCohort, Covariate, CrossTab,
+    AnalysisSpec, Anchor, CohortCharacterization, ComparativeCohort, Covariate, CrossTab,
     Descriptive, IncidenceRate, KaplanMeier, TimeAtRisk, Variable,
 };
 
 use crate::achilles::{self, text};
 use crate::local::{expand, AnalysisError};
-
 
 fn shape(id: &str, message: impl Into<String>) -> AnalysisError {
     AnalysisError::Shape {
@@ -47,17 +46,25 @@ fn fill(t: &mut Table, batches: &[RecordBatch], id: &str) -> Result<(), Analysis
         }
         let mut vals = Vec::with_capacity(nm);
         for i in 0..nm {
-            let c = cast(b.column(nd + i), &DataType::Float64)
-                .map_err(|e| shape(id, e.to_string()))?;
+            let c =
+                cast(b.column(nd + i), &DataType::Float64).map_err(|e| shape(id, e.to_string()))?;
             vals.push(c);
         }
         let keys: Vec<&StringArray> = keys
             .iter()
-            .map(|c| c.as_any().downcast_ref::<StringArray>().expect("cast to Utf8"))
+            .map(|c| {
+                c.as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("cast to Utf8")
+            })
             .collect();
         let vals: Vec<&Float64Array> = vals
             .iter()
-            .map(|c| c.as_any().downcast_ref::<Float64Array>().expect("cast to Float64"))
+            .map(|c| {
+                c.as_any()
+                    .downcast_ref::<Float64Array>()
+                    .expect("cast to Float64")
+            })
             .collect();
         for r in 0..b.num_rows() {
             let key: Vec<String> = keys
@@ -328,7 +335,14 @@ async fn comparative(
         incidence_measures(),
     );
     add_incidence(&mut t, &["target"], &target, &outcomes, &c.tar, c.age_band);
-    add_incidence(&mut t, &["comparator"], &comparator, &outcomes, &c.tar, c.age_band);
+    add_incidence(
+        &mut t,
+        &["comparator"],
+        &comparator,
+        &outcomes,
+        &c.tar,
+        c.age_band,
+    );
     // The site's Mantel–Haenszel terms over its own strata (site × age group × sex): sums over
     // many persons that stay informative when the stratum cells are too small to release.
     let mut terms = Table::new(

@@ -369,14 +369,24 @@ fn repeated_queries_cannot_average_away_dp_noise() {
     let study = tmp.path().join("s.json");
     std::fs::write(
         &study,
-        format!(r#"{{"format":"medfed-study/1","name":"averaging","analyses":[{}]}}"#, repeats.join(",")),
+        format!(
+            r#"{{"format":"medfed-study/1","name":"averaging","analyses":[{}]}}"#,
+            repeats.join(",")
+        ),
     )
     .unwrap();
     let out = tmp.path().join("out");
     let run = |study: &Path| -> serde_json::Value {
         let (ok, o, e) = medfed(&[
-            "study", "run", study.to_str().unwrap(), "--site", site.to_str().unwrap(),
-            "--policy", policy.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "study",
+            "run",
+            study.to_str().unwrap(),
+            "--site",
+            site.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(ok, "{o}{e}");
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
@@ -387,10 +397,22 @@ fn repeated_queries_cannot_average_away_dp_noise() {
     assert_eq!(answers.len(), 4, "2.0 / 0.5 = 4 answers: {r}");
     for x in &rs[4..] {
         assert_eq!(x["sites"][0]["status"], "refused", "{x}");
-        assert!(x["sites"][0]["reason"].as_str().unwrap().contains("privacy budget exhausted"), "{x}");
+        assert!(
+            x["sites"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("privacy budget exhausted"),
+            "{x}"
+        );
     }
     for x in &rs[..4] {
-        assert!(x["notes"][0].as_str().unwrap().contains("differentially private"), "{x}");
+        assert!(
+            x["notes"][0]
+                .as_str()
+                .unwrap()
+                .contains("differentially private"),
+            "{x}"
+        );
     }
     // Fresh noise each time (Laplace b = 2: four equal answers would have probability < 1e-3).
     assert!(answers.iter().any(|a| *a != answers[0]), "{answers:?}");
@@ -403,7 +425,12 @@ fn repeated_queries_cannot_average_away_dp_noise() {
     // The site's lifetime budget binds across studies: with 1.5 left, only three answers.
     std::fs::write(&policy, "min_cell_count = 5\ndefault = \"allow\"\n[dp]\nepsilon = 0.5\nstudy_budget = 2.0\nsite_budget = 1.5\n").unwrap();
     let r = run(&study);
-    let answered = r["results"].as_array().unwrap().iter().filter(|x| x["value"].is_u64()).count();
+    let answered = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["value"].is_u64())
+        .count();
     assert_eq!(answered, 3, "{r}");
     assert!(r.to_string().contains("this site has spent"), "{r}");
     // Statistics with unbounded per-person influence are refused under DP, with the reason.
@@ -411,7 +438,13 @@ fn repeated_queries_cannot_average_away_dp_noise() {
     std::fs::write(&other, r#"{"format":"medfed-study/1","name":"dp tables","analyses":[{"id":"ach","type":"characterization","analyses":[400]}]}"#).unwrap();
     std::fs::write(&policy, "min_cell_count = 5\ndefault = \"allow\"\n[dp]\nepsilon = 0.5\nstudy_budget = 2.0\nsite_budget = 100.0\n").unwrap();
     let r = run(&other);
-    assert!(r["results"][0]["sites"][0]["reason"].as_str().unwrap().contains("unbounded"), "{r}");
+    assert!(
+        r["results"][0]["sites"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unbounded"),
+        "{r}"
+    );
 }
 
 /// The second site backend: Eunomia loaded into PostgreSQL (127.0.0.1:5432) with the CDM DDL by
@@ -426,28 +459,49 @@ fn postgres_site_gives_the_same_answers_as_the_site_store() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
     let (ok, o, e) = medfed(&["import", "--cdm", data.to_str().unwrap(), "--out", &url]);
     assert!(ok, "{o}{e}");
-    assert!(o.contains(&format!("into PostgreSQL schema {schema}")), "{o}");
-    let study = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/eunomia-catalog.json");
+    assert!(
+        o.contains(&format!("into PostgreSQL schema {schema}")),
+        "{o}"
+    );
+    let study =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/eunomia-catalog.json");
     let policy = tmp.path().join("exact.toml");
-    std::fs::write(&policy, "min_cell_count = 1\ndifferencing = false\nmin_cohort_size = 1\ndefault = \"allow\"\n").unwrap();
+    std::fs::write(
+        &policy,
+        "min_cell_count = 1\ndifferencing = false\nmin_cohort_size = 1\ndefault = \"allow\"\n",
+    )
+    .unwrap();
     let run = |site: &str, out: &Path| -> serde_json::Value {
         let (ok, o, e) = medfed(&[
-            "study", "run", study.to_str().unwrap(), "--site", site,
-            "--policy", policy.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "study",
+            "run",
+            study.to_str().unwrap(),
+            "--site",
+            site,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(ok, "{o}{e}");
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
     };
     let a = run(store.to_str().unwrap(), &tmp.path().join("a"));
     let b = run(&url, &tmp.path().join("b"));
-    let (ra, rb) = (a["results"].as_array().unwrap(), b["results"].as_array().unwrap());
+    let (ra, rb) = (
+        a["results"].as_array().unwrap(),
+        b["results"].as_array().unwrap(),
+    );
     assert_eq!(ra.len(), 11);
     assert_eq!(ra[0]["value"], 479, "{}", ra[0]);
     fn same(x: &serde_json::Value, y: &serde_json::Value, path: &str) {
         match (x, y) {
             (serde_json::Value::Number(p), serde_json::Value::Number(q)) => {
                 let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
-                assert!((p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0), "{path}: {p} vs {q}");
+                assert!(
+                    (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0),
+                    "{path}: {p} vs {q}"
+                );
             }
             (serde_json::Value::Array(p), serde_json::Value::Array(q)) => {
                 assert_eq!(p.len(), q.len(), "{path}");
@@ -472,6 +526,9 @@ fn postgres_site_gives_the_same_answers_as_the_site_store() {
         same(&x["value"], &y["value"], x["id"].as_str().unwrap());
     }
     // Clean up the schema.
-    let mut c = postgres::Client::connect("postgres://postgres@127.0.0.1:5432/test", postgres::NoTls).unwrap();
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).unwrap();
+    let mut c =
+        postgres::Client::connect("postgres://postgres@127.0.0.1:5432/test", postgres::NoTls)
+            .unwrap();
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .unwrap();
 }

@@ -41,7 +41,10 @@ pub use pg::PgSite;
 pub struct SiteEngine(Backend);
 
 enum Backend {
-    Parquet { store: SiteStore, ctx: SessionContext },
+    Parquet {
+        store: SiteStore,
+        ctx: SessionContext,
+    },
     Postgres(PgSite),
 }
 

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use tokio_postgres::types::Type;
@@ -53,7 +55,9 @@ impl PgSite {
     async fn connect(&self) -> Result<tokio_postgres::Client, EngineError> {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
             .await
-            .map_err(|e| EngineError::Query(format!("cannot connect to the site's PostgreSQL: {e}")))?;
+            .map_err(|e| {
+                EngineError::Query(format!("cannot connect to the site's PostgreSQL: {e}"))
+            })?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -84,7 +88,10 @@ impl PgSite {
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(cols.len());
         for (i, c) in cols.iter().enumerate() {
             let t = c.type_();
-            let (dt, a): (DataType, ArrayRef) = if *t == Type::INT8 || *t == Type::INT4 || *t == Type::INT2 {
+            let (dt, a): (DataType, ArrayRef) = if *t == Type::INT8
+                || *t == Type::INT4
+                || *t == Type::INT2
+            {
                 let mut b = Int64Builder::with_capacity(rows.len());
                 for r in &rows {
                     let v: Option<i64> = if *t == Type::INT8 {
@@ -108,7 +115,11 @@ impl PgSite {
                     b.append_option(v);
                 }
                 (DataType::Float64, Arc::new(b.finish()))
-            } else if *t == Type::TEXT || *t == Type::VARCHAR || *t == Type::BPCHAR || *t == Type::NAME {
+            } else if *t == Type::TEXT
+                || *t == Type::VARCHAR
+                || *t == Type::BPCHAR
+                || *t == Type::NAME
+            {
                 let mut b = StringBuilder::new();
                 for r in &rows {
                     b.append_option(r.try_get::<_, Option<String>>(i).map_err(q)?);
@@ -141,6 +152,8 @@ impl PgSite {
         if arrays.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(vec![RecordBatch::try_new(schema, arrays).map_err(|e| EngineError::Query(e.to_string()))?])
+        Ok(vec![
+            RecordBatch::try_new(schema, arrays).map_err(|e| EngineError::Query(e.to_string()))?
+        ])
     }
 }

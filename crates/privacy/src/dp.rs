@@ -54,8 +54,12 @@ impl DpPolicy {
         if !pos(self.epsilon) || !pos(self.study_budget) || !pos(self.site_budget) {
             return Err("dp: epsilon and budgets must be positive numbers".into());
         }
-        if self.mechanism == Mechanism::Gaussian && (self.epsilon >= 1.0 || !(0.0 < self.delta && self.delta < 1e-3)) {
-            return Err("dp: the Gaussian mechanism needs epsilon < 1 and 0 < delta < 0.001".into());
+        if self.mechanism == Mechanism::Gaussian
+            && (self.epsilon >= 1.0 || !(0.0 < self.delta && self.delta < 1e-3))
+        {
+            return Err(
+                "dp: the Gaussian mechanism needs epsilon < 1 and 0 < delta < 0.001".into(),
+            );
         }
         Ok(())
     }
@@ -78,7 +82,8 @@ impl DpPolicy {
                 -s * u.signum() * (1.0 - 2.0 * u.abs()).max(f64::MIN_POSITIVE).ln()
             }
             Mechanism::Gaussian => {
-                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
+                let (u1, u2): (f64, f64) =
+                    (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
                 s * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
             }
         }
@@ -129,7 +134,10 @@ mod tests {
                 Mechanism::Gaussian => p.scale().powi(2),
             };
             assert!(mean.abs() < 0.05 * p.scale(), "{mechanism:?} mean {mean}");
-            assert!((var / want - 1.0).abs() < 0.03, "{mechanism:?} var {var} vs {want}");
+            assert!(
+                (var / want - 1.0).abs() < 0.03,
+                "{mechanism:?} var {var} vs {want}"
+            );
         }
     }
 }

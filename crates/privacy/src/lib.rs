@@ -193,7 +193,11 @@ impl Released {
                 format!(
                     "released {} tables, {cells} cells; withheld: {}",
                     tables.len(),
-                    if w.is_empty() { "none".to_string() } else { w.join(", ") }
+                    if w.is_empty() {
+                        "none".to_string()
+                    } else {
+                        w.join(", ")
+                    }
                 )
             }
         }

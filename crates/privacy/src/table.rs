@@ -181,12 +181,7 @@ pub(crate) fn release_table(t: Table, policy: &Policy, base: Option<Suppression>
     let mut withheld: BTreeMap<Vec<String>, Suppression> = cells
         .iter()
         .filter(|(_, v)| small(v))
-        .map(|(key, _)| {
-            (
-                key.clone(),
-                Suppression::MinCellCount { threshold: k },
-            )
-        })
+        .map(|(key, _)| (key.clone(), Suppression::MinCellCount { threshold: k }))
         .collect();
     // Secondary suppression.
     if !withheld.is_empty() {
@@ -205,7 +200,10 @@ pub(crate) fn release_table(t: Table, policy: &Policy, base: Option<Suppression>
                     lines.entry(line).or_default().push(key);
                 }
                 for members in lines.values() {
-                    let n_withheld = members.iter().filter(|k| withheld.contains_key(**k)).count();
+                    let n_withheld = members
+                        .iter()
+                        .filter(|k| withheld.contains_key(**k))
+                        .count();
                     if n_withheld != 1 || members.len() < 2 {
                         continue;
                     }
@@ -350,7 +348,11 @@ mod tests {
         // The smallest other cell (male) is the complement.
         assert_eq!(value(&r, &["male"]), None);
         assert!(matches!(
-            r.cells.iter().find(|c| c.key == ["male"]).unwrap().suppressed,
+            r.cells
+                .iter()
+                .find(|c| c.key == ["male"])
+                .unwrap()
+                .suppressed,
             Some(Suppression::Complementary { .. })
         ));
         assert!(993.0 - released > 3.0);
@@ -430,7 +432,11 @@ mod tests {
 
     #[test]
     fn non_additive_tables_get_primary_suppression_only() {
-        let mut t = Table::new("prev", &[("concept", false)], vec![Measure::count("persons")]);
+        let mut t = Table::new(
+            "prev",
+            &[("concept", false)],
+            vec![Measure::count("persons")],
+        );
         t.add(vec!["1".into()], &[100.0]);
         t.add(vec!["2".into()], &[4.0]);
         let r = release_table(t, &policy(5), None);
@@ -443,7 +449,12 @@ mod tests {
             &[("concept", false), ("sex", true)],
             vec![Measure::count("persons")],
         );
-        for (c, s, n) in [("1", "f", 60.0), ("1", "m", 3.0), ("2", "f", 30.0), ("2", "m", 30.0)] {
+        for (c, s, n) in [
+            ("1", "f", 60.0),
+            ("1", "m", 3.0),
+            ("2", "f", 30.0),
+            ("2", "m", 30.0),
+        ] {
             t.add(vec![c.into(), s.into()], &[n]);
         }
         let r = release_table(t, &policy(5), None);

@@ -35,8 +35,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("Study analysis types: {}", medfed_protocol::study::ANALYSIS_TYPES.join(", "));
-    println!("\nAchilles characterization analyses (type \"characterization\", field \"analyses\"):");
+    println!(
+        "Study analysis types: {}",
+        medfed_protocol::study::ANALYSIS_TYPES.join(", ")
+    );
+    println!(
+        "\nAchilles characterization analyses (type \"characterization\", field \"analyses\"):"
+    );
     for x in CATALOG {
         println!("  {:>5}  {}", x.id, x.name);
         if a.sql {

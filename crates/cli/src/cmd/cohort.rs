@@ -44,7 +44,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let cohort =
         medfed_cohort::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.cohort.display()))?;
     if a.sql {
-        let d = medfed_engine::Dialect::parse(&a.dialect).unwrap_or(medfed_engine::Dialect::DataFusion);
+        let d =
+            medfed_engine::Dialect::parse(&a.dialect).unwrap_or(medfed_engine::Dialect::DataFusion);
         println!("{}", d.portable(&medfed_cohort::sql_for(&cohort)));
         return Ok(());
     }

@@ -41,8 +41,14 @@ pub const GI_BLEED_COHORT: &str = include_str!("../../../../examples/cohorts/gi-
 pub const CATALOG_STUDY: &str = include_str!("../../../../examples/studies/rd-catalog.json");
 const COHORTS: &[(&str, &str)] = &[
     ("gi-bleed.json", GI_BLEED_COHORT),
-    ("diclofenac.json", include_str!("../../../../examples/cohorts/diclofenac.json")),
-    ("celecoxib.json", include_str!("../../../../examples/cohorts/celecoxib.json")),
+    (
+        "diclofenac.json",
+        include_str!("../../../../examples/cohorts/diclofenac.json"),
+    ),
+    (
+        "celecoxib.json",
+        include_str!("../../../../examples/cohorts/celecoxib.json"),
+    ),
 ];
 
 struct Bar(indicatif::ProgressBar);
@@ -386,7 +392,9 @@ fn bars_svg(items: &[(String, f64)], target: Option<f64>, color: &str) -> String
 fn concept_names(e: &SiteEngine) -> anyhow::Result<std::collections::HashMap<i64, String>> {
     use arrow::array::StringArray;
     let mut out = std::collections::HashMap::new();
-    for b in e.sql_blocking("SELECT CAST(concept_id AS BIGINT), CAST(concept_name AS VARCHAR) FROM concept")? {
+    for b in e.sql_blocking(
+        "SELECT CAST(concept_id AS BIGINT), CAST(concept_name AS VARCHAR) FROM concept",
+    )? {
         let (Some(ids), Some(names)) = (
             b.column(0).as_any().downcast_ref::<Int64Array>(),
             b.column(1).as_any().downcast_ref::<StringArray>(),

@@ -46,7 +46,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // Validate and quarantine exactly as for a store, into a staging store, then load it.
         let staging = tempfile::tempdir()?;
         let store = staging.path().join("store");
-        let site = a.site.clone().or_else(|| medfed_engine::PgSite::parse(&target).ok().map(|p| p.schema));
+        let site = a
+            .site
+            .clone()
+            .or_else(|| medfed_engine::PgSite::parse(&target).ok().map(|p| p.schema));
         run(Args {
             cdm: a.cdm.clone(),
             out: store.clone(),
@@ -54,7 +57,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             json: a.json,
         })?;
         let q = store.join("quarantine");
-        if std::fs::read_dir(&q).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if std::fs::read_dir(&q)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+        {
             let keep = PathBuf::from(format!(
                 "quarantine-{}",
                 medfed_engine::PgSite::parse(&target)?.schema

@@ -78,7 +78,11 @@ pub fn hbars(items: &[(String, f64, bool)], color: &str, unit: &str) -> String {
             y + 13.0,
             esc(name),
             row - 5.0,
-            if *partial { r#"fill-opacity="0.5""# } else { "" },
+            if *partial {
+                r#"fill-opacity="0.5""#
+            } else {
+                ""
+            },
             left + bw + 4.0,
             y + 13.0,
             fmt_num(*v),
@@ -291,7 +295,9 @@ pub fn catalog_section(
     }
     let ir = result(results, "incidence_rate");
     if !ir.is_empty() {
-        h.push_str("<h3>GI bleeding during NSAID courses, per 1,000 person-years, by age group</h3>");
+        h.push_str(
+            "<h3>GI bleeding during NSAID courses, per 1,000 person-years, by age group</h3>",
+        );
         for r in ir {
             let rows: Vec<(String, f64, bool)> = r["value"]["summary"]["strata"]
                 .as_array()
@@ -334,7 +340,10 @@ pub fn catalog_section(
         let rr = |k: &str| {
             format!(
                 "{} [{}, {}]",
-                s[k]["rate_ratio"].as_f64().map(fmt_num).unwrap_or("—".into()),
+                s[k]["rate_ratio"]
+                    .as_f64()
+                    .map(fmt_num)
+                    .unwrap_or("—".into()),
                 s[k]["ci95"][0].as_f64().map(fmt_num).unwrap_or("—".into()),
                 s[k]["ci95"][1].as_f64().map(fmt_num).unwrap_or("—".into())
             )

@@ -300,7 +300,12 @@ pub fn print_summary(results: &serde_json::Value) {
         } else {
             notes
         };
-        println!("  {:<24} {:>10}  {}", r["id"].as_str().unwrap_or(""), shown, notes);
+        println!(
+            "  {:<24} {:>10}  {}",
+            r["id"].as_str().unwrap_or(""),
+            shown,
+            notes
+        );
     }
 }
 
@@ -331,7 +336,11 @@ pub fn write_results(out: &Path, results: &serde_json::Value) -> anyhow::Result<
     Ok(p)
 }
 
-fn write_parquet(path: &Path, study: &str, rows: &[medfed_analysis::StatRow]) -> anyhow::Result<()> {
+fn write_parquet(
+    path: &Path,
+    study: &str,
+    rows: &[medfed_analysis::StatRow],
+) -> anyhow::Result<()> {
     use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     let text = |f: &dyn Fn(&medfed_analysis::StatRow) -> String| -> ArrayRef {
@@ -361,7 +370,9 @@ fn write_parquet(path: &Path, study: &str, rows: &[medfed_analysis::StatRow]) ->
                 rows.iter().map(|r| r.value).collect::<Vec<_>>(),
             )),
             std::sync::Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.sites_released as i64).collect::<Vec<_>>(),
+                rows.iter()
+                    .map(|r| r.sites_released as i64)
+                    .collect::<Vec<_>>(),
             )),
             text(&|r| r.withheld_at.clone()),
         ],
@@ -384,7 +395,9 @@ fn csv_field(s: &str) -> String {
 
 fn write_csv(out: &mut String, study: &str, rows: &[medfed_analysis::StatRow]) {
     use std::fmt::Write;
-    out.push_str("study_id,analysis_id,type,table_name,stratum,statistic,value,sites_released,withheld_at\n");
+    out.push_str(
+        "study_id,analysis_id,type,table_name,stratum,statistic,value,sites_released,withheld_at\n",
+    );
     for r in rows {
         let _ = writeln!(
             out,
@@ -404,7 +417,11 @@ fn write_csv(out: &mut String, study: &str, rows: &[medfed_analysis::StatRow]) {
 
 fn print_csv(results: &serde_json::Value) {
     let mut s = String::new();
-    write_csv(&mut s, results["study"]["id"].as_str().unwrap_or(""), &stat_rows(results));
+    write_csv(
+        &mut s,
+        results["study"]["id"].as_str().unwrap_or(""),
+        &stat_rows(results),
+    );
     print!("{s}");
 }
 

@@ -15,7 +15,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-const EXACT: &str = "min_cell_count = 1\ndifferencing = false\nmin_cohort_size = 1\ndefault = \"allow\"\n";
+const EXACT: &str =
+    "min_cell_count = 1\ndifferencing = false\nmin_cohort_size = 1\ndefault = \"allow\"\n";
 
 /// A synthetic population of three hospitals in `dir`.
 fn population(dir: &Path, persons: u32) -> Vec<PathBuf> {
@@ -161,9 +162,9 @@ fn check_tables(result: &Value, expected: &Value) {
                 .iter()
                 .map(|x| x.as_f64().unwrap())
                 .collect();
-            let have = got.get(k).unwrap_or_else(|| {
-                panic!("{} table {name}: no cell {k}", result["id"])
-            });
+            let have = got
+                .get(k)
+                .unwrap_or_else(|| panic!("{} table {name}: no cell {k}", result["id"]));
             for (h, w) in have.iter().zip(&want) {
                 assert!(
                     close(*h, *w, 1e-9),
@@ -218,19 +219,30 @@ fn catalog_equals_the_pooled_computation_and_finds_the_planted_effect() {
                 assert!(n >= 30, "{n} Achilles analyses");
                 // Each analysis records its own run time at each site.
                 for t in res["value"]["tables"].as_array().unwrap() {
-                    assert_eq!(t["elapsed_ms"].as_object().unwrap().len(), 3, "{}", t["name"]);
+                    assert_eq!(
+                        t["elapsed_ms"].as_object().unwrap().len(),
+                        3,
+                        "{}",
+                        t["name"]
+                    );
                 }
             }
             "descriptive" => {
                 assert_eq!(s["n"].as_f64().unwrap(), exp["n"].as_f64().unwrap(), "{id}");
                 assert_eq!(s["persons"].as_f64(), exp["persons"].as_f64(), "{id}");
                 for m in ["mean", "sd"] {
-                    assert!(close(s[m].as_f64().unwrap(), exp[m].as_f64().unwrap(), 1e-9), "{id} {m}: {s} vs {exp}");
+                    assert!(
+                        close(s[m].as_f64().unwrap(), exp[m].as_f64().unwrap(), 1e-9),
+                        "{id} {m}: {s} vs {exp}"
+                    );
                 }
                 let w = s["quantile_error_bound"].as_f64().unwrap();
                 for (q, v) in exp["quantiles"].as_object().unwrap() {
                     let got = s[q].as_f64().unwrap();
-                    assert!((got - v.as_f64().unwrap()).abs() <= w, "{id} {q}: {got} vs exact {v} (bound {w})");
+                    assert!(
+                        (got - v.as_f64().unwrap()).abs() <= w,
+                        "{id} {q}: {got} vs exact {v} (bound {w})"
+                    );
                 }
                 checked += 1;
             }
@@ -238,8 +250,18 @@ fn catalog_equals_the_pooled_computation_and_finds_the_planted_effect() {
                 let curve = s["curve"].as_array().unwrap();
                 let mut n = 0;
                 for (day, surv) in exp["survival"].as_object().unwrap() {
-                    let p = curve.iter().find(|p| p["day"].as_i64().unwrap().to_string() == *day).unwrap();
-                    assert!(close(p["survival"].as_f64().unwrap(), surv.as_f64().unwrap(), 1e-12), "day {day}: {p} vs statsmodels {surv}");
+                    let p = curve
+                        .iter()
+                        .find(|p| p["day"].as_i64().unwrap().to_string() == *day)
+                        .unwrap();
+                    assert!(
+                        close(
+                            p["survival"].as_f64().unwrap(),
+                            surv.as_f64().unwrap(),
+                            1e-12
+                        ),
+                        "day {day}: {p} vs statsmodels {surv}"
+                    );
                     n += 1;
                 }
                 assert!(n > 5, "{n} event times");
@@ -247,24 +269,47 @@ fn catalog_equals_the_pooled_computation_and_finds_the_planted_effect() {
             "comparative_cohort" => {
                 let crude = s["crude"]["rate_ratio"].as_f64().unwrap();
                 let mh = s["stratified_mh"]["rate_ratio"].as_f64().unwrap();
-                assert!(close(crude, exp["crude"].as_f64().unwrap(), 1e-9), "{s} vs {exp}");
+                assert!(
+                    close(crude, exp["crude"].as_f64().unwrap(), 1e-9),
+                    "{s} vs {exp}"
+                );
                 assert!(close(mh, exp["mh"].as_f64().unwrap(), 1e-9), "{s} vs {exp}");
                 // Mantel–Haenszel and stratified Poisson ML (statsmodels) estimate the same ratio.
                 let poisson = exp["poisson_rr"].as_f64().unwrap();
-                assert!((mh / poisson - 1.0).abs() < 0.05, "MH {mh} vs Poisson {poisson}");
+                assert!(
+                    (mh / poisson - 1.0).abs() < 0.05,
+                    "MH {mh} vs Poisson {poisson}"
+                );
                 // The planted effect (ground_truth.json: hazard ratio 2.0, confounded by age).
-                let truth: Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("pop/ground_truth.json")).unwrap()).unwrap();
-                let hr = truth["drug_outcome_effect"]["hazard_ratio"].as_f64().unwrap();
+                let truth: Value = serde_json::from_str(
+                    &std::fs::read_to_string(tmp.path().join("pop/ground_truth.json")).unwrap(),
+                )
+                .unwrap();
+                let hr = truth["drug_outcome_effect"]["hazard_ratio"]
+                    .as_f64()
+                    .unwrap();
                 let ci = s["stratified_mh"]["ci95"].as_array().unwrap();
                 let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
-                assert!(lo < hr && hr < hi, "stratified RR {mh} [{lo}, {hi}] misses the planted {hr}");
-                assert!(crude < mh, "confounding by age biases the crude ratio ({crude}) towards 1");
+                assert!(
+                    lo < hr && hr < hi,
+                    "stratified RR {mh} [{lo}, {hi}] misses the planted {hr}"
+                );
+                assert!(
+                    crude < mh,
+                    "confounding by age biases the crude ratio ({crude}) towards 1"
+                );
                 // Stratifying by site as well (the sites' released Mantel–Haenszel sums) estimates
                 // the same effect.
                 let site = s["site_stratified_mh"]["rate_ratio"].as_f64().unwrap();
-                assert!((site / mh - 1.0).abs() < 0.1, "site-stratified {site} vs pooled strata {mh}");
+                assert!(
+                    (site / mh - 1.0).abs() < 0.1,
+                    "site-stratified {site} vs pooled strata {mh}"
+                );
                 let ci = s["site_stratified_mh"]["ci95"].as_array().unwrap();
-                assert!(ci[0].as_f64().unwrap() < hr && hr < ci[1].as_f64().unwrap(), "{s}");
+                assert!(
+                    ci[0].as_f64().unwrap() < hr && hr < ci[1].as_f64().unwrap(),
+                    "{s}"
+                );
             }
             _ => {}
         }
@@ -308,23 +353,45 @@ fn released_tables_hide_small_cells_and_their_complements() {
             let payload: Value = serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
             let tables = &payload["outcome"]["statistic"]["kind"]["tables"];
             for t in tables.as_array().unwrap() {
-                let counts: Vec<usize> = t["measures"].as_array().unwrap().iter().enumerate()
-                    .filter(|(_, m)| m["kind"] == "count").map(|(i, _)| i).collect();
-                let partition: Vec<bool> = t["partition"].as_array().unwrap().iter().map(|p| p.as_bool().unwrap()).collect();
+                let counts: Vec<usize> = t["measures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m["kind"] == "count")
+                    .map(|(i, _)| i)
+                    .collect();
+                let partition: Vec<bool> = t["partition"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_bool().unwrap())
+                    .collect();
                 let cells = t["cells"].as_array().unwrap();
                 for c in cells {
                     match c["values"].as_array() {
-                        Some(v) => for i in &counts {
-                            let x = v[*i].as_f64().unwrap();
-                            assert!(x == 0.0 || x >= k, "{name} table {} released a count of {x}: {c}", t["name"]);
-                        },
+                        Some(v) => {
+                            for i in &counts {
+                                let x = v[*i].as_f64().unwrap();
+                                assert!(
+                                    x == 0.0 || x >= k,
+                                    "{name} table {} released a count of {x}: {c}",
+                                    t["name"]
+                                );
+                            }
+                        }
                         None => withheld_cells += 1,
                     }
                 }
                 for (d, _) in partition.iter().enumerate().filter(|p| *p.1) {
                     let mut lines: BTreeMap<Vec<String>, usize> = BTreeMap::new();
                     for c in cells {
-                        let mut key: Vec<String> = c["key"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+                        let mut key: Vec<String> = c["key"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.as_str().unwrap().to_string())
+                            .collect();
                         key[d] = String::new();
                         *lines.entry(key).or_default() += c["values"].is_null() as usize;
                     }
@@ -335,15 +402,25 @@ fn released_tables_hide_small_cells_and_their_complements() {
             }
         }
     }
-    assert!(withheld_cells > 0, "the attack data must contain small cells");
+    assert!(
+        withheld_cells > 0,
+        "the attack data must contain small cells"
+    );
     // Cells that no site withheld are exact; withheld ones are lower bounds.
     let reference = reference(&study, &sites, tmp.path());
     for res in r["results"].as_array().unwrap() {
         let exp = &reference[res["id"].as_str().unwrap()];
         for t in res["value"]["tables"].as_array().unwrap() {
-            let Some(want) = exp["tables"].get(t["name"].as_str().unwrap()) else { continue };
+            let Some(want) = exp["tables"].get(t["name"].as_str().unwrap()) else {
+                continue;
+            };
             for c in t["cells"].as_array().unwrap() {
-                let key: Vec<&str> = c["key"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+                let key: Vec<&str> = c["key"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap())
+                    .collect();
                 if key.contains(&"*") {
                     continue;
                 }
@@ -351,13 +428,30 @@ fn released_tables_hide_small_cells_and_their_complements() {
                 let got = c["values"][0].as_f64().unwrap();
                 let truth = w[0].as_f64().unwrap_or(0.0);
                 if c["withheld_at"].as_array().is_none_or(|a| a.is_empty()) {
-                    assert!(close(got, truth, 1e-9), "{} {}: {got} vs {truth}", res["id"], key.join("|"));
+                    assert!(
+                        close(got, truth, 1e-9),
+                        "{} {}: {got} vs {truth}",
+                        res["id"],
+                        key.join("|")
+                    );
                 } else {
-                    assert!(got <= truth, "{} {}: lower bound {got} above {truth}", res["id"], key.join("|"));
+                    assert!(
+                        got <= truth,
+                        "{} {}: lower bound {got} above {truth}",
+                        res["id"],
+                        key.join("|")
+                    );
                 }
             }
         }
-        assert!(res["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("withheld")), "{res}");
+        assert!(
+            res["notes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().contains("withheld")),
+            "{res}"
+        );
     }
     let _ = by_id(&r, "achilles");
 }
@@ -377,9 +471,19 @@ fn small_cohorts_and_trackers_are_refused_for_tables() {
              JOIN person p ON p.person_id = c.person_id WHERE c.condition_concept_id = 192671 {extra} \
              GROUP BY c.person_id, p.year_of_birth ORDER BY age"
         );
-        let (ok, out, err) = medfed(&["sql", "--site", site.to_str().unwrap(), "--format", "csv", &q]);
+        let (ok, out, err) = medfed(&[
+            "sql",
+            "--site",
+            site.to_str().unwrap(),
+            "--format",
+            "csv",
+            &q,
+        ]);
         assert!(ok, "{err}");
-        out.lines().skip(1).map(|l| l.trim().parse::<f64>().unwrap() as i64).collect()
+        out.lines()
+            .skip(1)
+            .map(|l| l.trim().parse::<f64>().unwrap() as i64)
+            .collect()
     };
     let younger_than = |ages: &[i64], most: usize| {
         (1..130)
@@ -423,15 +527,39 @@ fn small_cohorts_and_trackers_are_refused_for_tables() {
     )
     .unwrap();
     let r = super::study_run(&study, &site, &tmp.path().join("out"));
-    assert!(by_id(&r, "padding")["value"]["summary"]["persons"].as_f64().unwrap() > 100.0, "{r}");
+    assert!(
+        by_id(&r, "padding")["value"]["summary"]["persons"]
+            .as_f64()
+            .unwrap()
+            > 100.0,
+        "{r}"
+    );
     let padded = by_id(&r, "padded");
-    assert!(padded["value"].is_null(), "the tracker's cohort must be withheld: {padded}");
-    assert_eq!(padded["sites"][0]["rule"]["rule"], "differencing", "{padded}");
-    assert!(padded["notes"][0].as_str().unwrap().contains("differencing"), "{padded}");
+    assert!(
+        padded["value"].is_null(),
+        "the tracker's cohort must be withheld: {padded}"
+    );
+    assert_eq!(
+        padded["sites"][0]["rule"]["rule"], "differencing",
+        "{padded}"
+    );
+    assert!(
+        padded["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("differencing"),
+        "{padded}"
+    );
     let tiny = by_id(&r, "tiny");
     if tiny["sites"][0]["status"] == "suppressed" {
-        assert_eq!(tiny["sites"][0]["rule"]["rule"], "min_cohort_size", "{tiny}");
-        assert!(tiny["notes"][0].as_str().unwrap().contains("fewer than 20"), "{tiny}");
+        assert_eq!(
+            tiny["sites"][0]["rule"]["rule"], "min_cohort_size",
+            "{tiny}"
+        );
+        assert!(
+            tiny["notes"][0].as_str().unwrap().contains("fewer than 20"),
+            "{tiny}"
+        );
     } else {
         panic!("a cohort of 1..=19 persons must be withheld: {tiny}");
     }

@@ -463,10 +463,17 @@ fn network_study(postgres: bool) {
             &[ch_id.as_str().into()],
         )
         .unwrap();
-    assert_eq!(persons[0][0], medfed_hub::db::Val::F(Some(3000.0)), "{persons:?}");
+    assert_eq!(
+        persons[0][0],
+        medfed_hub::db::Val::F(Some(3000.0)),
+        "{persons:?}"
+    );
     assert_eq!(persons[0][1].int(), Some(3));
     let cells = db
-        .query("SELECT COUNT(*) FROM national_cells WHERE study_id = $1 AND table_name = '1815'", &[ch_id.as_str().into()])
+        .query(
+            "SELECT COUNT(*) FROM national_cells WHERE study_id = $1 AND table_name = '1815'",
+            &[ch_id.as_str().into()],
+        )
         .unwrap()[0][0]
         .int()
         .unwrap();
