@@ -133,10 +133,11 @@ pub static CATALOG: &[Analysis] = &[
         build: |d| format!("SELECT CAST(COUNT(*) AS BIGINT), CAST(SUM(len) AS DOUBLE PRECISION), CAST(SUM(CAST(len AS DOUBLE PRECISION) * len) AS DOUBLE PRECISION) FROM {}", first_period_len(d)) },
     Analysis { id: 108, name: "Number of persons by length of the first observation period, in 30-day increments", dims: &[("days_30", true)], measures: PERSONS,
         build: |d| format!("SELECT {}, CAST(COUNT(*) AS BIGINT) FROM {} GROUP BY 1", text("FLOOR(len / 30.0)"), first_period_len(d)) },
+    // Calendar years 1900–2099 (a generated list, so that the SQL is the same in every dialect).
     Analysis { id: 109, name: "Number of persons with continuous observation in each year", dims: &[("year", false)], measures: PERSONS,
         build: |d| format!(
             "SELECT {}, CAST(COUNT(DISTINCT op.person_id) AS BIGINT) FROM observation_period op JOIN \
-             (SELECT 1900 + a.n * 100 + b.n * 10 + c.n AS y FROM (VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)) a(n), \
+             (SELECT 1900 + a.n * 100 + b.n * 10 + c.n AS y FROM (VALUES (0),(1)) a(n), \
              (VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)) b(n), (VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)) c(n)) yr \
              ON (({sy} < yr.y) OR ({sy} = yr.y AND EXTRACT(MONTH FROM op.observation_period_start_date) = 1 AND EXTRACT(DAY FROM op.observation_period_start_date) = 1)) \
              AND (({ey} > yr.y) OR ({ey} = yr.y AND EXTRACT(MONTH FROM op.observation_period_end_date) = 12 AND EXTRACT(DAY FROM op.observation_period_end_date) = 31)) \
