@@ -187,15 +187,22 @@ pub fn eunomia_site(root: &Path) -> std::path::PathBuf {
 
 /// `medfed study run STUDY --site SITE --out OUT`, which must succeed; returns results.json.
 fn study_run(study: &Path, site: &Path, out: &Path) -> serde_json::Value {
-    let (ok, o, e) = medfed(&[
-        "study",
-        "run",
-        study.to_str().unwrap(),
-        "--site",
-        site.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    study_run_with(study, site.to_str().unwrap(), None, out)
+}
+
+/// `study_run` with the site as given (a folder or a postgres:// URL) and an optional policy file.
+fn study_run_with(
+    study: &Path,
+    site: &str,
+    policy: Option<&Path>,
+    out: &Path,
+) -> serde_json::Value {
+    let mut args = vec!["study", "run", study.to_str().unwrap(), "--site", site];
+    if let Some(p) = policy {
+        args.extend(["--policy", p.to_str().unwrap()]);
+    }
+    args.extend(["--out", out.to_str().unwrap()]);
+    let (ok, o, e) = medfed(&args);
     assert!(ok, "{o}{e}");
     serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
 }
@@ -376,21 +383,7 @@ fn repeated_queries_cannot_average_away_dp_noise() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let run = |study: &Path| -> serde_json::Value {
-        let (ok, o, e) = medfed(&[
-            "study",
-            "run",
-            study.to_str().unwrap(),
-            "--site",
-            site.to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(ok, "{o}{e}");
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
-    };
+    let run = |study: &Path| study_run_with(study, site.to_str().unwrap(), Some(&policy), &out);
     let r = run(&study);
     let rs = r["results"].as_array().unwrap();
     let answers: Vec<u64> = rs.iter().filter_map(|x| x["value"].as_u64()).collect();
@@ -471,21 +464,7 @@ fn postgres_site_gives_the_same_answers_as_the_site_store() {
         "min_cell_count = 1\ndifferencing = false\nmin_cohort_size = 1\ndefault = \"allow\"\n",
     )
     .unwrap();
-    let run = |site: &str, out: &Path| -> serde_json::Value {
-        let (ok, o, e) = medfed(&[
-            "study",
-            "run",
-            study.to_str().unwrap(),
-            "--site",
-            site,
-            "--policy",
-            policy.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(ok, "{o}{e}");
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
-    };
+    let run = |site: &str, out: &Path| study_run_with(&study, site, Some(&policy), out);
     let a = run(store.to_str().unwrap(), &tmp.path().join("a"));
     let b = run(&url, &tmp.path().join("b"));
     let (ra, rb) = (

@@ -20,7 +20,7 @@ pub mod dp;
 mod policy;
 mod table;
 
-pub use policy::{Decision, Policy, PolicyError};
+pub use policy::{Decision, Policy, PolicyError, CATALOG_TYPES};
 pub use table::{Measure, MeasureKind, ReleasedCell, ReleasedTable, Table, ALL};
 
 use serde::{Deserialize, Serialize};

@@ -65,18 +65,9 @@ pub struct StudyPrivacy {
     pub secure_aggregation: bool,
 }
 
-/// Analysis types this build knows. A study naming any other type is refused.
-pub const ANALYSIS_TYPES: &[&str] = &[
-    "person_count",
-    "cohort_count",
-    "characterization",
-    "cohort_characterization",
-    "cross_tab",
-    "descriptive",
-    "incidence_rate",
-    "kaplan_meier",
-    "comparative_cohort",
-];
+/// Analysis types this build knows (the privacy crate's catalog: each has a release rule). A study
+/// naming any other type is refused.
+pub const ANALYSIS_TYPES: &[&str] = medfed_privacy::CATALOG_TYPES;
 
 /// One analysis of a study. Serialised with its `type` tag next to the other fields.
 #[derive(Clone, Debug, PartialEq, Serialize)]
