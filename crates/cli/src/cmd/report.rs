@@ -309,7 +309,7 @@ pub fn catalog_section(
                         format!(
                             "{} ({} events / {:.0} PY)",
                             x["age_group"].as_str().unwrap_or(""),
-                            x["outcomes"],
+                            fmt_num(x["outcomes"].as_f64().unwrap_or(0.0)),
                             x["person_years"].as_f64().unwrap_or(0.0)
                         ),
                         x["rate_per_1000py"].as_f64().unwrap_or(0.0),
@@ -350,8 +350,8 @@ pub fn catalog_section(
         };
         let _ = write!(h, "<h3>Comparative cohort study: diclofenac versus celecoxib, GI bleeding</h3><table><tr><th>estimate</th><th>rate ratio [95% CI]</th></tr><tr><td>crude</td><td>{}</td></tr><tr><td>age group × sex, Mantel–Haenszel (pooled strata; lower bound where cells were withheld)</td><td>{}</td></tr><tr><td>site × age group × sex, Mantel–Haenszel (sites' released sums)</td><td>{}</td></tr><tr><td>planted in the synthetic population</td><td>{hr}</td></tr></table><p>Older patients get celecoxib more often and bleed more, so the crude ratio is biased towards 1; stratifying by age recovers the planted effect. Target {} events in {:.0} person-years, comparator {} in {:.0}.</p>",
             rr("crude"), rr("stratified_mh"), rr("site_stratified_mh"),
-            s["target"]["outcomes"], s["target"]["person_years"].as_f64().unwrap_or(0.0),
-            s["comparator"]["outcomes"], s["comparator"]["person_years"].as_f64().unwrap_or(0.0));
+            fmt_num(s["target"]["outcomes"].as_f64().unwrap_or(0.0)), s["target"]["person_years"].as_f64().unwrap_or(0.0),
+            fmt_num(s["comparator"]["outcomes"].as_f64().unwrap_or(0.0)), s["comparator"]["person_years"].as_f64().unwrap_or(0.0));
     }
     let notes: Vec<String> = results["results"]
         .as_array()
