@@ -89,6 +89,11 @@ fn domain(
             "CAST(visit_end_date AS INT)".into()),
         Domain::Observation => ("observation", "observation_id", "observation_concept_id", "observation_date", plus1("observation_date")),
         Domain::Measurement => ("measurement", "measurement_id", "measurement_concept_id", "measurement_date", plus1("measurement_date")),
+        // Circe: a death starts and ends on the death date (end = date + 1); the concept set applies
+        // to the cause. One death per person, so the person is the event id.
+        Domain::Death => ("death", "person_id", "cause_concept_id", "death_date", plus1("death_date")),
+        Domain::ObservationPeriod => ("observation_period", "observation_period_id", "period_type_concept_id",
+            "observation_period_start_date", "CAST(observation_period_end_date AS INT)".into()),
     }
 }
 
@@ -109,8 +114,19 @@ fn range_sql(expr: &str, r: &NumRange) -> String {
 fn criterion_sql(c: &Criterion) -> String {
     let (table, id, concept, start, end) = domain(c.domain);
     let visit = match c.domain {
-        Domain::ConditionEra | Domain::DrugEra => "CAST(NULL AS BIGINT)",
+        Domain::ConditionEra | Domain::DrugEra | Domain::Death | Domain::ObservationPeriod => {
+            "CAST(NULL AS BIGINT)"
+        }
         _ => "CAST(visit_occurrence_id AS BIGINT)",
+    };
+    // Value and unit of measurements and observations (NULL elsewhere; the parser allows the
+    // filters only on those two).
+    let (vnum, unit) = match c.domain {
+        Domain::Measurement | Domain::Observation => (
+            "CAST(value_as_number AS DOUBLE PRECISION)",
+            "CAST(unit_concept_id AS BIGINT)",
+        ),
+        _ => ("CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)"),
     };
     let filter = match c.codeset {
         Some(cs) => format!("WHERE {concept} IN (SELECT concept_id FROM codeset_{cs})"),
@@ -129,6 +145,12 @@ fn criterion_sql(c: &Criterion) -> String {
     if !c.gender.is_empty() {
         outer.push(format!("p.gender_concept_id IN ({})", ids(&c.gender)));
     }
+    if let Some(v) = &c.value {
+        outer.push(range_sql("e.v_num", v));
+    }
+    if !c.unit.is_empty() {
+        outer.push(format!("e.u_id IN ({})", ids(&c.unit)));
+    }
     let wher = if outer.is_empty() {
         String::new()
     } else {
@@ -136,7 +158,7 @@ fn criterion_sql(c: &Criterion) -> String {
     };
     format!(
         "SELECT e.person_id, e.event_id, e.s, e.e, e.visit_id FROM (\
-           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, \
+           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, {vnum} AS v_num, {unit} AS u_id, \
            ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY {start}, {id}) AS ordinal FROM {table} {filter}) e \
          JOIN person p ON p.person_id = e.person_id {wher}"
     )

@@ -27,6 +27,8 @@ pub enum Domain {
     VisitOccurrence,
     Observation,
     Measurement,
+    Death,
+    ObservationPeriod,
 }
 
 impl Domain {
@@ -40,6 +42,8 @@ impl Domain {
             "VisitOccurrence" => Domain::VisitOccurrence,
             "Observation" => Domain::Observation,
             "Measurement" => Domain::Measurement,
+            "Death" => Domain::Death,
+            "ObservationPeriod" => Domain::ObservationPeriod,
             _ => return None,
         })
     }
@@ -49,8 +53,8 @@ impl Domain {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NumRange {
     pub op: String,
-    pub value: i64,
-    pub extent: Option<i64>,
+    pub value: f64,
+    pub extent: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +64,10 @@ pub struct Criterion {
     pub first: bool,
     pub age: Option<NumRange>,
     pub gender: Vec<i64>,
+    /// `ValueAsNumber` of a Measurement or Observation.
+    pub value: Option<NumRange>,
+    /// `Unit` concepts of a Measurement or Observation.
+    pub unit: Vec<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,13 +229,18 @@ fn num_range(v: &Value, path: &str) -> Result<NumRange, CohortError> {
             format!("unknown operator {op:?}"),
         ));
     }
-    let value = int(
+    let num = |v: &Value, p: String| {
+        v.as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| invalid(&p, "must be a number"))
+    };
+    let value = num(
         o.get("Value").unwrap_or(&Value::Null),
-        &format!("{path}.Value"),
+        format!("{path}.Value"),
     )?;
     let extent = match o.get("Extent") {
         None | Some(Value::Null) => None,
-        Some(e) => Some(int(e, &format!("{path}.Extent"))?),
+        Some(e) => Some(num(e, format!("{path}.Extent"))?),
     };
     if op.ends_with("bt") && extent.is_none() {
         return Err(invalid(
@@ -254,7 +267,10 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
         first: false,
         age: None,
         gender: Vec::new(),
+        value: None,
+        unit: Vec::new(),
     };
+    let valued = matches!(domain, Domain::Measurement | Domain::Observation);
     for (k, v) in b {
         let kp = format!("{p}.{k}");
         match k.as_str() {
@@ -290,8 +306,34 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
                     c.gender.push(int(id, &format!("{kp}[{i}].CONCEPT_ID"))?);
                 }
             }
+            "ValueAsNumber" if valued => {
+                c.value = if v.is_null() {
+                    None
+                } else {
+                    Some(num_range(v, &kp)?)
+                }
+            }
+            "Unit" if valued => {
+                for (i, u) in v
+                    .as_array()
+                    .ok_or_else(|| invalid(&kp, "must be a list"))?
+                    .iter()
+                    .enumerate()
+                {
+                    let id = u
+                        .get("CONCEPT_ID")
+                        .ok_or_else(|| invalid(&format!("{kp}[{i}]"), "missing CONCEPT_ID"))?;
+                    c.unit.push(int(id, &format!("{kp}[{i}].CONCEPT_ID"))?);
+                }
+            }
             _ => return Err(unsupported(&kp, format!("criterion attribute {k}"))),
         }
+    }
+    if domain == Domain::ObservationPeriod && c.codeset.is_some() {
+        return Err(invalid(
+            &format!("{p}.CodesetId"),
+            "an ObservationPeriod criterion has no concept set",
+        ));
     }
     Ok(c)
 }

@@ -101,3 +101,123 @@ fn unsupported_and_malformed_cohorts_are_refused_with_their_path() {
         assert!(!o.status.success() && err.contains(want), "case {i}: {err}");
     }
 }
+
+/// Criterion types and attributes beyond the conformance set: ObservationPeriod, Death, and a
+/// Measurement's ValueAsNumber and Unit. Each cohort count equals the same question asked of the site
+/// directly in SQL (events inside an observation period, as Circe requires).
+#[test]
+fn observation_period_death_and_measurement_values_match_direct_sql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = super::eunomia_site(tmp.path());
+    let s = site.to_str().unwrap();
+    let sql = |q: &str| -> Vec<String> {
+        let (ok, out, err) = super::medfed(&["sql", "--site", s, "--format", "csv", q]);
+        assert!(ok, "{err}");
+        out.lines().skip(1).map(str::to_string).collect()
+    };
+    let count = |cohort: &str| -> String {
+        let f = tmp.path().join("c.json");
+        std::fs::write(&f, cohort).unwrap();
+        let (ok, out, err) =
+            super::medfed(&["cohort", "generate", "--site", s, f.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let mut persons: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
+        persons.sort();
+        persons.dedup();
+        persons.len().to_string()
+    };
+    let in_op = |table: &str, date: &str, filter: &str| {
+        sql(&format!(
+            "SELECT COUNT(DISTINCT x.person_id) FROM {table} x JOIN observation_period op ON op.person_id = x.person_id \
+             AND x.{date} BETWEEN op.observation_period_start_date AND op.observation_period_end_date WHERE {filter}"
+        ))[0]
+            .clone()
+    };
+    // Every person with an observation period.
+    let op = r#"{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"ObservationPeriod":{"First":true}}],
+        "ObservationWindow":{"PriorDays":0,"PostDays":0},"PrimaryCriteriaLimit":{"Type":"First"}}}"#;
+    assert_eq!(
+        count(op),
+        sql("SELECT COUNT(DISTINCT person_id) FROM observation_period")[0]
+    );
+    // Deaths (any cause).
+    let death = r#"{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"Death":{}}],
+        "ObservationWindow":{"PriorDays":0,"PostDays":0},"PrimaryCriteriaLimit":{"Type":"First"}}}"#;
+    assert_eq!(count(death), in_op("death", "death_date", "TRUE"));
+    // The most common numeric measurement, above its median value, in its most common unit, on a
+    // synthetic site (Eunomia's measurements carry no values).
+    let (ok, o, e) = super::medfed(&[
+        "synth",
+        "--persons",
+        "5000",
+        "--hospitals",
+        "1",
+        "--snps",
+        "50",
+        "--out",
+        tmp.path().join("pop").to_str().unwrap(),
+    ]);
+    assert!(ok, "{o}{e}");
+    let synth_site = tmp.path().join("pop/hospital_a");
+    let s = synth_site.to_str().unwrap();
+    let sql = |q: &str| -> Vec<String> {
+        let (ok, out, err) = super::medfed(&["sql", "--site", s, "--format", "csv", q]);
+        assert!(ok, "{err}");
+        out.lines().skip(1).map(str::to_string).collect()
+    };
+    let count = |cohort: &str| -> String {
+        let f = tmp.path().join("c.json");
+        std::fs::write(&f, cohort).unwrap();
+        let (ok, out, err) =
+            super::medfed(&["cohort", "generate", "--site", s, f.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let mut persons: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
+        persons.sort();
+        persons.dedup();
+        persons.len().to_string()
+    };
+    let in_op = |table: &str, date: &str, filter: &str| {
+        sql(&format!(
+            "SELECT COUNT(DISTINCT x.person_id) FROM {table} x JOIN observation_period op ON op.person_id = x.person_id \
+             AND x.{date} BETWEEN op.observation_period_start_date AND op.observation_period_end_date WHERE {filter}"
+        ))[0]
+            .clone()
+    };
+    // Deaths on the synthetic site, where there are some.
+    let deaths = in_op("death", "death_date", "TRUE");
+    assert_ne!(deaths, "0");
+    assert_eq!(count(death), deaths);
+    let top = sql("SELECT measurement_concept_id, unit_concept_id, COUNT(*) AS n, MEDIAN(value_as_number) FROM measurement \
+                   WHERE value_as_number IS NOT NULL GROUP BY 1, 2 ORDER BY n DESC LIMIT 1");
+    let f: Vec<&str> = top[0].split(',').collect();
+    let (concept, unit, median) = (f[0], f[1], f[3]);
+    let m = format!(
+        r#"{{"ConceptSets":[{{"id":0,"expression":{{"items":[{{"concept":{{"CONCEPT_ID":{concept}}},"includeDescendants":false}}]}}}}],
+            "PrimaryCriteria":{{"CriteriaList":[{{"Measurement":{{"CodesetId":0,"ValueAsNumber":{{"Value":{median},"Op":"gt"}},"Unit":[{{"CONCEPT_ID":{unit}}}]}}}}],
+            "ObservationWindow":{{"PriorDays":0,"PostDays":0}},"PrimaryCriteriaLimit":{{"Type":"All"}}}}}}"#
+    );
+    let want = in_op(
+        "measurement",
+        "measurement_date",
+        &format!("x.measurement_concept_id = {concept} AND x.value_as_number > {median} AND x.unit_concept_id = {unit}"),
+    );
+    assert_ne!(want, "0");
+    assert_eq!(count(&m), want);
+    // ValueAsNumber on a condition is refused with its path.
+    let bad = r#"{"ConceptSets":[{"id":0,"expression":{"items":[]}}],"PrimaryCriteria":{"CriteriaList":[{"ConditionOccurrence":{"CodesetId":0,"ValueAsNumber":{"Value":1,"Op":"gt"}}}]}}"#;
+    let f = tmp.path().join("bad.json");
+    std::fs::write(&f, bad).unwrap();
+    let (ok, _, err) = super::medfed(&["cohort", "generate", "--site", s, f.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("$.PrimaryCriteria.CriteriaList[0].ConditionOccurrence.ValueAsNumber"),
+        "{err}"
+    );
+}
