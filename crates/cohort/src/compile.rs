@@ -128,6 +128,16 @@ fn criterion_sql(c: &Criterion) -> String {
         ),
         _ => ("CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)"),
     };
+    let type_col = match c.domain {
+        Domain::ConditionOccurrence => "CAST(condition_type_concept_id AS BIGINT)",
+        Domain::DrugExposure => "CAST(drug_type_concept_id AS BIGINT)",
+        Domain::ProcedureOccurrence => "CAST(procedure_type_concept_id AS BIGINT)",
+        Domain::VisitOccurrence => "CAST(visit_type_concept_id AS BIGINT)",
+        Domain::Observation => "CAST(observation_type_concept_id AS BIGINT)",
+        Domain::Measurement => "CAST(measurement_type_concept_id AS BIGINT)",
+        Domain::Death => "CAST(death_type_concept_id AS BIGINT)",
+        _ => "CAST(NULL AS BIGINT)",
+    };
     let filter = match c.codeset {
         Some(cs) => format!("WHERE {concept} IN (SELECT concept_id FROM codeset_{cs})"),
         None => String::new(),
@@ -151,6 +161,15 @@ fn criterion_sql(c: &Criterion) -> String {
     if !c.unit.is_empty() {
         outer.push(format!("e.u_id IN ({})", ids(&c.unit)));
     }
+    // Circe: `<Domain>Type` keeps those record types; with `<Domain>TypeExclude` it drops them (and
+    // keeps records of unknown type). An empty list filters nothing either way.
+    if !c.types.is_empty() {
+        outer.push(if c.types_exclude {
+            format!("(e.t_id IS NULL OR e.t_id NOT IN ({}))", ids(&c.types))
+        } else {
+            format!("e.t_id IN ({})", ids(&c.types))
+        });
+    }
     let wher = if outer.is_empty() {
         String::new()
     } else {
@@ -158,7 +177,7 @@ fn criterion_sql(c: &Criterion) -> String {
     };
     format!(
         "SELECT e.person_id, e.event_id, e.s, e.e, e.visit_id FROM (\
-           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, {vnum} AS v_num, {unit} AS u_id, \
+           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, {vnum} AS v_num, {unit} AS u_id, {type_col} AS t_id, \
            ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY {start}, {id}) AS ordinal FROM {table} {filter}) e \
          JOIN person p ON p.person_id = e.person_id {wher}"
     )

@@ -68,6 +68,25 @@ pub struct Criterion {
     pub value: Option<NumRange>,
     /// `Unit` concepts of a Measurement or Observation.
     pub unit: Vec<i64>,
+    /// `<Domain>Type` concepts (the record's type concept), kept or, with `<Domain>TypeExclude`, dropped.
+    pub types: Vec<i64>,
+    pub types_exclude: bool,
+}
+
+impl Domain {
+    /// The Circe attribute prefix of the type concept filter (`ConditionType`, …), if the domain has one.
+    pub fn type_key(self) -> Option<&'static str> {
+        Some(match self {
+            Domain::ConditionOccurrence => "ConditionType",
+            Domain::DrugExposure => "DrugType",
+            Domain::ProcedureOccurrence => "ProcedureType",
+            Domain::VisitOccurrence => "VisitType",
+            Domain::Observation => "ObservationType",
+            Domain::Measurement => "MeasurementType",
+            Domain::Death => "DeathType",
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,7 +288,11 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
         gender: Vec::new(),
         value: None,
         unit: Vec::new(),
+        types: Vec::new(),
+        types_exclude: false,
     };
+    let type_key = domain.type_key().unwrap_or("");
+    let type_exclude_key = format!("{type_key}Exclude");
     let valued = matches!(domain, Domain::Measurement | Domain::Observation);
     for (k, v) in b {
         let kp = format!("{p}.{k}");
@@ -305,6 +328,24 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
                         .ok_or_else(|| invalid(&format!("{kp}[{i}]"), "missing CONCEPT_ID"))?;
                     c.gender.push(int(id, &format!("{kp}[{i}].CONCEPT_ID"))?);
                 }
+            }
+            k if !type_key.is_empty() && k == type_key => {
+                for (i, t) in v
+                    .as_array()
+                    .ok_or_else(|| invalid(&kp, "must be a list"))?
+                    .iter()
+                    .enumerate()
+                {
+                    let id = t
+                        .get("CONCEPT_ID")
+                        .ok_or_else(|| invalid(&format!("{kp}[{i}]"), "missing CONCEPT_ID"))?;
+                    c.types.push(int(id, &format!("{kp}[{i}].CONCEPT_ID"))?);
+                }
+            }
+            k if !type_key.is_empty() && k == type_exclude_key => {
+                c.types_exclude = v
+                    .as_bool()
+                    .ok_or_else(|| invalid(&kp, "must be true or false"))?
             }
             "ValueAsNumber" if valued => {
                 c.value = if v.is_null() {

@@ -102,8 +102,8 @@ fn unsupported_and_malformed_cohorts_are_refused_with_their_path() {
     }
 }
 
-/// Criterion types and attributes beyond the conformance set: ObservationPeriod, Death, and a
-/// Measurement's ValueAsNumber and Unit. Each cohort count equals the same question asked of the site
+/// Criterion types and attributes beyond the conformance set: ObservationPeriod, Death, record type
+/// filters, and a Measurement's ValueAsNumber and Unit. Each cohort count equals the same question asked of the site
 /// directly in SQL (events inside an observation period, as Circe requires).
 #[test]
 fn observation_period_death_and_measurement_values_match_direct_sql() {
@@ -148,6 +148,31 @@ fn observation_period_death_and_measurement_values_match_direct_sql() {
     let death = r#"{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"Death":{}}],
         "ObservationWindow":{"PriorDays":0,"PostDays":0},"PrimaryCriteriaLimit":{"Type":"First"}}}"#;
     assert_eq!(count(death), in_op("death", "death_date", "TRUE"));
+    // Record types: GI bleeds of the most common condition type, and of every other type.
+    let t = sql("SELECT condition_type_concept_id, COUNT(*) AS n FROM condition_occurrence GROUP BY 1 ORDER BY n DESC LIMIT 1")[0]
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    for (exclude, filter) in [
+        (false, format!("x.condition_type_concept_id = {t}")),
+        (true, format!("x.condition_type_concept_id <> {t}")),
+    ] {
+        let c = format!(
+            r#"{{"ConceptSets":[{{"id":0,"expression":{{"items":[{{"concept":{{"CONCEPT_ID":192671}},"includeDescendants":true}}]}}}}],
+                "PrimaryCriteria":{{"CriteriaList":[{{"ConditionOccurrence":{{"CodesetId":0,"ConditionType":[{{"CONCEPT_ID":{t}}}],"ConditionTypeExclude":{exclude}}}}}],
+                "ObservationWindow":{{"PriorDays":0,"PostDays":0}},"PrimaryCriteriaLimit":{{"Type":"All"}}}}}}"#
+        );
+        let want = in_op(
+            "condition_occurrence",
+            "condition_start_date",
+            &format!("x.condition_concept_id IN (SELECT descendant_concept_id FROM concept_ancestor WHERE ancestor_concept_id = 192671) AND {filter}"),
+        );
+        assert_eq!(count(&c), want, "exclude {exclude}");
+        if !exclude {
+            assert_ne!(want, "0");
+        }
+    }
     // The most common numeric measurement, above its median value, in its most common unit, on a
     // synthetic site (Eunomia's measurements carry no values).
     let (ok, o, e) = super::medfed(&[
@@ -220,4 +245,56 @@ fn observation_period_death_and_measurement_values_match_direct_sql() {
         !ok && err.contains("$.PrimaryCriteria.CriteriaList[0].ConditionOccurrence.ValueAsNumber"),
         "{err}"
     );
+}
+
+/// Real ATLAS / PhenotypeLibrary definitions and circe-be's examples: each one either runs on
+/// Eunomia or is refused with the JSON path of what is not supported. Nothing else: no SQL error,
+/// no crash, no silent partial cohort.
+#[test]
+fn real_atlas_definitions_run_or_are_refused_with_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = super::eunomia_site(tmp.path());
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/circe_cohorts/examples");
+    let (mut ran, mut refused) = (Vec::new(), Vec::new());
+    for dir in ["phenotype_library", "circe_be"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "json"))
+        {
+            let (ok, out, err) = super::medfed(&[
+                "cohort",
+                "generate",
+                "--site",
+                site.to_str().unwrap(),
+                f.to_str().unwrap(),
+            ]);
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            if ok {
+                assert!(
+                    out.starts_with("subject_id,cohort_start_date,cohort_end_date"),
+                    "{name}: {out}"
+                );
+                ran.push(name);
+            } else {
+                assert!(
+                    err.contains(": $.") || err.contains("$."),
+                    "{name}: refused without a JSON path: {err}"
+                );
+                assert!(
+                    !err.contains("cohort query failed"),
+                    "{name}: the SQL failed: {err}"
+                );
+                refused.push(name);
+            }
+        }
+    }
+    eprintln!("ran: {ran:?}\nrefused: {refused:?}");
+    assert!(ran.len() + refused.len() >= 27);
+    assert!(ran.len() >= 6, "{ran:?}");
 }
