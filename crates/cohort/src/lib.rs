@@ -11,7 +11,8 @@
 //! - primary criteria `ConditionOccurrence`, `ConditionEra`, `DrugExposure`, `DrugEra`,
 //!   `ProcedureOccurrence`, `VisitOccurrence`, `Observation`, `Measurement`, `Death` (concept set on
 //!   the cause) and `ObservationPeriod`, each with `CodesetId`, `First`, `Age` and `Gender`, and
-//!   `ValueAsNumber` and `Unit` on measurements and observations; several criteria are a union;
+//!   `ValueAsNumber` and `Unit` on measurements and observations, and the record-type filters
+//!   (`ConditionType`/`ConditionTypeExclude` and the like); several criteria are a union;
 //! - the observation window, primary/qualified/expression limits (`All`, `First`, `Last`);
 //! - additional criteria and inclusion rules: `ALL`/`ANY` groups of correlated criteria with start
 //!   windows (index start or end, event start or end), occurrence exactly / at most / at least,
