@@ -270,6 +270,21 @@ fn num_range(v: &Value, path: &str) -> Result<NumRange, CohortError> {
     Ok(NumRange { op, value, extent })
 }
 
+/// A Circe concept list `[{"CONCEPT_ID": …}, …]`.
+fn concept_ids(v: &Value, path: &str) -> Result<Vec<i64>, CohortError> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| invalid(path, "must be a list"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, c) in list.iter().enumerate() {
+        let id = c
+            .get("CONCEPT_ID")
+            .ok_or_else(|| invalid(&format!("{path}[{i}]"), "missing CONCEPT_ID"))?;
+        out.push(int(id, &format!("{path}[{i}].CONCEPT_ID"))?);
+    }
+    Ok(out)
+}
+
 fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
     let o = obj(v, path)?;
     if o.len() != 1 {
@@ -317,30 +332,10 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
                 }
             }
             "Gender" => {
-                for (i, g) in v
-                    .as_array()
-                    .ok_or_else(|| invalid(&kp, "must be a list"))?
-                    .iter()
-                    .enumerate()
-                {
-                    let id = g
-                        .get("CONCEPT_ID")
-                        .ok_or_else(|| invalid(&format!("{kp}[{i}]"), "missing CONCEPT_ID"))?;
-                    c.gender.push(int(id, &format!("{kp}[{i}].CONCEPT_ID"))?);
-                }
+                c.gender.extend(concept_ids(v, &kp)?);
             }
             k if !type_key.is_empty() && k == type_key => {
-                for (i, t) in v
-                    .as_array()
-                    .ok_or_else(|| invalid(&kp, "must be a list"))?
-                    .iter()
-                    .enumerate()
-                {
-                    let id = t
-                        .get("CONCEPT_ID")
-                        .ok_or_else(|| invalid(&format!("{kp}[{i}]"), "missing CONCEPT_ID"))?;
-                    c.types.push(int(id, &format!("{kp}[{i}].CONCEPT_ID"))?);
-                }
+                c.types.extend(concept_ids(v, &kp)?);
             }
             k if !type_key.is_empty() && k == type_exclude_key => {
                 c.types_exclude = v
@@ -355,17 +350,7 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
                 }
             }
             "Unit" if valued => {
-                for (i, u) in v
-                    .as_array()
-                    .ok_or_else(|| invalid(&kp, "must be a list"))?
-                    .iter()
-                    .enumerate()
-                {
-                    let id = u
-                        .get("CONCEPT_ID")
-                        .ok_or_else(|| invalid(&format!("{kp}[{i}]"), "missing CONCEPT_ID"))?;
-                    c.unit.push(int(id, &format!("{kp}[{i}].CONCEPT_ID"))?);
-                }
+                c.unit.extend(concept_ids(v, &kp)?);
             }
             _ => return Err(unsupported(&kp, format!("criterion attribute {k}"))),
         }
@@ -513,20 +498,7 @@ fn demographic(d: &Value, dp: &str) -> Result<Demographic, CohortError> {
                     Some(num_range(dv, &dkp)?)
                 }
             }
-            "Gender" => {
-                for (j, gv) in dv
-                    .as_array()
-                    .ok_or_else(|| invalid(&dkp, "must be a list"))?
-                    .iter()
-                    .enumerate()
-                {
-                    let id = gv
-                        .get("CONCEPT_ID")
-                        .ok_or_else(|| invalid(&format!("{dkp}[{j}]"), "missing CONCEPT_ID"))?;
-                    demo.gender
-                        .push(int(id, &format!("{dkp}[{j}].CONCEPT_ID"))?);
-                }
-            }
+            "Gender" => demo.gender.extend(concept_ids(dv, &dkp)?),
             _ => return Err(unsupported(&dkp, format!("demographic criterion {dk}"))),
         }
     }

@@ -102,6 +102,54 @@ fn unsupported_and_malformed_cohorts_are_refused_with_their_path() {
     }
 }
 
+/// `medfed sql --format csv` on a site: the data lines.
+fn site_sql(site: &Path, q: &str) -> Vec<String> {
+    let (ok, out, err) = super::medfed(&[
+        "sql",
+        "--site",
+        site.to_str().unwrap(),
+        "--format",
+        "csv",
+        q,
+    ]);
+    assert!(ok, "{err}");
+    out.lines().skip(1).map(str::to_string).collect()
+}
+
+/// Distinct persons of a Circe cohort generated on a site.
+fn cohort_persons(site: &Path, dir: &Path, cohort: &str) -> String {
+    let f = dir.join("c.json");
+    std::fs::write(&f, cohort).unwrap();
+    let (ok, out, err) = super::medfed(&[
+        "cohort",
+        "generate",
+        "--site",
+        site.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let mut persons: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    persons.sort();
+    persons.dedup();
+    persons.len().to_string()
+}
+
+/// Distinct persons with a record of `table` (date column `date`) inside an observation period.
+fn persons_in_observation(site: &Path, table: &str, date: &str, filter: &str) -> String {
+    site_sql(
+        site,
+        &format!(
+            "SELECT COUNT(DISTINCT x.person_id) FROM {table} x JOIN observation_period op ON op.person_id = x.person_id \
+             AND x.{date} BETWEEN op.observation_period_start_date AND op.observation_period_end_date WHERE {filter}"
+        ),
+    )[0]
+        .clone()
+}
+
 /// Criterion types and attributes beyond the conformance set: ObservationPeriod, Death, record type
 /// filters, and a Measurement's ValueAsNumber and Unit. Each cohort count equals the same question asked of the site
 /// directly in SQL (events inside an observation period, as Circe requires).
@@ -109,34 +157,9 @@ fn unsupported_and_malformed_cohorts_are_refused_with_their_path() {
 fn observation_period_death_and_measurement_values_match_direct_sql() {
     let tmp = tempfile::tempdir().unwrap();
     let site = super::eunomia_site(tmp.path());
-    let s = site.to_str().unwrap();
-    let sql = |q: &str| -> Vec<String> {
-        let (ok, out, err) = super::medfed(&["sql", "--site", s, "--format", "csv", q]);
-        assert!(ok, "{err}");
-        out.lines().skip(1).map(str::to_string).collect()
-    };
-    let count = |cohort: &str| -> String {
-        let f = tmp.path().join("c.json");
-        std::fs::write(&f, cohort).unwrap();
-        let (ok, out, err) =
-            super::medfed(&["cohort", "generate", "--site", s, f.to_str().unwrap()]);
-        assert!(ok, "{err}");
-        let mut persons: Vec<&str> = out
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').next().unwrap())
-            .collect();
-        persons.sort();
-        persons.dedup();
-        persons.len().to_string()
-    };
-    let in_op = |table: &str, date: &str, filter: &str| {
-        sql(&format!(
-            "SELECT COUNT(DISTINCT x.person_id) FROM {table} x JOIN observation_period op ON op.person_id = x.person_id \
-             AND x.{date} BETWEEN op.observation_period_start_date AND op.observation_period_end_date WHERE {filter}"
-        ))[0]
-            .clone()
-    };
+    let sql = |q: &str| site_sql(&site, q);
+    let count = |c: &str| cohort_persons(&site, tmp.path(), c);
+    let in_op = |t: &str, d: &str, f: &str| persons_in_observation(&site, t, d, f);
     // Every person with an observation period.
     let op = r#"{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"ObservationPeriod":{"First":true}}],
         "ObservationWindow":{"PriorDays":0,"PostDays":0},"PrimaryCriteriaLimit":{"Type":"First"}}}"#;
@@ -189,33 +212,9 @@ fn observation_period_death_and_measurement_values_match_direct_sql() {
     assert!(ok, "{o}{e}");
     let synth_site = tmp.path().join("pop/hospital_a");
     let s = synth_site.to_str().unwrap();
-    let sql = |q: &str| -> Vec<String> {
-        let (ok, out, err) = super::medfed(&["sql", "--site", s, "--format", "csv", q]);
-        assert!(ok, "{err}");
-        out.lines().skip(1).map(str::to_string).collect()
-    };
-    let count = |cohort: &str| -> String {
-        let f = tmp.path().join("c.json");
-        std::fs::write(&f, cohort).unwrap();
-        let (ok, out, err) =
-            super::medfed(&["cohort", "generate", "--site", s, f.to_str().unwrap()]);
-        assert!(ok, "{err}");
-        let mut persons: Vec<&str> = out
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').next().unwrap())
-            .collect();
-        persons.sort();
-        persons.dedup();
-        persons.len().to_string()
-    };
-    let in_op = |table: &str, date: &str, filter: &str| {
-        sql(&format!(
-            "SELECT COUNT(DISTINCT x.person_id) FROM {table} x JOIN observation_period op ON op.person_id = x.person_id \
-             AND x.{date} BETWEEN op.observation_period_start_date AND op.observation_period_end_date WHERE {filter}"
-        ))[0]
-            .clone()
-    };
+    let sql = |q: &str| site_sql(&synth_site, q);
+    let count = |c: &str| cohort_persons(&synth_site, tmp.path(), c);
+    let in_op = |t: &str, d: &str, f: &str| persons_in_observation(&synth_site, t, d, f);
     // Deaths on the synthetic site, where there are some.
     let deaths = in_op("death", "death_date", "TRUE");
     assert_ne!(deaths, "0");
