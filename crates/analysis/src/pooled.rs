@@ -316,56 +316,131 @@ fn kaplan_meier_curve(t: &PooledTable) -> Value {
     })
 }
 
-/// Crude and Mantel–Haenszel (age group × sex) rate ratios of target versus comparator.
-pub fn rate_ratios(t: &PooledTable) -> Value {
-    let mut strata: BTreeMap<(String, String), [f64; 4]> = BTreeMap::new();
-    for c in t.leaves() {
-        let arm = match c.key[0].as_str() {
-            "target" => 0,
-            "comparator" => 1,
-            _ => continue,
+/// A rate ratio with its 95% interval from the standard error of its logarithm.
+fn ratio_json(rr: f64, se: f64) -> Value {
+    json!({"rate_ratio": rr, "ci95": [rr * (-1.96 * se).exp(), rr * (1.96 * se).exp()]})
+}
+
+/// Outcomes and person-years of one arm, with its rate.
+fn arm_json(outcomes: f64, person_years: f64) -> Value {
+    json!({"outcomes": outcomes, "person_years": person_years,
+           "rate_per_1000py": rate_per_1000(outcomes, person_years * 365.25).0})
+}
+
+/// Totals and Mantel–Haenszel sums of target versus comparator over strata. Computed at each site
+/// over its own strata (released as the `mh_terms` table) and at the hub over the pooled strata.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MhSums {
+    pub outcomes_target: f64,
+    pub person_years_target: f64,
+    pub outcomes_comparator: f64,
+    pub person_years_comparator: f64,
+    /// Σ a·t0/T
+    pub numerator: f64,
+    /// Σ b·t1/T
+    pub denominator: f64,
+    /// Σ (a+b)·t1·t0/T², Greenland & Robins (1985)
+    pub variance: f64,
+    pub strata: usize,
+}
+
+impl MhSums {
+    /// From comparative cells `(arm, stratum…) → [entries, outcomes, person-days]`; cells of other
+    /// arms are ignored.
+    pub fn of<'a>(cells: impl IntoIterator<Item = (&'a [String], &'a [f64])>) -> MhSums {
+        let mut strata: BTreeMap<&[String], [f64; 4]> = BTreeMap::new();
+        for (key, v) in cells {
+            let arm = match key[0].as_str() {
+                "target" => 0,
+                "comparator" => 1,
+                _ => continue,
+            };
+            let s = strata.entry(&key[1..]).or_default();
+            s[arm * 2] += v[1];
+            s[arm * 2 + 1] += v[2] / 365.25;
+        }
+        let mut m = MhSums {
+            strata: strata.len(),
+            ..MhSums::default()
         };
-        let s = strata
-            .entry((c.key[1].clone(), c.key[2].clone()))
-            .or_default();
-        s[arm * 2] += c.values[1];
-        s[arm * 2 + 1] += c.values[2] / 365.25;
+        for [a, pt1, b, pt0] in strata.values() {
+            m.outcomes_target += a;
+            m.person_years_target += pt1;
+            m.outcomes_comparator += b;
+            m.person_years_comparator += pt0;
+            let tt = pt1 + pt0;
+            if tt > 0.0 {
+                m.numerator += a * pt0 / tt;
+                m.denominator += b * pt1 / tt;
+                m.variance += (a + b) * pt1 * pt0 / (tt * tt);
+            }
+        }
+        m
     }
-    let (mut o1, mut t1, mut o0, mut t0) = (0.0, 0.0, 0.0, 0.0);
-    let (mut num, mut den, mut var_num) = (0.0, 0.0, 0.0);
-    for [a, pt1, b, pt0] in strata.values() {
-        o1 += a;
-        t1 += pt1;
-        o0 += b;
-        t0 += pt0;
-        let tt = pt1 + pt0;
-        if tt > 0.0 {
-            num += a * pt0 / tt;
-            den += b * pt1 / tt;
-            var_num += (a + b) * pt1 * pt0 / (tt * tt);
+
+    /// The sums as released by a site, in the order of the `mh_terms` measures.
+    pub fn terms(&self) -> [f64; 7] {
+        [
+            self.outcomes_target,
+            self.outcomes_comparator,
+            self.person_years_target,
+            self.person_years_comparator,
+            self.numerator,
+            self.denominator,
+            self.variance,
+        ]
+    }
+
+    /// The pooled `mh_terms` table: the sum of the sites' terms.
+    pub fn from_terms(t: &PooledTable) -> MhSums {
+        let g = |m: &str| t.get(&[], m);
+        MhSums {
+            outcomes_target: g("outcomes_target"),
+            person_years_target: g("person_years_target"),
+            outcomes_comparator: g("outcomes_comparator"),
+            person_years_comparator: g("person_years_comparator"),
+            numerator: g("mh_numerator"),
+            denominator: g("mh_denominator"),
+            variance: g("mh_variance"),
+            strata: 0,
         }
     }
-    let crude = if o1 > 0.0 && o0 > 0.0 && t1 > 0.0 && t0 > 0.0 {
-        let rr = (o1 / t1) / (o0 / t0);
-        let se = (1.0 / o1 + 1.0 / o0).sqrt();
-        json!({"rate_ratio": rr, "ci95": [rr * (-1.96 * se).exp(), rr * (1.96 * se).exp()]})
-    } else {
-        Value::Null
-    };
-    let mh = if num > 0.0 && den > 0.0 {
-        let rr = num / den;
-        // Greenland & Robins (1985) variance of log RR_MH for person-time data.
-        let se = (var_num / (num * den)).sqrt();
-        json!({"rate_ratio": rr, "ci95": [rr * (-1.96 * se).exp(), rr * (1.96 * se).exp()]})
-    } else {
-        Value::Null
-    };
+
+    /// Crude rate ratio, `null` unless both arms have outcomes and person-time.
+    pub fn crude(&self) -> Value {
+        let (o1, t1, o0, t0) = (
+            self.outcomes_target,
+            self.person_years_target,
+            self.outcomes_comparator,
+            self.person_years_comparator,
+        );
+        if o1 > 0.0 && o0 > 0.0 && t1 > 0.0 && t0 > 0.0 {
+            ratio_json((o1 / t1) / (o0 / t0), (1.0 / o1 + 1.0 / o0).sqrt())
+        } else {
+            Value::Null
+        }
+    }
+
+    /// Mantel–Haenszel rate ratio with the Greenland–Robins variance of its logarithm.
+    pub fn mantel_haenszel(&self) -> Value {
+        let (num, den) = (self.numerator, self.denominator);
+        if num > 0.0 && den > 0.0 {
+            ratio_json(num / den, (self.variance / (num * den)).sqrt())
+        } else {
+            Value::Null
+        }
+    }
+}
+
+/// Crude and Mantel–Haenszel (age group × sex) rate ratios of target versus comparator.
+pub fn rate_ratios(t: &PooledTable) -> Value {
+    let m = MhSums::of(t.leaves().map(|c| (c.key.as_slice(), c.values.as_slice())));
     json!({
-        "target": {"outcomes": o1, "person_years": t1, "rate_per_1000py": rate_per_1000(o1, t1 * 365.25).0},
-        "comparator": {"outcomes": o0, "person_years": t0, "rate_per_1000py": rate_per_1000(o0, t0 * 365.25).0},
-        "crude": crude,
-        "stratified_mh": mh,
-        "strata": strata.len(),
+        "target": arm_json(m.outcomes_target, m.person_years_target),
+        "comparator": arm_json(m.outcomes_comparator, m.person_years_comparator),
+        "crude": m.crude(),
+        "stratified_mh": m.mantel_haenszel(),
+        "strata": m.strata,
         "note": "rate ratio of target versus comparator; stratified by age group and sex with the Mantel–Haenszel estimator and the Greenland–Robins variance",
     })
 }
@@ -373,18 +448,17 @@ pub fn rate_ratios(t: &PooledTable) -> Value {
 /// Mantel–Haenszel rate ratio with strata site × age group × sex, from the sites' summed terms.
 /// Robust to small-cell suppression: each site releases sums over all its strata.
 pub fn site_stratified(t: &PooledTable) -> Value {
-    let g = |m: &str| t.get(&[], m);
-    let (num, den, var) = (g("mh_numerator"), g("mh_denominator"), g("mh_variance"));
+    let m = MhSums::from_terms(t);
     let sites = t.cell(&[]).map(|c| c.sites).unwrap_or(0);
-    if num > 0.0 && den > 0.0 {
-        let rr = num / den;
-        let se = (var / (num * den)).sqrt();
-        json!({"rate_ratio": rr, "ci95": [rr * (-1.96 * se).exp(), rr * (1.96 * se).exp()],
-               "outcomes_target": g("outcomes_target"), "outcomes_comparator": g("outcomes_comparator"),
-               "sites": sites,
-               "note": "strata are site × age group × sex; each site releases its Mantel–Haenszel sums, which stay releasable when stratum cells are too small"})
-    } else {
-        Value::Null
+    match m.mantel_haenszel() {
+        Value::Object(mut o) => {
+            o.insert("outcomes_target".into(), json!(m.outcomes_target));
+            o.insert("outcomes_comparator".into(), json!(m.outcomes_comparator));
+            o.insert("sites".into(), json!(sites));
+            o.insert("note".into(), json!("strata are site × age group × sex; each site releases its Mantel–Haenszel sums, which stay releasable when stratum cells are too small"));
+            Value::Object(o)
+        }
+        other => other,
     }
 }
 
@@ -438,19 +512,18 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
             {
                 m.insert("site_stratified_mh".into(), site_stratified(t));
                 // The crude ratio from the sites' totals, which survive when stratum cells do not.
-                let g = |x: &str| t.get(&[], x);
-                let (o1, t1, o0, t0) = (
-                    g("outcomes_target"),
-                    g("person_years_target"),
-                    g("outcomes_comparator"),
-                    g("person_years_comparator"),
-                );
-                if o1 > 0.0 && o0 > 0.0 && t1 > 0.0 && t0 > 0.0 {
-                    let rr = (o1 / t1) / (o0 / t0);
-                    let se = (1.0 / o1 + 1.0 / o0).sqrt();
-                    m.insert("crude".into(), json!({"rate_ratio": rr, "ci95": [rr * (-1.96 * se).exp(), rr * (1.96 * se).exp()]}));
-                    m.insert("target".into(), json!({"outcomes": o1, "person_years": t1, "rate_per_1000py": rate_per_1000(o1, t1 * 365.25).0}));
-                    m.insert("comparator".into(), json!({"outcomes": o0, "person_years": t0, "rate_per_1000py": rate_per_1000(o0, t0 * 365.25).0}));
+                let sums = MhSums::from_terms(t);
+                let crude = sums.crude();
+                if !crude.is_null() {
+                    m.insert("crude".into(), crude);
+                    m.insert(
+                        "target".into(),
+                        arm_json(sums.outcomes_target, sums.person_years_target),
+                    );
+                    m.insert(
+                        "comparator".into(),
+                        arm_json(sums.outcomes_comparator, sums.person_years_comparator),
+                    );
                 }
             }
             v

@@ -358,27 +358,8 @@ async fn comparative(
             Measure::sum("mh_variance"),
         ],
     );
-    let mut strata: std::collections::BTreeMap<&[String], [f64; 4]> = Default::default();
-    for (key, v) in &t.cells {
-        let arm = usize::from(key[0] != "target");
-        let s = strata.entry(&key[1..]).or_default();
-        s[arm * 2] += v[1];
-        s[arm * 2 + 1] += v[2] / 365.25;
-    }
-    let mut row = [0.0f64; 7];
-    for [a, t1, b, t0] in strata.values() {
-        let tt = t1 + t0;
-        row[0] += a;
-        row[1] += b;
-        row[2] += t1;
-        row[3] += t0;
-        if tt > 0.0 {
-            row[4] += a * t0 / tt;
-            row[5] += b * t1 / tt;
-            row[6] += (a + b) * t1 * t0 / (tt * tt);
-        }
-    }
-    terms.add(Vec::new(), &row);
+    let sums = crate::pooled::MhSums::of(t.cells.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+    terms.add(Vec::new(), &sums.terms());
     t.elapsed_ms = started.elapsed().as_millis() as u64;
     let mut base = persons_of(&target);
     base.extend(persons_of(&comparator));
