@@ -95,6 +95,15 @@ impl History for NoHistory {
     }
 }
 
+/// Whether `set` (sorted, distinct) differs from a set released before by 1..`k - 1` persons, so that
+/// the difference of the two releases would describe those few: the differencing and tracker check.
+fn near_an_earlier_release(set: &[i64], k: u64, history: &dyn History) -> bool {
+    history.similar(set.len() as u64, k).iter().any(|earlier| {
+        let d = symmetric_difference(set, earlier);
+        d > 0 && d < k
+    })
+}
+
 /// Size of the symmetric difference of two sorted, distinct lists.
 fn symmetric_difference(a: &[i64], b: &[i64]) -> u64 {
     let (mut i, mut j, mut d) = (0, 0, 0u64);
@@ -255,17 +264,12 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
         Inner::Count(n) => n,
         Inner::Persons(p) => {
             let n = p.len() as u64;
-            if policy.differencing && n >= k {
-                for earlier in history.similar(n, k) {
-                    let d = symmetric_difference(&p, &earlier);
-                    if d > 0 && d < k {
-                        return Released {
-                            kind: ReleasedKind::Count { value: None },
-                            suppressed: Some(Suppression::Differencing { threshold: k }),
-                            noise: None,
-                        };
-                    }
-                }
+            if policy.differencing && n >= k && near_an_earlier_release(&p, k, history) {
+                return Released {
+                    kind: ReleasedKind::Count { value: None },
+                    suppressed: Some(Suppression::Differencing { threshold: k }),
+                    noise: None,
+                };
             }
             n
         }

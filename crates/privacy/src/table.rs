@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{symmetric_difference, History, Policy, Suppression};
+use crate::{near_an_earlier_release, History, Policy, Suppression};
 
 /// The key of a margin in one dimension.
 pub const ALL: &str = "*";
@@ -138,16 +138,9 @@ pub(crate) fn check_base(
             threshold: policy.min_cohort_size,
         });
     }
-    if policy.differencing {
-        let k = policy.min_cell_count;
-        for earlier in history.similar(n, k) {
-            let d = symmetric_difference(base, &earlier);
-            if d > 0 && d < k {
-                return Some(Suppression::Differencing { threshold: k });
-            }
-        }
-    }
-    None
+    let k = policy.min_cell_count;
+    (policy.differencing && near_an_earlier_release(base, k, history))
+        .then_some(Suppression::Differencing { threshold: k })
 }
 
 pub(crate) fn release_table(t: Table, policy: &Policy, base: Option<Suppression>) -> ReleasedTable {
@@ -186,42 +179,45 @@ pub(crate) fn release_table(t: Table, policy: &Policy, base: Option<Suppression>
     // Secondary suppression.
     if !withheld.is_empty() {
         let size = |v: &[f64]| counts.first().map(|&i| v[i]).unwrap_or(0.0);
+        // The lines of the table, once: for each partition dimension, the cells that agree on every
+        // other dimension (margins included).
+        let mut lines: Vec<Vec<&Vec<String>>> = Vec::new();
+        for (d, _) in out.partition.iter().enumerate().filter(|p| *p.1) {
+            let mut by_line: BTreeMap<Vec<&str>, Vec<&Vec<String>>> = BTreeMap::new();
+            for key in cells.keys() {
+                let line: Vec<&str> = key
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| if i == d { "" } else { s.as_str() })
+                    .collect();
+                by_line.entry(line).or_default().push(key);
+            }
+            lines.extend(by_line.into_values());
+        }
         loop {
             let mut added = None;
-            let dims = out.partition.iter().enumerate().filter(|p| *p.1);
-            'dims: for (d, _) in dims {
-                let mut lines: BTreeMap<Vec<&str>, Vec<&Vec<String>>> = BTreeMap::new();
-                for key in cells.keys() {
-                    let line: Vec<&str> = key
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| if i == d { "" } else { s.as_str() })
-                        .collect();
-                    lines.entry(line).or_default().push(key);
+            for members in &lines {
+                let n_withheld = members
+                    .iter()
+                    .filter(|k| withheld.contains_key(**k))
+                    .count();
+                if n_withheld != 1 || members.len() < 2 {
+                    continue;
                 }
-                for members in lines.values() {
-                    let n_withheld = members
-                        .iter()
-                        .filter(|k| withheld.contains_key(**k))
-                        .count();
-                    if n_withheld != 1 || members.len() < 2 {
-                        continue;
-                    }
-                    // The smallest released cell of the line, preferring a non-zero one (withholding a
-                    // zero hides less, but a zero is also a cell the attacker could otherwise use).
-                    let pick = members
-                        .iter()
-                        .filter(|k| !withheld.contains_key(**k))
-                        .min_by(|a, b| {
-                            let (va, vb) = (size(&cells[**a]), size(&cells[**b]));
-                            ((va == 0.0), va)
-                                .partial_cmp(&((vb == 0.0), vb))
-                                .unwrap_or(std::cmp::Ordering::Equal)
-                        });
-                    if let Some(p) = pick {
-                        added = Some((*p).clone());
-                        break 'dims;
-                    }
+                // The smallest released cell of the line, preferring a non-zero one (withholding a
+                // zero hides less, but a zero is also a cell the attacker could otherwise use).
+                let pick = members
+                    .iter()
+                    .filter(|k| !withheld.contains_key(**k))
+                    .min_by(|a, b| {
+                        let (va, vb) = (size(&cells[**a]), size(&cells[**b]));
+                        ((va == 0.0), va)
+                            .partial_cmp(&((vb == 0.0), vb))
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                    });
+                if let Some(p) = pick {
+                    added = Some((*p).clone());
+                    break;
                 }
             }
             match added {
