@@ -450,12 +450,23 @@ fn postgres_site_gives_the_same_answers_as_the_site_store() {
     let schema = format!("cdm_{}", std::process::id());
     let url = format!("postgres://postgres@127.0.0.1:5432/test?schema={schema}");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");
-    let (ok, o, e) = medfed(&["import", "--cdm", data.to_str().unwrap(), "--out", &url]);
+    let quarantine = tmp.path().join("quarantine");
+    let (ok, o, e) = medfed(&[
+        "import",
+        "--cdm",
+        data.to_str().unwrap(),
+        "--out",
+        &url,
+        "--quarantine",
+        quarantine.to_str().unwrap(),
+    ]);
     assert!(ok, "{o}{e}");
     assert!(
         o.contains(&format!("into PostgreSQL schema {schema}")),
         "{o}"
     );
+    // Eunomia's orphan observation periods are quarantined where asked, not in the working folder.
+    assert!(quarantine.join("observation_period.csv").exists(), "{o}");
     let study =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/eunomia-catalog.json");
     let policy = tmp.path().join("exact.toml");

@@ -28,6 +28,9 @@ pub struct Args {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// With a PostgreSQL target: where to keep the quarantined rows [default: ./quarantine-SCHEMA].
+    #[arg(long, value_name = "DIR")]
+    quarantine: Option<PathBuf>,
 }
 
 struct Bar(ProgressBar);
@@ -44,37 +47,34 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let target = a.out.to_string_lossy().to_string();
     if medfed_engine::is_postgres_url(&target) {
         // Validate and quarantine exactly as for a store, into a staging store, then load it.
+        let schema = medfed_engine::PgSite::parse(&target)?.schema;
         let staging = tempfile::tempdir()?;
         let store = staging.path().join("store");
-        let site = a
-            .site
-            .clone()
-            .or_else(|| medfed_engine::PgSite::parse(&target).ok().map(|p| p.schema));
         run(Args {
             cdm: a.cdm.clone(),
             out: store.clone(),
-            site,
+            site: a.site.clone().or_else(|| Some(schema.clone())),
             json: a.json,
+            quarantine: None,
         })?;
         let q = store.join("quarantine");
         if std::fs::read_dir(&q)
             .map(|mut d| d.next().is_some())
             .unwrap_or(false)
         {
-            let keep = PathBuf::from(format!(
-                "quarantine-{}",
-                medfed_engine::PgSite::parse(&target)?.schema
-            ));
+            let keep = a
+                .quarantine
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("quarantine-{schema}")));
             let _ = std::fs::remove_dir_all(&keep);
             super::pgload::copy_dir(&q, &keep)?;
             println!("quarantined rows kept in {}", keep.display());
         }
         let loaded = super::pgload::load(&store, &target)?;
         println!(
-            "loaded {} tables, {} rows into PostgreSQL schema {}",
+            "loaded {} tables, {} rows into PostgreSQL schema {schema}",
             loaded.len(),
             loaded.iter().map(|x| x.1).sum::<u64>(),
-            medfed_engine::PgSite::parse(&target)?.schema
         );
         return Ok(());
     }
