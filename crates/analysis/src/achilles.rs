@@ -196,3 +196,14 @@ pub static CATALOG: &[Analysis] = &[
 pub fn analysis(id: u32) -> Option<&'static Analysis> {
     CATALOG.iter().find(|a| a.id == id)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The study parser's list of Achilles ids (the protocol crate cannot see this catalog) names
+    /// exactly the analyses implemented here.
+    #[test]
+    fn protocol_list_matches_the_catalog() {
+        let ids: Vec<u32> = super::CATALOG.iter().map(|a| a.id).collect();
+        assert_eq!(ids, medfed_protocol::study::ACHILLES_IDS);
+    }
+}

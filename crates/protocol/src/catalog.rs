@@ -37,9 +37,6 @@ pub struct CohortCharacterization {
     /// Look-back window for condition and drug covariates, in days before the index date.
     #[serde(default = "default_window")]
     pub window_days: u32,
-    /// Report the `top` most frequent concepts per domain at most (the others are counted, not listed).
-    #[serde(default = "default_top")]
-    pub top: u32,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub definitions: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,9 +45,6 @@ pub struct CohortCharacterization {
 
 fn default_window() -> u32 {
     365
-}
-fn default_top() -> u32 {
-    100
 }
 
 /// A person-level covariate for cross-tabulation.
@@ -311,9 +305,6 @@ pub(crate) fn check(spec: &crate::AnalysisSpec, path: &str) -> Result<(), StudyE
         A::CohortCharacterization(c) => {
             if c.window_days > 36_500 {
                 return Err(err(format!("{path}.window_days"), "at most 36500"));
-            }
-            if !(1..=10_000).contains(&c.top) {
-                return Err(err(format!("{path}.top"), "must be 1..=10000"));
             }
             check_label(&c.label, path)
         }
