@@ -88,14 +88,6 @@ impl SiteEngine {
         }
     }
 
-    /// The site's name: the store's, or the PostgreSQL `cdm_source` abbreviation or schema.
-    pub async fn site_name(&self) -> Result<String, EngineError> {
-        match &self.0 {
-            Backend::Parquet { store, .. } => Ok(store.meta.site.clone()),
-            Backend::Postgres(p) => Ok(p.schema.clone()),
-        }
-    }
-
     async fn register(&self, store: &SiteStore, ctx: &SessionContext) -> Result<(), EngineError> {
         for table in store.tables() {
             if ctx.table_exist(table.as_str())? {
