@@ -7,6 +7,7 @@ use medfed_engine::SiteEngine;
 use medfed_synth::{generate, GroundTruth, SynthConfig};
 
 use super::progress::count_bar;
+use super::report::{esc, pyramid_svg};
 
 /// Run the national network on this machine and write a report.
 ///
@@ -294,57 +295,6 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         catalog_latency_s,
         running,
     })
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Population pyramid as inline SVG: men to the left, women to the right.
-fn pyramid_svg(p: &[[i64; 18]; 2]) -> String {
-    let max = p.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
-    let (w, row, mid) = (640.0, 18.0, 320.0);
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img" aria-label="population pyramid">"#,
-        18.0 * row + 30.0
-    );
-    for (b, (&men, &women)) in p[0].iter().zip(&p[1]).enumerate() {
-        let y = (17 - b) as f64 * row + 20.0;
-        let lm = men as f64 / max * (mid - 50.0);
-        let lf = women as f64 / max * (mid - 50.0);
-        let label = if b == 17 {
-            "85+".to_string()
-        } else {
-            format!("{}-{}", b * 5, b * 5 + 4)
-        };
-        let _ = write!(
-            s,
-            r##"<rect x="{:.1}" y="{y}" width="{lm:.1}" height="{}" fill="#4a78b5"><title>men {label}: {}</title></rect>"##,
-            mid - 25.0 - lm,
-            row - 2.0,
-            p[0][b]
-        );
-        let _ = write!(
-            s,
-            r##"<rect x="{}" y="{y}" width="{lf:.1}" height="{}" fill="#c0504d"><title>women {label}: {}</title></rect>"##,
-            mid + 25.0,
-            row - 2.0,
-            p[1][b]
-        );
-        let _ = write!(
-            s,
-            r#"<text x="{mid}" y="{:.1}" font-size="10" text-anchor="middle">{label}</text>"#,
-            y + row - 6.0
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<text x="10" y="12" font-size="12">men</text><text x="{}" y="12" font-size="12" text-anchor="end">women</text></svg>"#,
-        w - 10.0
-    );
-    s
 }
 
 /// Horizontal bars of a percentage per site, with an optional target line.

@@ -1,16 +1,10 @@
 //! The R&D catalog section of the demo report: plots and tables drawn from the pooled results only
 //! (what the hub received), never from the sites' rows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde_json::Value;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
 
 fn result<'a>(results: &'a Value, ty: &str) -> Vec<&'a Value> {
     results["results"]
@@ -93,9 +87,63 @@ pub fn hbars(items: &[(String, f64, bool)], color: &str, unit: &str) -> String {
     s
 }
 
+/// HTML-escape text for the report.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Population pyramid as inline SVG: men to the left, women to the right.
+pub fn pyramid_svg(p: &[[i64; 18]; 2]) -> String {
+    let max = p.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let (w, row, mid) = (640.0, 18.0, 320.0);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img" aria-label="population pyramid">"#,
+        18.0 * row + 30.0
+    );
+    for (b, (&men, &women)) in p[0].iter().zip(&p[1]).enumerate() {
+        let y = (17 - b) as f64 * row + 20.0;
+        let lm = men as f64 / max * (mid - 50.0);
+        let lf = women as f64 / max * (mid - 50.0);
+        let label = if b == 17 {
+            "85+".to_string()
+        } else {
+            format!("{}-{}", b * 5, b * 5 + 4)
+        };
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="{y}" width="{lm:.1}" height="{}" fill="#4a78b5"><title>men {label}: {}</title></rect>"##,
+            mid - 25.0 - lm,
+            row - 2.0,
+            p[0][b]
+        );
+        let _ = write!(
+            s,
+            r##"<rect x="{}" y="{y}" width="{lf:.1}" height="{}" fill="#c0504d"><title>women {label}: {}</title></rect>"##,
+            mid + 25.0,
+            row - 2.0,
+            p[1][b]
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{mid}" y="{:.1}" font-size="10" text-anchor="middle">{label}</text>"#,
+            y + row - 6.0
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="10" y="12" font-size="12">men</text><text x="{}" y="12" font-size="12" text-anchor="end">women</text></svg>"#,
+        w - 10.0
+    );
+    s
+}
+
 /// Age/sex pyramid in 5-year bands from Achilles 102 (persons by age at first observation and gender).
 fn pyramid(t: &Value) -> String {
-    let mut bands: BTreeMap<i64, [f64; 2]> = BTreeMap::new();
+    // Persons by sex (men, women) and 5-year band, 85+ in the last; other genders and negative
+    // bands are not drawn.
+    let mut p = [[0i64; 18]; 2];
     let mut withheld = 0;
     for (k, v, w) in cells(t) {
         if k.iter().any(|x| x == "*") {
@@ -110,42 +158,12 @@ fn pyramid(t: &Value) -> String {
             _ => continue,
         };
         withheld += w as usize;
-        bands.entry((age / 5).min(17)).or_default()[side] += v[0];
+        let band = (age / 5).min(17);
+        if band >= 0 {
+            p[side][band as usize] += v[0] as i64;
+        }
     }
-    let max = bands
-        .values()
-        .flat_map(|b| b.iter())
-        .fold(0.0f64, |a, b| a.max(*b))
-        .max(1.0);
-    let (w, row, mid) = (640.0, 16.0, 320.0);
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img" aria-label="age and sex pyramid">"#,
-        18.0 * row + 24.0
-    );
-    for b in 0..18i64 {
-        let [m, f] = bands.get(&b).copied().unwrap_or_default();
-        let y = (17 - b) as f64 * row + 18.0;
-        let (lm, lf) = (m / max * (mid - 45.0), f / max * (mid - 45.0));
-        let label = if b == 17 {
-            "85+".to_string()
-        } else {
-            format!("{}-{}", b * 5, b * 5 + 4)
-        };
-        let _ = write!(
-            s,
-            r##"<rect x="{:.1}" y="{y}" width="{lm:.1}" height="{}" fill="#4a78b5"><title>men {label}: {m}</title></rect><rect x="{}" y="{y}" width="{lf:.1}" height="{}" fill="#c0504d"><title>women {label}: {f}</title></rect><text x="{mid}" y="{:.1}" font-size="10" text-anchor="middle">{label}</text>"##,
-            mid - 22.0 - lm,
-            row - 2.0,
-            mid + 22.0,
-            row - 2.0,
-            y + row - 5.0
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<text x="10" y="12" font-size="12">men</text><text x="{}" y="12" font-size="12" text-anchor="end">women</text></svg>"#,
-        w - 10.0
-    );
+    let mut s = pyramid_svg(&p);
     if withheld > 0 {
         let _ = write!(s, "<p><small>{withheld} single-year cells were withheld at one or more hospitals (small cells and complements); their bands are lower bounds.</small></p>");
     }
