@@ -187,17 +187,21 @@ pub fn eunomia_site(root: &Path) -> std::path::PathBuf {
 
 /// `medfed study run STUDY --site SITE --out OUT`, which must succeed; returns results.json.
 fn study_run(study: &Path, site: &Path, out: &Path) -> serde_json::Value {
-    study_run_with(study, site.to_str().unwrap(), None, out)
+    study_run_with(study, &[site.to_str().unwrap()], None, out)
 }
 
-/// `study_run` with the site as given (a folder or a postgres:// URL) and an optional policy file.
+/// `medfed study run` over sites as given (folders or postgres:// URLs) with an optional policy
+/// file; must succeed; returns results.json.
 fn study_run_with(
     study: &Path,
-    site: &str,
+    sites: &[&str],
     policy: Option<&Path>,
     out: &Path,
 ) -> serde_json::Value {
-    let mut args = vec!["study", "run", study.to_str().unwrap(), "--site", site];
+    let mut args = vec!["study", "run", study.to_str().unwrap()];
+    for s in sites {
+        args.extend(["--site", s]);
+    }
     if let Some(p) = policy {
         args.extend(["--policy", p.to_str().unwrap()]);
     }
@@ -383,7 +387,7 @@ fn repeated_queries_cannot_average_away_dp_noise() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let run = |study: &Path| study_run_with(study, site.to_str().unwrap(), Some(&policy), &out);
+    let run = |study: &Path| study_run_with(study, &[site.to_str().unwrap()], Some(&policy), &out);
     let r = run(&study);
     let rs = r["results"].as_array().unwrap();
     let answers: Vec<u64> = rs.iter().filter_map(|x| x["value"].as_u64()).collect();
@@ -475,7 +479,7 @@ fn postgres_site_gives_the_same_answers_as_the_site_store() {
         "min_cell_count = 1\ndifferencing = false\nmin_cohort_size = 1\ndefault = \"allow\"\n",
     )
     .unwrap();
-    let run = |site: &str, out: &Path| study_run_with(&study, site, Some(&policy), out);
+    let run = |site: &str, out: &Path| study_run_with(&study, &[site], Some(&policy), out);
     let a = run(store.to_str().unwrap(), &tmp.path().join("a"));
     let b = run(&url, &tmp.path().join("b"));
     let (ra, rb) = (

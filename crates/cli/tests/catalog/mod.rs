@@ -39,23 +39,8 @@ fn population(dir: &Path, persons: u32) -> Vec<PathBuf> {
 }
 
 fn run_study(study: &Path, sites: &[PathBuf], policy: Option<&Path>, out: &Path) -> Value {
-    let mut args = vec![
-        "study".to_string(),
-        "run".into(),
-        study.display().to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
-    for s in sites {
-        args.extend(["--site".into(), s.display().to_string()]);
-    }
-    if let Some(p) = policy {
-        args.extend(["--policy".into(), p.display().to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, o, e) = medfed(&args);
-    assert!(ok, "{o}{e}");
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+    let sites: Vec<&str> = sites.iter().map(|s| s.to_str().unwrap()).collect();
+    super::study_run_with(study, &sites, policy, out)
 }
 
 /// The pooled cohort rows of each cohort of the study, from `medfed cohort generate` at every site.
