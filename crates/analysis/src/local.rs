@@ -164,9 +164,19 @@ fn cohort_of(c: &CohortCount) -> Result<medfed_cohort::Cohort, AnalysisError> {
         id: c.id.clone(),
         message: "the task carries no cohort definition".into(),
     })?;
+    parse_cohort(&c.id, def, "")
+}
+
+/// Parse a Circe definition carried by the task of analysis `id`; `prefix` goes before the parser's
+/// message (which names the JSON path of anything unsupported).
+pub(crate) fn parse_cohort(
+    id: &str,
+    def: &serde_json::Value,
+    prefix: &str,
+) -> Result<medfed_cohort::Cohort, AnalysisError> {
     medfed_cohort::parse(&def.to_string()).map_err(|e| AnalysisError::Cohort {
-        id: c.id.clone(),
-        message: e.to_string(),
+        id: id.to_string(),
+        message: format!("{prefix}{e}"),
     })
 }
 

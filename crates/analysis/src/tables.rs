@@ -19,7 +19,7 @@ use medfed_protocol::study::{
 };
 
 use crate::achilles::{self, text};
-use crate::local::{expand, AnalysisError};
+use crate::local::{expand, parse_cohort, AnalysisError};
 
 fn shape(id: &str, message: impl Into<String>) -> AnalysisError {
     AnalysisError::Shape {
@@ -113,10 +113,7 @@ fn cohort_sql(
             id: spec.id().to_string(),
             message: format!("the task carries no definition of cohort {cohort:?}"),
         })?;
-    let c = medfed_cohort::parse(&def.to_string()).map_err(|e| AnalysisError::Cohort {
-        id: spec.id().to_string(),
-        message: format!("cohort {cohort}: {e}"),
-    })?;
+    let c = parse_cohort(spec.id(), def, &format!("cohort {cohort}: "))?;
     Ok(engine.dialect().portable(&medfed_cohort::sql_for(&c)))
 }
 

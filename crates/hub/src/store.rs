@@ -3,8 +3,9 @@
 //! Exactly-once: a result is applied in one transaction that inserts it (keyed by task id), closes the
 //! task, and, when it was the study's last open task, runs the combine steps and writes the pooled
 //! results into `national_statistics` (one JSON document per analysis) and `national_cells` (one row
-//! per number: analysis, table, stratum, statistic, value, contributing sites, where withheld). A second post of the same result finds the row and changes
-//! nothing. A kill before the commit leaves no trace; the node posts again.
+//! per number: analysis, table, stratum, statistic, value, contributing sites, where withheld). A
+//! second post of the same result finds the row and changes nothing. A kill before the commit
+//! leaves no trace; the node posts again.
 
 use medfed_analysis::{combine, PooledResult, SiteInput};
 use medfed_protocol::{Outcome, Study, TaskResult};
