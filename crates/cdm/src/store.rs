@@ -137,6 +137,7 @@ impl StoreWriter {
             rel,
             path,
             writer,
+            schema: table.schema(),
             rows: 0,
         })
     }
@@ -188,11 +189,26 @@ pub struct TableWriter {
     rel: String,
     path: PathBuf,
     writer: ArrowWriter<File>,
+    schema: arrow::datatypes::SchemaRef,
     rows: u64,
 }
 
 impl TableWriter {
+    /// Append a batch. A null in a column the CDM requires is refused: Parquet's REQUIRED columns
+    /// have no way to hold it, and the writer would otherwise store a default value in its place.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), CdmError> {
+        let schema = self.schema.clone();
+        for (f, col) in schema.fields().iter().zip(batch.columns()) {
+            if !f.is_nullable() && col.null_count() > 0 {
+                return Err(CdmError::Store(format!(
+                    "{}: column {} is required but {} of {} values are null",
+                    self.path.display(),
+                    f.name(),
+                    col.null_count(),
+                    col.len()
+                )));
+            }
+        }
         self.rows += batch.num_rows() as u64;
         self.writer
             .write(batch)

@@ -302,3 +302,49 @@ fn tampered_store_fails_verification() {
         "{err}"
     );
 }
+
+/// The store writer refuses a null in a column the CDM requires instead of letting Parquet store a
+/// default in its place (a REQUIRED Parquet column cannot hold a null), and nothing is published.
+#[test]
+fn store_writer_refuses_nulls_in_required_columns() {
+    use arrow::array::{ArrayRef, Date32Array, Int64Array};
+    use arrow::record_batch::RecordBatch;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("site");
+    let spec = medfed_cdm::CdmSpec::v54();
+    let t = spec.table("observation_period").unwrap();
+    let w = medfed_cdm::StoreWriter::create(&out).unwrap();
+    let mut tw = w.table_writer(t).unwrap();
+    let cols: Vec<ArrayRef> = t
+        .fields
+        .iter()
+        .map(|f| -> ArrayRef {
+            match f.name.as_str() {
+                "observation_period_end_date" => std::sync::Arc::new(Date32Array::from(vec![None])),
+                n if n.ends_with("_date") => std::sync::Arc::new(Date32Array::from(vec![Some(0)])),
+                _ => std::sync::Arc::new(Int64Array::from(vec![Some(1)])),
+            }
+        })
+        .collect();
+    let batch = RecordBatch::try_new_with_options(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(
+            t.schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        )),
+        cols,
+        &Default::default(),
+    )
+    .unwrap();
+    let err = tw.write(&batch).unwrap_err().to_string();
+    assert!(
+        err.contains("observation_period.parquet")
+            && err.contains("observation_period_end_date is required but 1 of 1 values are null"),
+        "{err}"
+    );
+    drop(tw);
+    drop(w);
+    assert!(!out.exists(), "an uncommitted store must not appear");
+}

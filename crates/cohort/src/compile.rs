@@ -7,7 +7,10 @@
 use arrow::array::{Array, Int32Array, Int64Array};
 use medfed_engine::SiteEngine;
 
-use crate::parse::{Cohort, ConceptSet, Criterion, Domain, EndStrategy, Group, Limit, NumRange};
+use crate::parse::{
+    Cohort, ConceptSet, CountColumn, Criterion, DateRange, Domain, EndStrategy, Group, GroupType,
+    Limit, NumRange, Window,
+};
 use crate::CohortError;
 
 /// One cohort entry. Dates are days since 1970-01-01.
@@ -64,61 +67,117 @@ fn codeset_sql(set: &ConceptSet) -> String {
     }
 }
 
-/// Table, id, concept, start, end expressions of a criterion's domain (Circe's defaults for the end).
-fn domain(
-    d: Domain,
-) -> (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    String,
-) {
+/// Where a criterion's domain keeps its fields, and Circe's start and end dates for its records.
+struct DomainCols {
+    table: &'static str,
+    id: &'static str,
+    /// The record's concept (what a `CodesetId` filters on).
+    concept: &'static str,
+    start: &'static str,
+    /// Integer-day expression of the record's end, with Circe's defaults for a missing end.
+    end: String,
+    /// `visit_occurrence_id`, or NULL where Circe has none.
+    visit: &'static str,
+    source: Option<&'static str>,
+    type_col: Option<&'static str>,
+}
+
+fn domain(d: Domain) -> DomainCols {
+    let day = |c: &str| format!("CAST({c} AS INT)");
     let plus1 = |c: &str| format!("CAST({c} AS INT) + 1");
+    let null = "CAST(NULL AS BIGINT)";
+    let visit = "CAST(visit_occurrence_id AS BIGINT)";
+    let cols = |table, id, concept, start, end, visit, source, type_col| DomainCols {
+        table,
+        id,
+        concept,
+        start,
+        end,
+        visit,
+        source,
+        type_col,
+    };
     match d {
-        Domain::ConditionOccurrence => ("condition_occurrence", "condition_occurrence_id", "condition_concept_id", "condition_start_date",
-            format!("COALESCE(CAST(condition_end_date AS INT), {})", plus1("condition_start_date"))),
-        Domain::ConditionEra => ("condition_era", "condition_era_id", "condition_concept_id", "condition_era_start_date",
-            "CAST(condition_era_end_date AS INT)".into()),
-        Domain::DrugExposure => ("drug_exposure", "drug_exposure_id", "drug_concept_id", "drug_exposure_start_date",
-            format!("COALESCE(CAST(drug_exposure_end_date AS INT), CAST(drug_exposure_start_date AS INT) + CAST(days_supply AS INT), {})", plus1("drug_exposure_start_date"))),
-        Domain::DrugEra => ("drug_era", "drug_era_id", "drug_concept_id", "drug_era_start_date", "CAST(drug_era_end_date AS INT)".into()),
-        Domain::ProcedureOccurrence => ("procedure_occurrence", "procedure_occurrence_id", "procedure_concept_id", "procedure_date",
-            format!("COALESCE(CAST(procedure_end_date AS INT), {})", plus1("procedure_date"))),
-        Domain::VisitOccurrence => ("visit_occurrence", "visit_occurrence_id", "visit_concept_id", "visit_start_date",
-            "CAST(visit_end_date AS INT)".into()),
-        Domain::Observation => ("observation", "observation_id", "observation_concept_id", "observation_date", plus1("observation_date")),
-        Domain::Measurement => ("measurement", "measurement_id", "measurement_concept_id", "measurement_date", plus1("measurement_date")),
+        Domain::ConditionOccurrence => cols("condition_occurrence", "condition_occurrence_id", "condition_concept_id", "condition_start_date",
+            format!("COALESCE({}, {})", day("condition_end_date"), plus1("condition_start_date")), visit,
+            Some("condition_source_concept_id"), Some("condition_type_concept_id")),
+        Domain::ConditionEra => cols("condition_era", "condition_era_id", "condition_concept_id", "condition_era_start_date",
+            day("condition_era_end_date"), null, None, None),
+        Domain::DrugExposure => cols("drug_exposure", "drug_exposure_id", "drug_concept_id", "drug_exposure_start_date",
+            format!("COALESCE({}, CAST(drug_exposure_start_date AS INT) + CAST(days_supply AS INT), {})", day("drug_exposure_end_date"), plus1("drug_exposure_start_date")),
+            visit, Some("drug_source_concept_id"), Some("drug_type_concept_id")),
+        Domain::DrugEra => cols("drug_era", "drug_era_id", "drug_concept_id", "drug_era_start_date", day("drug_era_end_date"), null, None, None),
+        Domain::DoseEra => cols("dose_era", "dose_era_id", "drug_concept_id", "dose_era_start_date", day("dose_era_end_date"), null, None, None),
+        Domain::ProcedureOccurrence => cols("procedure_occurrence", "procedure_occurrence_id", "procedure_concept_id", "procedure_date",
+            format!("COALESCE({}, {})", day("procedure_end_date"), plus1("procedure_date")), visit,
+            Some("procedure_source_concept_id"), Some("procedure_type_concept_id")),
+        Domain::VisitOccurrence => cols("visit_occurrence", "visit_occurrence_id", "visit_concept_id", "visit_start_date",
+            day("visit_end_date"), visit, Some("visit_source_concept_id"), Some("visit_type_concept_id")),
+        Domain::VisitDetail => cols("visit_detail", "visit_detail_id", "visit_detail_concept_id", "visit_detail_start_date",
+            day("visit_detail_end_date"), visit, Some("visit_detail_source_concept_id"), Some("visit_detail_type_concept_id")),
+        Domain::Observation => cols("observation", "observation_id", "observation_concept_id", "observation_date", plus1("observation_date"),
+            visit, Some("observation_source_concept_id"), Some("observation_type_concept_id")),
+        Domain::Measurement => cols("measurement", "measurement_id", "measurement_concept_id", "measurement_date", plus1("measurement_date"),
+            visit, Some("measurement_source_concept_id"), Some("measurement_type_concept_id")),
         // Circe: a death starts and ends on the death date (end = date + 1); the concept set applies
         // to the cause. One death per person, so the person is the event id.
-        Domain::Death => ("death", "person_id", "cause_concept_id", "death_date", plus1("death_date")),
-        Domain::ObservationPeriod => ("observation_period", "observation_period_id", "period_type_concept_id",
-            "observation_period_start_date", "CAST(observation_period_end_date AS INT)".into()),
+        Domain::Death => cols("death", "person_id", "cause_concept_id", "death_date", plus1("death_date"), null,
+            Some("cause_source_concept_id"), Some("death_type_concept_id")),
+        Domain::DeviceExposure => cols("device_exposure", "device_exposure_id", "device_concept_id", "device_exposure_start_date",
+            format!("COALESCE({}, {})", day("device_exposure_end_date"), plus1("device_exposure_start_date")), visit,
+            Some("device_source_concept_id"), Some("device_type_concept_id")),
+        Domain::Specimen => cols("specimen", "specimen_id", "specimen_concept_id", "specimen_date", plus1("specimen_date"), null,
+            None, Some("specimen_type_concept_id")),
+        Domain::ObservationPeriod => cols("observation_period", "observation_period_id", "period_type_concept_id",
+            "observation_period_start_date", day("observation_period_end_date"), null, None, None),
+        Domain::PayerPlanPeriod => cols("payer_plan_period", "payer_plan_period_id", "payer_concept_id",
+            "payer_plan_period_start_date", day("payer_plan_period_end_date"), null, None, None),
     }
 }
 
-fn range_sql(expr: &str, r: &NumRange) -> String {
-    let v = r.value;
-    match (r.op.as_str(), r.extent) {
-        ("lt", _) => format!("{expr} < {v}"),
-        ("lte", _) => format!("{expr} <= {v}"),
-        ("eq", _) => format!("{expr} = {v}"),
-        ("gt", _) => format!("{expr} > {v}"),
-        ("gte", _) => format!("{expr} >= {v}"),
-        ("bt", Some(x)) => format!("{expr} BETWEEN {v} AND {x}"),
-        (_, Some(x)) => format!("NOT ({expr} BETWEEN {v} AND {x})"),
-        _ => "FALSE".into(),
+fn op_sql(op: &str) -> &'static str {
+    match op {
+        "lt" => "<",
+        "lte" => "<=",
+        "eq" => "=",
+        "!eq" => "<>",
+        "gt" => ">",
+        _ => ">=",
     }
 }
 
-fn criterion_sql(c: &Criterion) -> String {
-    let (table, id, concept, start, end) = domain(c.domain);
-    let visit = match c.domain {
-        Domain::ConditionEra | Domain::DrugEra | Domain::Death | Domain::ObservationPeriod => {
-            "CAST(NULL AS BIGINT)"
+/// A numeric range as Circe writes it. `integer` ranges (ages) use the integer part of their bounds,
+/// as Circe does; value ranges use the numbers as given.
+fn range_sql(expr: &str, r: &NumRange, integer: bool) -> String {
+    let fmt = |x: f64| {
+        if integer {
+            format!("{}", x.trunc() as i64)
+        } else {
+            format!("{x:?}")
         }
-        _ => "CAST(visit_occurrence_id AS BIGINT)",
     };
+    let v = fmt(r.value);
+    match (r.op.as_str(), r.extent) {
+        ("bt", Some(x)) => format!("({expr} >= {v} AND {expr} <= {})", fmt(x)),
+        ("!bt", Some(x)) => format!("NOT ({expr} >= {v} AND {expr} <= {})", fmt(x)),
+        (op, _) => format!("{expr} {} {v}", op_sql(op)),
+    }
+}
+
+/// A date range over an integer-day expression.
+fn date_range_sql(expr: &str, r: &DateRange) -> String {
+    match (r.op.as_str(), r.extent) {
+        ("bt", Some(x)) => format!("({expr} >= {} AND {expr} <= {x})", r.value),
+        ("!bt", Some(x)) => format!("NOT ({expr} >= {} AND {expr} <= {x})", r.value),
+        (op, _) => format!("{expr} {} {}", op_sql(op), r.value),
+    }
+}
+
+/// The records a criterion selects: `person_id, event_id, s, e, visit_id, c_id` (days as integers,
+/// `c_id` the record's concept).
+fn criterion_sql(c: &Criterion) -> String {
+    let d = domain(c.domain);
+    let (table, id, start) = (d.table, d.id, d.start);
     // Value and unit of measurements and observations (NULL elsewhere; the parser allows the
     // filters only on those two).
     let (vnum, unit) = match c.domain {
@@ -128,19 +187,30 @@ fn criterion_sql(c: &Criterion) -> String {
         ),
         _ => ("CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)"),
     };
-    let type_col = match c.domain {
-        Domain::ConditionOccurrence => "CAST(condition_type_concept_id AS BIGINT)",
-        Domain::DrugExposure => "CAST(drug_type_concept_id AS BIGINT)",
-        Domain::ProcedureOccurrence => "CAST(procedure_type_concept_id AS BIGINT)",
-        Domain::VisitOccurrence => "CAST(visit_type_concept_id AS BIGINT)",
-        Domain::Observation => "CAST(observation_type_concept_id AS BIGINT)",
-        Domain::Measurement => "CAST(measurement_type_concept_id AS BIGINT)",
-        Domain::Death => "CAST(death_type_concept_id AS BIGINT)",
-        _ => "CAST(NULL AS BIGINT)",
+    let type_col = d
+        .type_col
+        .map(|t| format!("CAST({t} AS BIGINT)"))
+        .unwrap_or_else(|| "CAST(NULL AS BIGINT)".into());
+    let status = if c.domain == Domain::ConditionOccurrence {
+        "CAST(condition_status_concept_id AS BIGINT)"
+    } else {
+        "CAST(NULL AS BIGINT)"
     };
-    let filter = match c.codeset {
-        Some(cs) => format!("WHERE {concept} IN (SELECT concept_id FROM codeset_{cs})"),
-        None => String::new(),
+    // Concept sets filter the records before `First` picks the earliest, as in Circe.
+    let mut inner = Vec::new();
+    if let Some(cs) = c.codeset {
+        inner.push(format!(
+            "{} IN (SELECT concept_id FROM codeset_{cs})",
+            d.concept
+        ));
+    }
+    if let (Some(cs), Some(col)) = (c.source_codeset, d.source) {
+        inner.push(format!("{col} IN (SELECT concept_id FROM codeset_{cs})"));
+    }
+    let filter = if inner.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", inner.join(" AND "))
     };
     let mut outer = Vec::new();
     if c.first {
@@ -150,13 +220,14 @@ fn criterion_sql(c: &Criterion) -> String {
         outer.push(range_sql(
             "(EXTRACT(YEAR FROM e.start_date) - p.year_of_birth)",
             a,
+            true,
         ));
     }
     if !c.gender.is_empty() {
         outer.push(format!("p.gender_concept_id IN ({})", ids(&c.gender)));
     }
     if let Some(v) = &c.value {
-        outer.push(range_sql("e.v_num", v));
+        outer.push(range_sql("e.v_num", v, false));
     }
     if !c.unit.is_empty() {
         outer.push(format!("e.u_id IN ({})", ids(&c.unit)));
@@ -170,16 +241,23 @@ fn criterion_sql(c: &Criterion) -> String {
             format!("e.t_id IN ({})", ids(&c.types))
         });
     }
+    if !c.condition_status.is_empty() {
+        outer.push(format!("e.st_id IN ({})", ids(&c.condition_status)));
+    }
     let wher = if outer.is_empty() {
         String::new()
     } else {
         format!("WHERE {}", outer.join(" AND "))
     };
     format!(
-        "SELECT e.person_id, e.event_id, e.s, e.e, e.visit_id FROM (\
-           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, {vnum} AS v_num, {unit} AS u_id, {type_col} AS t_id, \
+        "SELECT e.person_id, e.event_id, e.s, e.e, e.visit_id, e.c_id FROM (\
+           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, \
+           CAST({concept} AS BIGINT) AS c_id, {vnum} AS v_num, {unit} AS u_id, {type_col} AS t_id, {status} AS st_id, \
            ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY {start}, {id}) AS ordinal FROM {table} {filter}) e \
-         JOIN person p ON p.person_id = e.person_id {wher}"
+         JOIN person p ON p.person_id = e.person_id {wher}",
+        end = d.end,
+        visit = d.visit,
+        concept = d.concept,
     )
 }
 
@@ -203,17 +281,15 @@ fn limit_sql(input: &str, l: Limit) -> String {
 /// The whole cohort as one SQL statement returning `subject_id, start_day, end_day`.
 pub fn sql_for(c: &Cohort) -> String {
     format!(
-        "WITH {} SELECT CAST(person_id AS BIGINT) AS subject_id, CAST(MIN(s) AS INT) AS start_day, CAST(MAX(pe) - {} AS INT) AS end_day \
-         FROM rows_grouped GROUP BY person_id, era ORDER BY 1, 2, 3",
-        ctes(c),
-        c.era_pad
+        "WITH {} SELECT subject_id, start_day, end_day FROM final_cohort ORDER BY 1, 2, 3",
+        ctes(c)
     )
 }
 
 /// Distinct persons in the cohort, as one SQL statement returning one BIGINT.
 pub fn count_sql(c: &Cohort) -> String {
     format!(
-        "WITH {} SELECT CAST(COUNT(DISTINCT person_id) AS BIGINT) AS n FROM rows_grouped",
+        "WITH {} SELECT CAST(COUNT(DISTINCT subject_id) AS BIGINT) AS n FROM final_cohort",
         ctes(c)
     )
 }
@@ -221,12 +297,13 @@ pub fn count_sql(c: &Cohort) -> String {
 /// The distinct persons of the cohort (one BIGINT column), for the node's differencing check.
 pub fn persons_sql(c: &Cohort) -> String {
     format!(
-        "WITH {} SELECT DISTINCT CAST(person_id AS BIGINT) AS person_id FROM rows_grouped",
+        "WITH {} SELECT DISTINCT subject_id AS person_id FROM final_cohort",
         ctes(c)
     )
 }
 
-/// The common table expressions of a cohort, ending with `rows_grouped(person_id, s, pe, era)`.
+/// The common table expressions of a cohort, ending with
+/// `final_cohort(subject_id BIGINT, start_day INT, end_day INT)`.
 fn ctes(c: &Cohort) -> String {
     let mut ctes: Vec<String> = c
         .concept_sets
@@ -268,14 +345,66 @@ fn ctes(c: &Cohort) -> String {
         input = group_filter(rule, &input, &format!("rule{i}"), &mut ctes);
     }
     ctes.push(format!(
-        "included_all AS ({})",
+        "included AS ({})",
         limit_sql(&input, c.expression_limit)
     ));
-    // Censoring: an entry ends at the first censoring event on or after its start (within its
-    // observation period).
-    if c.censoring.is_empty() {
-        ctes.push("included AS (SELECT *, CAST(NULL AS INT) AS cs FROM included_all)".to_string());
-    } else {
+    // End dates, as Circe computes them: candidates from the observation period end (except with a
+    // date offset, which is capped at it itself), the end strategy and the first censoring event;
+    // an entry ends at the earliest candidate on or after its start, and has no row without one.
+    let mut candidates = Vec::new();
+    match c.end {
+        EndStrategy::ObservationEnd => {}
+        EndStrategy::DateOffset { from_end, offset } => {
+            let base = if from_end { "e" } else { "s" };
+            ctes.push(format!(
+                "strategy_ends AS (SELECT pe_id, CASE WHEN {base} + {offset} > op_e THEN op_e ELSE {base} + {offset} END AS end_day FROM included)"
+            ));
+        }
+        EndStrategy::CustomEra {
+            codeset,
+            gap,
+            offset,
+            days_supply_override,
+        } => {
+            // Continuous exposure: exposures of the concept set (on the drug or its source concept),
+            // ends as Circe computes them, bridged when the gap is at most `gap` days; an entry ends
+            // with (the offset end of) the era that contains its start.
+            let end = match days_supply_override {
+                Some(d) => format!("CAST(drug_exposure_start_date AS INT) + {d}"),
+                None => "COALESCE(CAST(drug_exposure_end_date AS INT), CAST(drug_exposure_start_date AS INT) + CAST(days_supply AS INT), CAST(drug_exposure_start_date AS INT) + 1)".into(),
+            };
+            let exposures = |col: &str| {
+                format!(
+                    "SELECT person_id, CAST(drug_exposure_start_date AS INT) AS s, {end} + {gap} AS pe \
+                     FROM drug_exposure WHERE {col} IN (SELECT concept_id FROM codeset_{codeset}) \
+                     AND person_id IN (SELECT person_id FROM included)"
+                )
+            };
+            ctes.push(format!(
+                "exposures AS ({} UNION ALL {})",
+                exposures("drug_concept_id"),
+                exposures("drug_source_concept_id")
+            ));
+            ctes.push(era_ctes("exposures", "exp"));
+            ctes.push(format!(
+                "drug_eras AS (SELECT person_id, MIN(s) AS era_s, MAX(pe) - {gap} + {offset} AS era_e FROM exp_grouped GROUP BY person_id, era)"
+            ));
+            ctes.push(
+                "strategy_ends AS (SELECT i.pe_id, d.era_e AS end_day FROM included i \
+                 JOIN drug_eras d ON d.person_id = i.person_id AND i.s >= d.era_s AND i.s <= d.era_e)"
+                    .to_string(),
+            );
+        }
+    }
+    if !matches!(c.end, EndStrategy::DateOffset { .. }) {
+        candidates.push("SELECT pe_id, op_e AS end_day FROM included".to_string());
+    }
+    if !matches!(c.end, EndStrategy::ObservationEnd) {
+        candidates.push("SELECT pe_id, end_day FROM strategy_ends".to_string());
+    }
+    // Censoring: the first censoring event on or after the entry's start, within its observation
+    // period.
+    if !c.censoring.is_empty() {
         let union = c
             .censoring
             .iter()
@@ -283,73 +412,96 @@ fn ctes(c: &Cohort) -> String {
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         ctes.push(format!(
-            "censor AS (SELECT i.pe_id, MIN(x.s) AS cs FROM included_all i JOIN ({union}) x ON x.person_id = i.person_id \
+            "censor AS (SELECT i.pe_id, MIN(x.s) AS end_day FROM included i JOIN ({union}) x ON x.person_id = i.person_id \
              AND x.s >= i.s AND x.s <= i.op_e GROUP BY i.pe_id)"
         ));
-        ctes.push("included AS (SELECT i.*, c.cs FROM included_all i LEFT JOIN censor c ON c.pe_id = i.pe_id)".to_string());
+        candidates.push("SELECT pe_id, end_day FROM censor".to_string());
     }
+    ctes.push(format!(
+        "end_candidates AS ({})",
+        candidates.join(" UNION ALL ")
+    ));
     let pad = c.era_pad;
-    match c.end {
-        EndStrategy::ObservationEnd => ctes.push(format!(
-            "cohort_rows AS (SELECT person_id, s, LEAST(op_e, COALESCE(cs, op_e)) + {pad} AS pe FROM included)"
-        )),
-        EndStrategy::DateOffset { from_end, offset } => {
-            let base = if from_end { "e" } else { "s" };
-            ctes.push(format!(
-                "cohort_rows AS (SELECT person_id, s, LEAST({base} + {offset}, op_e, COALESCE(cs, op_e)) + {pad} AS pe FROM included)"
-            ))
-        }
-        EndStrategy::CustomEra {
-            codeset,
-            gap,
-            offset,
-        } => {
-            // Continuous exposure: every exposure of the drug concept set, with ends as Circe computes
-            // them, bridged when the gap is at most `gap` days; the entry ends with the era that
-            // contains its start.
-            ctes.push(format!(
-                "exposures AS (SELECT person_id, CAST(drug_exposure_start_date AS INT) AS s, \
-                 COALESCE(CAST(drug_exposure_end_date AS INT), CAST(drug_exposure_start_date AS INT) + CAST(days_supply AS INT), CAST(drug_exposure_start_date AS INT) + 1) + {gap} AS pe \
-                 FROM drug_exposure WHERE drug_concept_id IN (SELECT concept_id FROM codeset_{codeset}))"
-            ));
-            ctes.push(era_ctes("exposures", "exp"));
-            ctes.push(format!(
-                "drug_eras AS (SELECT person_id, MIN(s) AS era_s, MAX(pe) - {gap} AS era_e FROM exp_grouped GROUP BY person_id, era)"
-            ));
-            ctes.push(format!(
-                "cohort_rows AS (SELECT i.person_id, i.s, LEAST(d.era_e + {offset}, i.op_e, COALESCE(i.cs, i.op_e)) + {pad} AS pe FROM included i \
-                 JOIN drug_eras d ON d.person_id = i.person_id AND i.s BETWEEN d.era_s AND d.era_e)"
-            ));
-        }
-    }
+    ctes.push(format!(
+        "cohort_rows AS (SELECT i.person_id, i.s, MIN(x.end_day) + {pad} AS pe FROM included i \
+         JOIN end_candidates x ON x.pe_id = i.pe_id AND x.end_day >= i.s GROUP BY i.pe_id, i.person_id, i.s)"
+    ));
     // Era collapse of the cohort rows with the cohort's pad.
     ctes.push(era_ctes("cohort_rows", "rows"));
+    ctes.push(format!(
+        "collapsed AS (SELECT CAST(person_id AS BIGINT) AS subject_id, CAST(MIN(s) AS INT) AS start_day, CAST(MAX(pe) - {pad} AS INT) AS end_day \
+         FROM rows_grouped GROUP BY person_id, era)"
+    ));
+    // The censor window clips entries after collapsing and drops those left empty.
+    let start = match c.censor_start {
+        Some(d) => format!("CASE WHEN start_day > {d} THEN start_day ELSE {d} END"),
+        None => "start_day".into(),
+    };
+    let end = match c.censor_end {
+        Some(d) => format!("CASE WHEN end_day < {d} THEN end_day ELSE {d} END"),
+        None => "end_day".into(),
+    };
+    ctes.push(format!(
+        "final_cohort AS (SELECT subject_id, CAST({start} AS INT) AS start_day, CAST({end} AS INT) AS end_day FROM collapsed WHERE {start} <= {end})"
+    ));
     ctes.join(", ")
 }
 
-/// Add CTEs that keep the rows of `input` satisfying group `g`; returns the name of the last one.
-fn group_filter(g: &Group, input: &str, name: &str, ctes: &mut Vec<String>) -> String {
+/// Window bounds as Circe writes them: `idx`/`ev` are the index and event dates the window compares;
+/// an unbounded side is bounded by the index event's observation period unless that is ignored.
+fn window_clauses(w: &Window, ev: &str, check_op: bool, out: &mut Vec<String>) {
+    let idx = if w.use_index_end { "q.e" } else { "q.s" };
+    let op_bound = |coeff: i64| if coeff == -1 { "q.op_s" } else { "q.op_e" };
+    match w.start.days {
+        Some(d) => out.push(format!("{ev} >= {idx} + ({})", w.start.coeff * d)),
+        None if check_op => out.push(format!("{ev} >= {}", op_bound(w.start.coeff))),
+        None => {}
+    }
+    match w.end.days {
+        Some(d) => out.push(format!("{ev} <= {idx} + ({})", w.end.coeff * d)),
+        None if check_op => out.push(format!("{ev} <= {}", op_bound(w.end.coeff))),
+        None => {}
+    }
+}
+
+/// Add CTEs deciding group `g` for every row of `input`; returns the name of a CTE holding the
+/// `pe_id` of the rows that satisfy it. As in Circe, each criterion, demographic criterion and
+/// subgroup is one item; `ALL` needs every item, `ANY` one, `AT_LEAST`/`AT_MOST` a count of them.
+fn group_pass(g: &Group, input: &str, name: &str, ctes: &mut Vec<String>) -> String {
     let mut joins = String::new();
-    let mut conds = Vec::new();
+    let mut items = Vec::new();
     for (i, cc) in g.criteria.iter().enumerate() {
-        let w = &cc.window;
-        let idx = if w.use_index_end { "q.e" } else { "q.s" };
-        let ev = if w.use_event_end { "a.e" } else { "a.s" };
+        let check_op = !cc.ignore_observation_period;
         let mut on = vec!["a.person_id = q.person_id".to_string()];
-        if let Some(d) = w.start.days {
-            on.push(format!("{ev} >= {idx} + ({})", w.start.coeff * d));
-        }
-        if let Some(d) = w.end.days {
-            on.push(format!("{ev} <= {idx} + ({})", w.end.coeff * d));
-        }
-        if !cc.ignore_observation_period {
+        if check_op {
             on.push("a.s >= q.op_s AND a.s <= q.op_e".into());
+        }
+        let ev = if cc.window.use_event_end {
+            "a.e"
+        } else {
+            "a.s"
+        };
+        window_clauses(&cc.window, ev, check_op, &mut on);
+        if let Some(w) = &cc.end_window {
+            let ev = if w.use_event_end { "a.e" } else { "a.s" };
+            window_clauses(w, ev, check_op, &mut on);
         }
         if cc.restrict_visit {
             on.push("a.visit_id = q.visit_id".into());
         }
+        let counted = match cc.distinct {
+            None => "a.event_id".to_string(),
+            Some(col) => format!(
+                "DISTINCT {}",
+                match col {
+                    CountColumn::DomainConcept => "a.c_id",
+                    CountColumn::StartDate => "a.s",
+                    CountColumn::VisitId => "a.visit_id",
+                }
+            ),
+        };
         ctes.push(format!(
-            "{name}_c{i} AS (SELECT q.pe_id, COUNT(a.event_id) AS n FROM {input} q LEFT JOIN ({}) a ON {} GROUP BY q.pe_id)",
+            "{name}_c{i} AS (SELECT q.pe_id, COUNT({counted}) AS n FROM {input} q LEFT JOIN ({}) a ON {} GROUP BY q.pe_id)",
             criterion_sql(&cc.criterion),
             on.join(" AND ")
         ));
@@ -359,7 +511,7 @@ fn group_filter(g: &Group, input: &str, name: &str, ctes: &mut Vec<String>) -> S
             1 => "<=",
             _ => ">=",
         };
-        conds.push(format!("c{i}.n {op} {}", cc.count));
+        items.push(format!("c{i}.n {op} {}", cc.count));
     }
     for d in &g.demographics {
         let mut parts = Vec::new();
@@ -367,24 +519,63 @@ fn group_filter(g: &Group, input: &str, name: &str, ctes: &mut Vec<String>) -> S
             parts.push(range_sql(
                 "(EXTRACT(YEAR FROM CAST(q.s AS DATE)) - p.year_of_birth)",
                 a,
+                true,
             ));
         }
-        if !d.gender.is_empty() {
-            parts.push(format!("p.gender_concept_id IN ({})", ids(&d.gender)));
+        for (col, list) in [
+            ("gender", &d.gender),
+            ("race", &d.race),
+            ("ethnicity", &d.ethnicity),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("p.{col}_concept_id IN ({})", ids(list)));
+            }
         }
-        if !parts.is_empty() {
-            conds.push(format!("({})", parts.join(" AND ")));
+        if let Some(r) = &d.start {
+            parts.push(date_range_sql("q.s", r));
         }
+        if let Some(r) = &d.end {
+            parts.push(date_range_sql("q.e", r));
+        }
+        items.push(if parts.is_empty() {
+            "TRUE".to_string()
+        } else {
+            format!("({})", parts.join(" AND "))
+        });
     }
-    let wher = if conds.is_empty() {
-        "TRUE".to_string()
-    } else if g.any {
-        conds.join(" OR ")
-    } else {
-        conds.join(" AND ")
+    for (j, sub) in g.groups.iter().enumerate() {
+        let pass = group_pass(sub, input, &format!("{name}_g{j}"), ctes);
+        joins.push_str(&format!(" LEFT JOIN {pass} g{j} ON g{j}.pe_id = q.pe_id"));
+        items.push(format!("g{j}.pe_id IS NOT NULL"));
+    }
+    let pass = format!("{name}_pass");
+    if items.is_empty() {
+        // Circe: an empty group keeps every event.
+        ctes.push(format!("{pass} AS (SELECT pe_id FROM {input})"));
+        return pass;
+    }
+    let k = items
+        .iter()
+        .map(|c| format!("(CASE WHEN {c} THEN 1 ELSE 0 END)"))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let cond = match g.kind {
+        GroupType::All => format!("{k} = {}", items.len()),
+        GroupType::Any => format!("{k} > 0"),
+        GroupType::AtLeast(n) => format!("{k} >= {n}"),
+        GroupType::AtMost(n) => format!("{k} <= {n}"),
     };
     ctes.push(format!(
-        "{name} AS (SELECT q.* FROM {input} q{joins} JOIN person p ON p.person_id = q.person_id WHERE {wher})"
+        "{pass} AS (SELECT q.pe_id FROM {input} q{joins} JOIN person p ON p.person_id = q.person_id WHERE {cond})"
+    ));
+    pass
+}
+
+/// Add CTEs that keep the rows of `input` satisfying group `g`; returns the name of the last one.
+fn group_filter(g: &Group, input: &str, name: &str, ctes: &mut Vec<String>) -> String {
+    let pass = group_pass(g, input, name, ctes);
+    ctes.push(format!(
+        "{name} AS (SELECT q.* FROM {input} q WHERE q.pe_id IN (SELECT pe_id FROM {pass}))"
     ));
     name.to_string()
 }

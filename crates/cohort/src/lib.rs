@@ -8,21 +8,27 @@
 //! Supported today (the rest is refused with its path):
 //! - concept sets with descendants and `isExcluded` items (resolved through `concept` and
 //!   `concept_ancestor`, as Circe does);
-//! - primary criteria `ConditionOccurrence`, `ConditionEra`, `DrugExposure`, `DrugEra`,
-//!   `ProcedureOccurrence`, `VisitOccurrence`, `Observation`, `Measurement`, `Death` (concept set on
-//!   the cause) and `ObservationPeriod`, each with `CodesetId`, `First`, `Age` and `Gender`, and
-//!   `ValueAsNumber` and `Unit` on measurements and observations, and the record-type filters
-//!   (`ConditionType`/`ConditionTypeExclude` and the like); several criteria are a union;
+//! - criteria `ConditionOccurrence`, `ConditionEra`, `DrugExposure`, `DrugEra`, `DoseEra`,
+//!   `ProcedureOccurrence`, `VisitOccurrence`, `VisitDetail`, `Observation`, `Measurement`,
+//!   `DeviceExposure`, `Specimen`, `Death` (concept set on the cause), `ObservationPeriod` and
+//!   `PayerPlanPeriod`, each with `CodesetId`, `<Domain>SourceConcept`, `First`, `Age` and `Gender`,
+//!   the record-type filters (`ConditionType`/`ConditionTypeExclude` and the like), `ConditionStatus`,
+//!   and `ValueAsNumber` and `Unit` on measurements and observations; several criteria are a union;
 //! - the observation window, primary/qualified/expression limits (`All`, `First`, `Last`);
-//! - additional criteria and inclusion rules: `ALL`/`ANY` groups of correlated criteria with start
-//!   windows (index start or end, event start or end), occurrence exactly / at most / at least,
-//!   `RestrictVisit`, `IgnoreObservationPeriod`, and demographic age and gender (nested groups, end
-//!   windows and distinct counts are refused);
-//! - censoring criteria;
+//! - additional criteria and inclusion rules: `ALL`/`ANY`/`AT_LEAST`/`AT_MOST` groups, nested to
+//!   any depth, of correlated criteria with start and end windows (index start or end, event start
+//!   or end, unbounded sides bounded by the observation period as Circe does), occurrence exactly /
+//!   at most / at least, distinct counts (`IsDistinct` with `CountColumn`), `RestrictVisit`,
+//!   `IgnoreObservationPeriod`, and demographic criteria (age, gender, race, ethnicity, index start
+//!   and end dates);
+//! - censoring criteria and the censor window;
 //! - end strategies: observation-period end (default), `DateOffset` on the start or end date, and
-//!   `CustomEra` (continuous drug exposure with a gap and an offset), capped at the end of the
-//!   observation period;
+//!   `CustomEra` (continuous drug exposure with a gap, an offset and an optional days-supply
+//!   override); the exit is the earliest candidate on or after the entry, as in Circe;
 //! - era collapse with `EraPad`.
+//!
+//! Conformance: circe-be's own generation fixtures and the Eunomia definitions give the reference
+//! rows exactly (crates/cli/tests/cohort).
 //!
 //! Architecture invariant: cohort rows are for the hospital's own data steward; they never cross the
 //! network. Analyses use cohorts only through released statistics.

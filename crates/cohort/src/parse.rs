@@ -29,6 +29,11 @@ pub enum Domain {
     Measurement,
     Death,
     ObservationPeriod,
+    DeviceExposure,
+    Specimen,
+    VisitDetail,
+    DoseEra,
+    PayerPlanPeriod,
 }
 
 impl Domain {
@@ -44,6 +49,11 @@ impl Domain {
             "Measurement" => Domain::Measurement,
             "Death" => Domain::Death,
             "ObservationPeriod" => Domain::ObservationPeriod,
+            "DeviceExposure" => Domain::DeviceExposure,
+            "Specimen" => Domain::Specimen,
+            "VisitDetail" => Domain::VisitDetail,
+            "DoseEra" => Domain::DoseEra,
+            "PayerPlanPeriod" => Domain::PayerPlanPeriod,
             _ => return None,
         })
     }
@@ -71,6 +81,10 @@ pub struct Criterion {
     /// `<Domain>Type` concepts (the record's type concept), kept or, with `<Domain>TypeExclude`, dropped.
     pub types: Vec<i64>,
     pub types_exclude: bool,
+    /// `<Domain>SourceConcept`: a concept set the record's source concept must be in.
+    pub source_codeset: Option<i64>,
+    /// `ConditionStatus` concepts of a condition occurrence.
+    pub condition_status: Vec<i64>,
 }
 
 impl Domain {
@@ -84,8 +98,33 @@ impl Domain {
             Domain::Observation => "ObservationType",
             Domain::Measurement => "MeasurementType",
             Domain::Death => "DeathType",
+            Domain::DeviceExposure => "DeviceType",
+            Domain::Specimen => "SpecimenType",
+            Domain::VisitDetail => "VisitDetailType",
             _ => return None,
         })
+    }
+
+    /// The Circe attribute naming a concept set on the record's source concept
+    /// (`ConditionSourceConcept`, …), if the domain has one.
+    pub fn source_key(self) -> Option<&'static str> {
+        Some(match self {
+            Domain::ConditionOccurrence => "ConditionSourceConcept",
+            Domain::DrugExposure => "DrugSourceConcept",
+            Domain::ProcedureOccurrence => "ProcedureSourceConcept",
+            Domain::VisitOccurrence => "VisitSourceConcept",
+            Domain::Observation => "ObservationSourceConcept",
+            Domain::Measurement => "MeasurementSourceConcept",
+            Domain::Death => "DeathSourceConcept",
+            Domain::DeviceExposure => "DeviceSourceConcept",
+            Domain::VisitDetail => "VisitDetailSourceConcept",
+            _ => return None,
+        })
+    }
+
+    /// Whether a `CodesetId` applies (Circe has none for observation and payer plan periods).
+    pub fn has_codeset(self) -> bool {
+        !matches!(self, Domain::ObservationPeriod | Domain::PayerPlanPeriod)
     }
 }
 
@@ -110,6 +149,8 @@ pub enum EndStrategy {
         codeset: i64,
         gap: i64,
         offset: i64,
+        /// Every exposure lasts this many days, whatever its recorded end.
+        days_supply_override: Option<i64>,
     },
 }
 
@@ -128,30 +169,80 @@ pub struct Window {
     pub use_event_end: bool,
 }
 
+/// What an `IsDistinct` occurrence count counts (Circe's `CountColumn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CountColumn {
+    /// The record's concept (Circe's default).
+    DomainConcept,
+    StartDate,
+    VisitId,
+}
+
 /// A criterion evaluated relative to an index event, with an occurrence count.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Correlated {
     pub criterion: Criterion,
     pub window: Window,
+    /// Bounds on the event's end date (its start with `UseEventEnd: false`).
+    pub end_window: Option<Window>,
     pub restrict_visit: bool,
     pub ignore_observation_period: bool,
     /// 0 exactly, 1 at most, 2 at least.
     pub occurrence: i64,
     pub count: i64,
+    /// Count distinct values of a column rather than events.
+    pub distinct: Option<CountColumn>,
+}
+
+/// A date comparison (`OccurrenceStartDate` and the like); dates are days since 1970-01-01.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DateRange {
+    pub op: String,
+    pub value: i32,
+    pub extent: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Demographic {
     pub age: Option<NumRange>,
     pub gender: Vec<i64>,
+    pub race: Vec<i64>,
+    pub ethnicity: Vec<i64>,
+    /// Bounds on the index event's start and end dates.
+    pub start: Option<DateRange>,
+    pub end: Option<DateRange>,
 }
 
-/// A criteria group: `ALL` or `ANY` of its criteria and demographic criteria.
+/// How many of a group's items (criteria, demographic criteria, subgroups) must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupType {
+    All,
+    Any,
+    AtLeast(i64),
+    AtMost(i64),
+}
+
+/// A criteria group, possibly nested.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group {
-    pub any: bool,
+    pub kind: GroupType,
     pub criteria: Vec<Correlated>,
     pub demographics: Vec<Demographic>,
+    pub groups: Vec<Group>,
+}
+
+impl Group {
+    /// Every criterion of the group and its subgroups, with its JSON path under `path`.
+    pub fn criteria_paths(&self, path: &str) -> Vec<(String, &Criterion)> {
+        let mut out = Vec::new();
+        for (i, cc) in self.criteria.iter().enumerate() {
+            out.push((format!("{path}.CriteriaList[{i}].Criteria"), &cc.criterion));
+        }
+        for (j, g) in self.groups.iter().enumerate() {
+            out.extend(g.criteria_paths(&format!("{path}.Groups[{j}]")));
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -172,6 +263,9 @@ pub struct Cohort {
     pub expression_limit: Limit,
     pub end: EndStrategy,
     pub era_pad: i64,
+    /// Circe's `CensorWindow`: entries are clipped to these dates after collapsing.
+    pub censor_start: Option<i32>,
+    pub censor_end: Option<i32>,
 }
 
 fn unsupported(path: &str, what: impl Into<String>) -> CohortError {
@@ -196,16 +290,6 @@ fn obj<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, CohortErr
 fn int(v: &Value, path: &str) -> Result<i64, CohortError> {
     v.as_i64()
         .ok_or_else(|| invalid(path, "must be an integer"))
-}
-
-/// An element that must be empty (absent, null, [] or {}) because we do not implement it yet.
-fn must_be_empty(v: Option<&Value>, path: &str, what: &str) -> Result<(), CohortError> {
-    match v {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Array(a)) if a.is_empty() => Ok(()),
-        Some(Value::Object(o)) if o.is_empty() => Ok(()),
-        Some(_) => Err(unsupported(path, what)),
-    }
 }
 
 fn limit(v: Option<&Value>, path: &str) -> Result<Limit, CohortError> {
@@ -241,7 +325,7 @@ fn num_range(v: &Value, path: &str) -> Result<NumRange, CohortError> {
         .to_string();
     if !matches!(
         op.as_str(),
-        "lt" | "lte" | "eq" | "gt" | "gte" | "bt" | "!bt"
+        "lt" | "lte" | "eq" | "!eq" | "gt" | "gte" | "bt" | "!bt"
     ) {
         return Err(invalid(
             &format!("{path}.Op"),
@@ -305,19 +389,32 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
         unit: Vec::new(),
         types: Vec::new(),
         types_exclude: false,
+        source_codeset: None,
+        condition_status: Vec::new(),
     };
     let type_key = domain.type_key().unwrap_or("");
+    let source_key = domain.source_key().unwrap_or("");
     let type_exclude_key = format!("{type_key}Exclude");
     let valued = matches!(domain, Domain::Measurement | Domain::Observation);
     for (k, v) in b {
         let kp = format!("{p}.{k}");
         match k.as_str() {
-            "CodesetId" => {
+            "CodesetId" if domain.has_codeset() => {
                 c.codeset = if v.is_null() {
                     None
                 } else {
                     Some(int(v, &kp)?)
                 }
+            }
+            k if !source_key.is_empty() && k == source_key => {
+                c.source_codeset = if v.is_null() {
+                    None
+                } else {
+                    Some(int(v, &kp)?)
+                }
+            }
+            "ConditionStatus" if domain == Domain::ConditionOccurrence => {
+                c.condition_status.extend(concept_ids(v, &kp)?);
             }
             "First" => {
                 c.first = v
@@ -355,12 +452,6 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
             _ => return Err(unsupported(&kp, format!("criterion attribute {k}"))),
         }
     }
-    if domain == Domain::ObservationPeriod && c.codeset.is_some() {
-        return Err(invalid(
-            &format!("{p}.CodesetId"),
-            "an ObservationPeriod criterion has no concept set",
-        ));
-    }
     Ok(c)
 }
 
@@ -390,9 +481,11 @@ fn bound(v: Option<&Value>, path: &str) -> Result<Bound, CohortError> {
     })
 }
 
-fn window(v: &Value, path: &str) -> Result<Window, CohortError> {
+/// A window; `event_end_default` is what a missing (or null) `UseEventEnd` means: false for a start
+/// window, true for an end window (Circe keeps that for backwards compatibility).
+fn window(v: &Value, path: &str, event_end_default: bool) -> Result<Window, CohortError> {
     let o = obj(v, path)?;
-    let flag = |k: &str| o.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let flag = |k: &str, d: bool| o.get(k).and_then(Value::as_bool).unwrap_or(d);
     for k in o.keys() {
         if !matches!(k.as_str(), "Start" | "End" | "UseIndexEnd" | "UseEventEnd") {
             return Err(unsupported(&format!("{path}.{k}"), "unknown window field"));
@@ -401,8 +494,8 @@ fn window(v: &Value, path: &str) -> Result<Window, CohortError> {
     Ok(Window {
         start: bound(o.get("Start"), &format!("{path}.Start"))?,
         end: bound(o.get("End"), &format!("{path}.End"))?,
-        use_index_end: flag("UseIndexEnd"),
-        use_event_end: flag("UseEventEnd"),
+        use_index_end: flag("UseIndexEnd", false),
+        use_event_end: flag("UseEventEnd", event_end_default),
     })
 }
 
@@ -425,35 +518,33 @@ fn correlated(c: &Value, cp: &str) -> Result<Correlated, CohortError> {
             use_index_end: false,
             use_event_end: false,
         },
+        end_window: None,
         restrict_visit: false,
         ignore_observation_period: false,
         occurrence: 2,
         count: 1,
+        distinct: None,
     };
     for (ck, cv) in co {
         let ckp = format!("{cp}.{ck}");
         match ck.as_str() {
             "Criteria" => {}
-            "StartWindow" => cc.window = window(cv, &ckp)?,
-            "EndWindow" => must_be_empty(Some(cv), &ckp, "end windows")?,
+            "StartWindow" => cc.window = window(cv, &ckp, false)?,
+            "EndWindow" => {
+                cc.end_window = match cv {
+                    Value::Null => None,
+                    Value::Object(o) if o.is_empty() => None,
+                    _ => Some(window(cv, &ckp, true)?),
+                }
+            }
             "RestrictVisit" => cc.restrict_visit = cv.as_bool().unwrap_or(false),
             "IgnoreObservationPeriod" => {
                 cc.ignore_observation_period = cv.as_bool().unwrap_or(false)
             }
             "Occurrence" => {
                 let oo = obj(cv, &ckp)?;
-                if oo
-                    .get("IsDistinct")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                {
-                    return Err(unsupported(
-                        &format!("{ckp}.IsDistinct"),
-                        "distinct occurrence counts",
-                    ));
-                }
                 for ok in oo.keys() {
-                    if !matches!(ok.as_str(), "Type" | "Count" | "IsDistinct") {
+                    if !matches!(ok.as_str(), "Type" | "Count" | "IsDistinct" | "CountColumn") {
                         return Err(unsupported(&format!("{ckp}.{ok}"), "occurrence field"));
                     }
                 }
@@ -471,6 +562,26 @@ fn correlated(c: &Value, cp: &str) -> Result<Correlated, CohortError> {
                     oo.get("Count").unwrap_or(&Value::Null),
                     &format!("{ckp}.Count"),
                 )?;
+                if oo
+                    .get("IsDistinct")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                {
+                    cc.distinct = Some(match oo.get("CountColumn") {
+                        None | Some(Value::Null) => CountColumn::DomainConcept,
+                        Some(v) => match v.as_str() {
+                            Some("DOMAIN_CONCEPT") => CountColumn::DomainConcept,
+                            Some("START_DATE") => CountColumn::StartDate,
+                            Some("VISIT_ID") => CountColumn::VisitId,
+                            other => {
+                                return Err(unsupported(
+                                    &format!("{ckp}.CountColumn"),
+                                    format!("distinct count of {other:?}"),
+                                ))
+                            }
+                        },
+                    });
+                }
             }
             _ => {
                 return Err(unsupported(
@@ -483,22 +594,110 @@ fn correlated(c: &Value, cp: &str) -> Result<Correlated, CohortError> {
     Ok(cc)
 }
 
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date, checked.
+fn date_days(v: &Value, path: &str) -> Result<i32, CohortError> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| invalid(path, "must be a date YYYY-MM-DD"))?;
+    let bad = || invalid(path, format!("{s:?} is not a date YYYY-MM-DD"));
+    let parts: Vec<&str> = s.split('-').collect();
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    let y: i64 = parts[0].parse().map_err(|_| bad())?;
+    let m: i64 = parts[1].parse().map_err(|_| bad())?;
+    let d: i64 = parts[2].parse().map_err(|_| bad())?;
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || d < 1
+        || d > month_days[(m - 1) as usize]
+    {
+        return Err(bad());
+    }
+    // Days from civil (proleptic Gregorian), as in H. Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) as i32)
+}
+
+fn date_range(v: &Value, path: &str) -> Result<DateRange, CohortError> {
+    let o = obj(v, path)?;
+    for k in o.keys() {
+        if !matches!(k.as_str(), "Value" | "Op" | "Extent") {
+            return Err(unsupported(&format!("{path}.{k}"), "unknown range field"));
+        }
+    }
+    let op = o
+        .get("Op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(&format!("{path}.Op"), "missing"))?
+        .to_string();
+    if !matches!(
+        op.as_str(),
+        "lt" | "lte" | "eq" | "!eq" | "gt" | "gte" | "bt" | "!bt"
+    ) {
+        return Err(invalid(
+            &format!("{path}.Op"),
+            format!("unknown operator {op:?}"),
+        ));
+    }
+    let value = date_days(
+        o.get("Value").unwrap_or(&Value::Null),
+        &format!("{path}.Value"),
+    )?;
+    let extent = match o.get("Extent") {
+        None | Some(Value::Null) => None,
+        Some(e) => Some(date_days(e, &format!("{path}.Extent"))?),
+    };
+    if op.ends_with("bt") && extent.is_none() {
+        return Err(invalid(
+            &format!("{path}.Extent"),
+            "a between range needs Extent",
+        ));
+    }
+    Ok(DateRange { op, value, extent })
+}
+
 fn demographic(d: &Value, dp: &str) -> Result<Demographic, CohortError> {
     let mut demo = Demographic {
         age: None,
         gender: Vec::new(),
+        race: Vec::new(),
+        ethnicity: Vec::new(),
+        start: None,
+        end: None,
     };
     for (dk, dv) in obj(d, dp)? {
         let dkp = format!("{dp}.{dk}");
+        if dv.is_null() {
+            continue;
+        }
         match dk.as_str() {
-            "Age" => {
-                demo.age = if dv.is_null() {
-                    None
-                } else {
-                    Some(num_range(dv, &dkp)?)
-                }
-            }
+            "Age" => demo.age = Some(num_range(dv, &dkp)?),
             "Gender" => demo.gender.extend(concept_ids(dv, &dkp)?),
+            "Race" => demo.race.extend(concept_ids(dv, &dkp)?),
+            "Ethnicity" => demo.ethnicity.extend(concept_ids(dv, &dkp)?),
+            "OccurrenceStartDate" => demo.start = Some(date_range(dv, &dkp)?),
+            "OccurrenceEndDate" => demo.end = Some(date_range(dv, &dkp)?),
             _ => return Err(unsupported(&dkp, format!("demographic criterion {dk}"))),
         }
     }
@@ -508,20 +707,46 @@ fn demographic(d: &Value, dp: &str) -> Result<Demographic, CohortError> {
 fn group(v: &Value, path: &str) -> Result<Group, CohortError> {
     let o = obj(v, path)?;
     let mut g = Group {
-        any: false,
+        kind: GroupType::All,
         criteria: Vec::new(),
         demographics: Vec::new(),
+        groups: Vec::new(),
+    };
+    let count = match o.get("Count") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(int(c, &format!("{path}.Count"))?),
     };
     for (k, v) in o {
         let kp = format!("{path}.{k}");
         match k.as_str() {
-            "Type" => match v.as_str() {
-                Some("ALL") => g.any = false,
-                Some("ANY") => g.any = true,
-                other => return Err(unsupported(&kp, format!("group type {other:?}"))),
-            },
-            "Count" if v.is_null() => {}
-            "Groups" => must_be_empty(Some(v), &kp, "nested criteria groups")?,
+            "Type" => {
+                let need = || {
+                    count.filter(|c| *c >= 0).ok_or_else(|| {
+                        invalid(
+                            &format!("{path}.Count"),
+                            "AT_LEAST and AT_MOST need a Count of 0 or more",
+                        )
+                    })
+                };
+                g.kind = match v.as_str() {
+                    Some("ALL") => GroupType::All,
+                    Some("ANY") => GroupType::Any,
+                    Some("AT_LEAST") => GroupType::AtLeast(need()?),
+                    Some("AT_MOST") => GroupType::AtMost(need()?),
+                    other => return Err(unsupported(&kp, format!("group type {other:?}"))),
+                }
+            }
+            "Count" => {}
+            "Groups" => {
+                for (i, sub) in v
+                    .as_array()
+                    .ok_or_else(|| invalid(&kp, "must be a list"))?
+                    .iter()
+                    .enumerate()
+                {
+                    g.groups.push(group(sub, &format!("{kp}[{i}]"))?);
+                }
+            }
             "CriteriaList" => {
                 for (i, c) in v
                     .as_array()
@@ -643,7 +868,18 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
             censoring.push(criterion(cr, &format!("$.CensoringCriteria[{i}]"))?);
         }
     }
-    must_be_empty(o.get("CensorWindow"), "$.CensorWindow", "censor window")?;
+    let (mut censor_start, mut censor_end) = (None, None);
+    if let Some(cw) = o.get("CensorWindow").filter(|v| !v.is_null()) {
+        for (k, v) in obj(cw, "$.CensorWindow")? {
+            let kp = format!("$.CensorWindow.{k}");
+            match k.as_str() {
+                "StartDate" if !v.is_null() => censor_start = Some(date_days(v, &kp)?),
+                "EndDate" if !v.is_null() => censor_end = Some(date_days(v, &kp)?),
+                "StartDate" | "EndDate" => {}
+                _ => return Err(unsupported(&kp, format!("censor window field {k}"))),
+            }
+        }
+    }
     let pc = obj(
         o.get("PrimaryCriteria")
             .ok_or_else(|| invalid("$.PrimaryCriteria", "missing"))?,
@@ -714,7 +950,10 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
                 Some((k, body)) if k == "CustomEra" && eo.len() == 1 => {
                     let b = obj(body, "$.EndStrategy.CustomEra")?;
                     for key in b.keys() {
-                        if !matches!(key.as_str(), "DrugCodesetId" | "GapDays" | "Offset") {
+                        if !matches!(
+                            key.as_str(),
+                            "DrugCodesetId" | "GapDays" | "Offset" | "DaysSupplyOverride"
+                        ) {
                             return Err(unsupported(
                                 &format!("$.EndStrategy.CustomEra.{key}"),
                                 format!("custom era field {key}"),
@@ -732,6 +971,7 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
                         })?,
                         gap: get("GapDays")?.unwrap_or(0),
                         offset: get("Offset")?.unwrap_or(0),
+                        days_supply_override: get("DaysSupplyOverride")?,
                     }
                 }
                 Some((k, _)) => {
@@ -774,6 +1014,8 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
         expression_limit: limit(o.get("ExpressionLimit"), "$.ExpressionLimit")?,
         end,
         era_pad,
+        censor_start,
+        censor_end,
     };
     if let EndStrategy::CustomEra { codeset, .. } = cohort.end {
         if !cohort.concept_sets.iter().any(|s| s.id == codeset) {
@@ -800,19 +1042,17 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
                 .map(|(i, g)| (format!("$.InclusionRules[{i}].expression"), g)),
         );
     for (gp, g) in groups {
-        for (i, cc) in g.criteria.iter().enumerate() {
-            refs.push((format!("{gp}.CriteriaList[{i}].Criteria"), &cc.criterion));
-        }
+        refs.extend(g.criteria_paths(&gp));
     }
     for (i, c) in cohort.censoring.iter().enumerate() {
         refs.push((format!("$.CensoringCriteria[{i}]"), c));
     }
     for (path, c) in refs {
-        if let Some(id) = c.codeset {
-            if !cohort.concept_sets.iter().any(|s| s.id == id) {
+        for id in c.codeset.iter().chain(c.source_codeset.iter()) {
+            if !cohort.concept_sets.iter().any(|s| s.id == *id) {
                 return Err(invalid(
                     &path,
-                    format!("CodesetId {id} names no concept set"),
+                    format!("concept set {id} is not defined in $.ConceptSets"),
                 ));
             }
         }
