@@ -519,6 +519,15 @@ fn postgres_site_gives_the_same_answers_as_the_site_store() {
         assert!(x["notes"].as_array().unwrap().is_empty(), "{x}");
         same(&x["value"], &y["value"], x["id"].as_str().unwrap());
     }
+    // Every Circe conformance definition gives the oracle's rows on PostgreSQL too.
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/circe_cohorts");
+    let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cohort/extra");
+    let site = Path::new(&url);
+    assert_eq!(
+        cohort::matches_oracle(site, &shared.join("eunomia"), tmp.path()),
+        13
+    );
+    assert_eq!(cohort::matches_oracle(site, &extra, tmp.path()), 10);
     // Clean up the schema.
     let mut c =
         postgres::Client::connect("postgres://postgres@127.0.0.1:5432/test", postgres::NoTls)

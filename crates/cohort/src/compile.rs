@@ -8,8 +8,8 @@ use arrow::array::{Array, Int32Array, Int64Array};
 use medfed_engine::SiteEngine;
 
 use crate::parse::{
-    Cohort, ConceptSet, CountColumn, Criterion, DateRange, Domain, EndStrategy, Group, GroupType,
-    Limit, NumRange, Window,
+    Cohort, ConceptSet, CountColumn, Criterion, DateRange, Domain, EndStrategy, Filter, Group,
+    GroupType, Limit, NumRange, Window,
 };
 use crate::CohortError;
 
@@ -29,7 +29,9 @@ fn ids(v: &[i64]) -> String {
 }
 
 /// Concepts of a set, as Circe resolves them: listed concepts present in `concept`, plus valid
-/// descendants of the items marked `includeDescendants`; minus the excluded items resolved the same way.
+/// descendants of the items marked `includeDescendants`, plus the concepts that map ('Maps to') to
+/// the items marked `includeMapped` (and to their descendants); minus the excluded items resolved the
+/// same way.
 fn codeset_sql(set: &ConceptSet) -> String {
     let resolve = |excluded: bool| -> Option<String> {
         let items: Vec<_> = set
@@ -40,21 +42,33 @@ fn codeset_sql(set: &ConceptSet) -> String {
         if items.is_empty() {
             return None;
         }
-        let all: Vec<i64> = items.iter().map(|i| i.concept_id).collect();
-        let desc: Vec<i64> = items
-            .iter()
-            .filter(|i| i.descendants)
-            .map(|i| i.concept_id)
-            .collect();
-        let mut q = format!(
-            "SELECT concept_id FROM concept WHERE concept_id IN ({})",
-            ids(&all)
-        );
-        if !desc.is_empty() {
+        let listed_and_descendants = |items: &[&crate::parse::ConceptItem]| {
+            let all: Vec<i64> = items.iter().map(|i| i.concept_id).collect();
+            let desc: Vec<i64> = items
+                .iter()
+                .filter(|i| i.descendants)
+                .map(|i| i.concept_id)
+                .collect();
+            let mut q = format!(
+                "SELECT concept_id FROM concept WHERE concept_id IN ({})",
+                ids(&all)
+            );
+            if !desc.is_empty() {
+                q.push_str(&format!(
+                    " UNION SELECT c.concept_id FROM concept c JOIN concept_ancestor ca ON c.concept_id = ca.descendant_concept_id \
+                     WHERE ca.ancestor_concept_id IN ({}) AND c.invalid_reason IS NULL",
+                    ids(&desc)
+                ));
+            }
+            q
+        };
+        let mut q = listed_and_descendants(&items);
+        let mapped: Vec<_> = items.iter().copied().filter(|i| i.mapped).collect();
+        if !mapped.is_empty() {
             q.push_str(&format!(
-                " UNION SELECT c.concept_id FROM concept c JOIN concept_ancestor ca ON c.concept_id = ca.descendant_concept_id \
-                 WHERE ca.ancestor_concept_id IN ({}) AND c.invalid_reason IS NULL",
-                ids(&desc)
+                " UNION SELECT DISTINCT cr.concept_id_1 AS concept_id FROM ({}) m JOIN concept_relationship cr \
+                 ON m.concept_id = cr.concept_id_2 AND cr.relationship_id = 'Maps to' AND cr.invalid_reason IS NULL",
+                listed_and_descendants(&mapped)
             ));
         }
         Some(q)
@@ -146,14 +160,14 @@ fn op_sql(op: &str) -> &'static str {
     }
 }
 
-/// A numeric range as Circe writes it. `integer` ranges (ages) use the integer part of their bounds,
-/// as Circe does; value ranges use the numbers as given.
+/// A numeric range as Circe writes it. `integer` ranges (ages, counts, lengths) use the integer
+/// part of their bounds and decimal ones four decimals, as Circe's SQL builder does.
 fn range_sql(expr: &str, r: &NumRange, integer: bool) -> String {
     let fmt = |x: f64| {
         if integer {
             format!("{}", x.trunc() as i64)
         } else {
-            format!("{x:?}")
+            format!("{x:.4}")
         }
     };
     let v = fmt(r.value);
@@ -174,28 +188,11 @@ fn date_range_sql(expr: &str, r: &DateRange) -> String {
 }
 
 /// The records a criterion selects: `person_id, event_id, s, e, visit_id, c_id` (days as integers,
-/// `c_id` the record's concept).
-fn criterion_sql(c: &Criterion) -> String {
+/// `c_id` the record's concept). A criterion with nested criteria adds CTEs (named after `name`) to
+/// `ctes`, which must precede the statement that uses the returned query.
+fn criterion_sql(c: &Criterion, name: &str, ctes: &mut Vec<String>) -> String {
     let d = domain(c.domain);
     let (table, id, start) = (d.table, d.id, d.start);
-    // Value and unit of measurements and observations (NULL elsewhere; the parser allows the
-    // filters only on those two).
-    let (vnum, unit) = match c.domain {
-        Domain::Measurement | Domain::Observation => (
-            "CAST(value_as_number AS DOUBLE PRECISION)",
-            "CAST(unit_concept_id AS BIGINT)",
-        ),
-        _ => ("CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)"),
-    };
-    let type_col = d
-        .type_col
-        .map(|t| format!("CAST({t} AS BIGINT)"))
-        .unwrap_or_else(|| "CAST(NULL AS BIGINT)".into());
-    let status = if c.domain == Domain::ConditionOccurrence {
-        "CAST(condition_status_concept_id AS BIGINT)"
-    } else {
-        "CAST(NULL AS BIGINT)"
-    };
     // Concept sets filter the records before `First` picks the earliest, as in Circe.
     let mut inner = Vec::new();
     if let Some(cs) = c.codeset {
@@ -226,38 +223,89 @@ fn criterion_sql(c: &Criterion) -> String {
     if !c.gender.is_empty() {
         outer.push(format!("p.gender_concept_id IN ({})", ids(&c.gender)));
     }
+    // The parser allows value and unit only on measurements and observations.
     if let Some(v) = &c.value {
-        outer.push(range_sql("e.v_num", v, false));
+        outer.push(range_sql(
+            "CAST(e.value_as_number AS DOUBLE PRECISION)",
+            v,
+            false,
+        ));
     }
     if !c.unit.is_empty() {
-        outer.push(format!("e.u_id IN ({})", ids(&c.unit)));
+        outer.push(format!("e.unit_concept_id IN ({})", ids(&c.unit)));
     }
     // Circe: `<Domain>Type` keeps those record types; with `<Domain>TypeExclude` it drops them (and
     // keeps records of unknown type). An empty list filters nothing either way.
-    if !c.types.is_empty() {
+    if let (false, Some(col)) = (c.types.is_empty(), d.type_col) {
         outer.push(if c.types_exclude {
-            format!("(e.t_id IS NULL OR e.t_id NOT IN ({}))", ids(&c.types))
+            format!("(e.{col} IS NULL OR e.{col} NOT IN ({}))", ids(&c.types))
         } else {
-            format!("e.t_id IN ({})", ids(&c.types))
+            format!("e.{col} IN ({})", ids(&c.types))
         });
     }
     if !c.condition_status.is_empty() {
-        outer.push(format!("e.st_id IN ({})", ids(&c.condition_status)));
+        outer.push(format!(
+            "e.condition_status_concept_id IN ({})",
+            ids(&c.condition_status)
+        ));
+    }
+    for f in &c.filters {
+        match f {
+            Filter::Num {
+                expr,
+                range,
+                integer,
+            } => outer.push(range_sql(expr, range, *integer)),
+            Filter::Date { expr, range } => outer.push(date_range_sql(expr, range)),
+            Filter::Concepts { col, ids: list } if !list.is_empty() => {
+                outer.push(format!("{col} IN ({})", ids(list)))
+            }
+            Filter::Concepts { .. } => {}
+            Filter::VisitType(list) => outer.push(format!(
+                "e.visit_id IN (SELECT visit_occurrence_id FROM visit_occurrence WHERE visit_concept_id IN ({}))",
+                ids(list)
+            )),
+        }
+    }
+    // A user-defined period: the event is those dates, for periods that cover them.
+    let (mut s_expr, mut e_expr) = ("e.s".to_string(), "e.e".to_string());
+    if let Some(x) = c.user_period.0 {
+        outer.push(format!("e.s <= {x} AND e.e >= {x}"));
+        s_expr = format!("CAST({x} AS INT)");
+    }
+    if let Some(x) = c.user_period.1 {
+        outer.push(format!("e.s <= {x} AND e.e >= {x}"));
+        e_expr = format!("CAST({x} AS INT)");
     }
     let wher = if outer.is_empty() {
         String::new()
     } else {
         format!("WHERE {}", outer.join(" AND "))
     };
-    format!(
-        "SELECT e.person_id, e.event_id, e.s, e.e, e.visit_id, e.c_id FROM (\
-           SELECT person_id, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, \
-           CAST({concept} AS BIGINT) AS c_id, {vnum} AS v_num, {unit} AS u_id, {type_col} AS t_id, {status} AS st_id, \
-           ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY {start}, {id}) AS ordinal FROM {table} {filter}) e \
+    let records = format!(
+        "SELECT e.person_id, e.event_id, {s_expr} AS s, {e_expr} AS e, e.visit_id, e.c_id FROM (\
+           SELECT t.*, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, \
+           CAST({concept} AS BIGINT) AS c_id, \
+           ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY {start}, {id}) AS ordinal FROM {table} t {filter}) e \
          JOIN person p ON p.person_id = e.person_id {wher}",
         end = d.end,
         visit = d.visit,
         concept = d.concept,
+    );
+    let Some(g) = &c.correlated else {
+        return records;
+    };
+    // Nested criteria (Circe's wrapCriteriaQuery): the records become index events inside their
+    // observation period, and those satisfying the group are kept.
+    ctes.push(format!(
+        "{name}_ev AS (SELECT ROW_NUMBER() OVER (ORDER BY r.person_id, r.s, r.event_id, r.e) AS pe_id, r.person_id, r.event_id, r.s, r.e, r.visit_id, r.c_id, \
+         CAST(op.observation_period_start_date AS INT) AS op_s, CAST(op.observation_period_end_date AS INT) AS op_e \
+         FROM ({records}) r JOIN observation_period op ON op.person_id = r.person_id \
+         AND CAST(op.observation_period_start_date AS INT) <= r.s AND CAST(op.observation_period_end_date AS INT) >= r.s)"
+    ));
+    let pass = group_pass(g, &format!("{name}_ev"), &format!("{name}_n"), ctes);
+    format!(
+        "SELECT person_id, event_id, s, e, visit_id, c_id FROM {name}_ev WHERE pe_id IN (SELECT pe_id FROM {pass})"
     )
 }
 
@@ -310,13 +358,11 @@ fn ctes(c: &Cohort) -> String {
         .iter()
         .map(|s| format!("codeset_{} AS ({})", s.id, codeset_sql(s)))
         .collect();
-    let union = c
-        .primary
-        .iter()
-        .map(criterion_sql)
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    ctes.push(format!("events AS ({union})"));
+    let mut union = Vec::new();
+    for (i, p) in c.primary.iter().enumerate() {
+        union.push(criterion_sql(p, &format!("primary{i}"), &mut ctes));
+    }
+    ctes.push(format!("events AS ({})", union.join(" UNION ALL ")));
     ctes.push(format!(
         "primary_events AS (SELECT ROW_NUMBER() OVER (ORDER BY ev.person_id, ev.s, ev.event_id, ev.e) AS pe_id, ev.person_id, ev.event_id, ev.s, ev.e, ev.visit_id, \
          CAST(op.observation_period_start_date AS INT) AS op_s, \
@@ -340,10 +386,29 @@ fn ctes(c: &Cohort) -> String {
         }
         None => ctes.push("qualified AS (SELECT * FROM limited)".to_string()),
     }
-    let mut input = "qualified".to_string();
-    for (i, rule) in c.inclusion.iter().enumerate() {
-        input = group_filter(rule, &input, &format!("rule{i}"), &mut ctes);
-    }
+    // Each inclusion rule is decided on the qualified events independently, as in Circe (whose
+    // inclusion mask also allows reporting each rule's impact); an event must pass them all. Rules
+    // are not chained: DataFusion inlines every reference to a CTE, so a chain would re-evaluate
+    // the earlier rules once per reference.
+    let passes: Vec<String> = c
+        .inclusion
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| group_pass(rule, "qualified", &format!("rule{i}"), &mut ctes))
+        .collect();
+    let input = if passes.is_empty() {
+        "qualified".to_string()
+    } else {
+        let conds = passes
+            .iter()
+            .map(|p| format!("q.pe_id IN (SELECT pe_id FROM {p})"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        ctes.push(format!(
+            "ruled AS (SELECT q.* FROM qualified q WHERE {conds})"
+        ));
+        "ruled".to_string()
+    };
     ctes.push(format!(
         "included AS ({})",
         limit_sql(&input, c.expression_limit)
@@ -357,7 +422,7 @@ fn ctes(c: &Cohort) -> String {
         EndStrategy::DateOffset { from_end, offset } => {
             let base = if from_end { "e" } else { "s" };
             ctes.push(format!(
-                "strategy_ends AS (SELECT pe_id, CASE WHEN {base} + {offset} > op_e THEN op_e ELSE {base} + {offset} END AS end_day FROM included)"
+                "strategy_ends AS (SELECT pe_id, person_id, s, CASE WHEN {base} + {offset} > op_e THEN op_e ELSE {base} + {offset} END AS end_day FROM included)"
             ));
         }
         EndStrategy::CustomEra {
@@ -390,32 +455,31 @@ fn ctes(c: &Cohort) -> String {
                 "drug_eras AS (SELECT person_id, MIN(s) AS era_s, MAX(pe) - {gap} + {offset} AS era_e FROM exp_grouped GROUP BY person_id, era)"
             ));
             ctes.push(
-                "strategy_ends AS (SELECT i.pe_id, d.era_e AS end_day FROM included i \
+                "strategy_ends AS (SELECT i.pe_id, i.person_id, i.s, d.era_e AS end_day FROM included i \
                  JOIN drug_eras d ON d.person_id = i.person_id AND i.s >= d.era_s AND i.s <= d.era_e)"
                     .to_string(),
             );
         }
     }
     if !matches!(c.end, EndStrategy::DateOffset { .. }) {
-        candidates.push("SELECT pe_id, op_e AS end_day FROM included".to_string());
+        candidates.push("SELECT pe_id, person_id, s, op_e AS end_day FROM included".to_string());
     }
     if !matches!(c.end, EndStrategy::ObservationEnd) {
-        candidates.push("SELECT pe_id, end_day FROM strategy_ends".to_string());
+        candidates.push("SELECT pe_id, person_id, s, end_day FROM strategy_ends".to_string());
     }
     // Censoring: the first censoring event on or after the entry's start, within its observation
     // period.
     if !c.censoring.is_empty() {
-        let union = c
-            .censoring
-            .iter()
-            .map(criterion_sql)
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
+        let mut union = Vec::new();
+        for (i, x) in c.censoring.iter().enumerate() {
+            union.push(criterion_sql(x, &format!("censor{i}"), &mut ctes));
+        }
+        let union = union.join(" UNION ALL ");
         ctes.push(format!(
-            "censor AS (SELECT i.pe_id, MIN(x.s) AS end_day FROM included i JOIN ({union}) x ON x.person_id = i.person_id \
-             AND x.s >= i.s AND x.s <= i.op_e GROUP BY i.pe_id)"
+            "censor AS (SELECT i.pe_id, i.person_id, i.s, MIN(x.s) AS end_day FROM included i JOIN ({union}) x ON x.person_id = i.person_id \
+             AND x.s >= i.s AND x.s <= i.op_e GROUP BY i.pe_id, i.person_id, i.s)"
         ));
-        candidates.push("SELECT pe_id, end_day FROM censor".to_string());
+        candidates.push("SELECT pe_id, person_id, s, end_day FROM censor".to_string());
     }
     ctes.push(format!(
         "end_candidates AS ({})",
@@ -423,8 +487,8 @@ fn ctes(c: &Cohort) -> String {
     ));
     let pad = c.era_pad;
     ctes.push(format!(
-        "cohort_rows AS (SELECT i.person_id, i.s, MIN(x.end_day) + {pad} AS pe FROM included i \
-         JOIN end_candidates x ON x.pe_id = i.pe_id AND x.end_day >= i.s GROUP BY i.pe_id, i.person_id, i.s)"
+        "cohort_rows AS (SELECT person_id, s, MIN(end_day) + {pad} AS pe FROM end_candidates \
+         WHERE end_day >= s GROUP BY pe_id, person_id, s)"
     ));
     // Era collapse of the cohort rows with the cohort's pad.
     ctes.push(era_ctes("cohort_rows", "rows"));
@@ -500,9 +564,9 @@ fn group_pass(g: &Group, input: &str, name: &str, ctes: &mut Vec<String>) -> Str
                 }
             ),
         };
+        let records = criterion_sql(&cc.criterion, &format!("{name}_c{i}"), ctes);
         ctes.push(format!(
-            "{name}_c{i} AS (SELECT q.pe_id, COUNT({counted}) AS n FROM {input} q LEFT JOIN ({}) a ON {} GROUP BY q.pe_id)",
-            criterion_sql(&cc.criterion),
+            "{name}_c{i} AS (SELECT q.pe_id, COUNT({counted}) AS n FROM {input} q LEFT JOIN ({records}) a ON {} GROUP BY q.pe_id)",
             on.join(" AND ")
         ));
         joins.push_str(&format!(" JOIN {name}_c{i} c{i} ON c{i}.pe_id = q.pe_id"));
@@ -598,22 +662,20 @@ pub async fn generate(engine: &SiteEngine, c: &Cohort) -> Result<Vec<CohortRow>,
         .map_err(|e| CohortError::Engine(e.to_string()))?;
     let mut rows = Vec::new();
     for b in batches {
+        // DataFusion returns BIGINT, INT, INT; the PostgreSQL backend every integer as Int64.
+        let column = |i: usize, to: &arrow::datatypes::DataType| {
+            arrow::compute::cast(b.column(i), to)
+                .map_err(|e| CohortError::Engine(format!("cohort column {i}: {e}")))
+        };
+        let (p, s, e) = (
+            column(0, &arrow::datatypes::DataType::Int64)?,
+            column(1, &arrow::datatypes::DataType::Int32)?,
+            column(2, &arrow::datatypes::DataType::Int32)?,
+        );
         let shape = || CohortError::Engine("unexpected column types".into());
-        let p = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(shape)?;
-        let s = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .ok_or_else(shape)?;
-        let e = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .ok_or_else(shape)?;
+        let p = p.as_any().downcast_ref::<Int64Array>().ok_or_else(shape)?;
+        let s = s.as_any().downcast_ref::<Int32Array>().ok_or_else(shape)?;
+        let e = e.as_any().downcast_ref::<Int32Array>().ok_or_else(shape)?;
         for i in 0..b.num_rows() {
             if p.is_null(i) || s.is_null(i) || e.is_null(i) {
                 return Err(CohortError::Engine(format!("null in cohort row {i}")));

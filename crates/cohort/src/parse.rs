@@ -9,6 +9,8 @@ pub struct ConceptItem {
     pub concept_id: i64,
     pub descendants: bool,
     pub excluded: bool,
+    /// Also the non-standard concepts that map ('Maps to') to it (and to its descendants).
+    pub mapped: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +87,116 @@ pub struct Criterion {
     pub source_codeset: Option<i64>,
     /// `ConditionStatus` concepts of a condition occurrence.
     pub condition_status: Vec<i64>,
+    /// Further attribute filters (`Quantity`, `EraLength`, `OccurrenceStartDate`, …).
+    pub filters: Vec<Filter>,
+    /// `UserDefinedPeriod` of an observation period: the event starts and ends on these dates, and
+    /// only periods covering them qualify.
+    pub user_period: (Option<i32>, Option<i32>),
+    /// Criteria the record itself must satisfy, relative to its own dates (Circe's
+    /// `CorrelatedCriteria` inside a criterion).
+    pub correlated: Option<Box<Group>>,
+}
+
+impl Criterion {
+    /// This criterion and those nested in it, with their JSON paths (`path` is this one's).
+    pub fn with_nested(&self, path: &str) -> Vec<(String, &Criterion)> {
+        let mut out = vec![(path.to_string(), self)];
+        if let Some(g) = &self.correlated {
+            out.extend(g.criteria_paths(&format!("{path}.{:?}.CorrelatedCriteria", self.domain)));
+        }
+        out
+    }
+}
+
+/// An attribute filter on a criterion's records. Expressions are over the record (`e.` its
+/// columns, `e.s`/`e.e` its start and end days) and the person (`p.`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    Num {
+        expr: &'static str,
+        range: NumRange,
+        /// Circe compares integer attributes with the integer part of the bounds.
+        integer: bool,
+    },
+    Date {
+        expr: &'static str,
+        range: DateRange,
+    },
+    Concepts {
+        col: &'static str,
+        ids: Vec<i64>,
+    },
+    /// The record's visit is of one of these visit concepts.
+    VisitType(Vec<i64>),
+}
+
+/// How a Circe attribute of a domain filters (None: not a known attribute).
+enum AttrKind {
+    Num(&'static str, bool),
+    Date(&'static str),
+    Concepts(&'static str),
+}
+
+const AGE_AT_START: &str = "(EXTRACT(YEAR FROM CAST(e.s AS DATE)) - p.year_of_birth)";
+const AGE_AT_END: &str = "(EXTRACT(YEAR FROM CAST(e.e AS DATE)) - p.year_of_birth)";
+const LENGTH: &str = "(e.e - e.s)";
+
+/// Circe's plain attribute filters, by domain: numeric ranges, date ranges and concept lists.
+fn attribute(d: Domain, key: &str) -> Option<AttrKind> {
+    use AttrKind::*;
+    use Domain::*;
+    Some(match (d, key) {
+        (
+            ConditionOccurrence | DrugExposure | ProcedureOccurrence | Observation | Measurement
+            | VisitOccurrence | DeviceExposure | Specimen | Death,
+            "OccurrenceStartDate",
+        ) => Date("e.s"),
+        (ConditionOccurrence, "OccurrenceEndDate") => Date("CAST(e.condition_end_date AS INT)"),
+        (DrugExposure, "OccurrenceEndDate") => Date("CAST(e.drug_exposure_end_date AS INT)"),
+        (VisitOccurrence, "OccurrenceEndDate") => Date("CAST(e.visit_end_date AS INT)"),
+        (DeviceExposure, "OccurrenceEndDate") => Date("CAST(e.device_exposure_end_date AS INT)"),
+        (VisitDetail, "VisitDetailStartDate") => Date("e.s"),
+        (VisitDetail, "VisitDetailEndDate") => Date("e.e"),
+        (VisitDetail | VisitOccurrence, "VisitLength" | "VisitDetailLength") => Num(LENGTH, true),
+        (ConditionEra | DrugEra | DoseEra, "EraStartDate") => Date("e.s"),
+        (ConditionEra | DrugEra | DoseEra, "EraEndDate") => Date("e.e"),
+        (ConditionEra | DrugEra | DoseEra, "EraLength") => Num(LENGTH, true),
+        (ObservationPeriod | PayerPlanPeriod, "PeriodStartDate") => Date("e.s"),
+        (ObservationPeriod | PayerPlanPeriod, "PeriodEndDate") => Date("e.e"),
+        (ObservationPeriod | PayerPlanPeriod, "PeriodLength") => Num(LENGTH, true),
+        (ConditionEra | DrugEra | DoseEra | ObservationPeriod | PayerPlanPeriod, "AgeAtStart") => {
+            Num(AGE_AT_START, true)
+        }
+        (ConditionEra | DrugEra | DoseEra | ObservationPeriod | PayerPlanPeriod, "AgeAtEnd") => {
+            Num(AGE_AT_END, true)
+        }
+        (ConditionEra, "OccurrenceCount") => Num("e.condition_occurrence_count", true),
+        (DrugEra, "OccurrenceCount") => Num("e.drug_exposure_count", true),
+        (DrugEra, "GapDays") => Num("e.gap_days", true),
+        (DoseEra, "DoseValue") => Num("e.dose_value", false),
+        (DoseEra | Specimen, "Unit") => Concepts("e.unit_concept_id"),
+        (DrugExposure, "Quantity") => Num("e.quantity", false),
+        (DrugExposure, "Refills") => Num("e.refills", true),
+        (DrugExposure, "DaysSupply") => Num("e.days_supply", true),
+        (DrugExposure, "RouteConcept") => Concepts("e.route_concept_id"),
+        (Measurement, "Operator") => Concepts("e.operator_concept_id"),
+        (Measurement | Observation, "ValueAsConcept") => Concepts("e.value_as_concept_id"),
+        (Measurement, "RangeLow") => Num("e.range_low", false),
+        (Measurement, "RangeHigh") => Num("e.range_high", false),
+        (Measurement, "RangeLowRatio") => {
+            Num("(e.value_as_number / NULLIF(e.range_low, 0))", false)
+        }
+        (Measurement, "RangeHighRatio") => {
+            Num("(e.value_as_number / NULLIF(e.range_high, 0))", false)
+        }
+        (Observation, "Qualifier") => Concepts("e.qualifier_concept_id"),
+        (ProcedureOccurrence, "Modifier") => Concepts("e.modifier_concept_id"),
+        (ProcedureOccurrence | DeviceExposure, "Quantity") => Num("e.quantity", true),
+        (Specimen, "Quantity") => Num("e.quantity", false),
+        (Specimen, "AnatomicSite") => Concepts("e.anatomic_site_concept_id"),
+        (Specimen, "DiseaseStatus") => Concepts("e.disease_status_concept_id"),
+        _ => return None,
+    })
 }
 
 impl Domain {
@@ -236,7 +348,10 @@ impl Group {
     pub fn criteria_paths(&self, path: &str) -> Vec<(String, &Criterion)> {
         let mut out = Vec::new();
         for (i, cc) in self.criteria.iter().enumerate() {
-            out.push((format!("{path}.CriteriaList[{i}].Criteria"), &cc.criterion));
+            out.extend(
+                cc.criterion
+                    .with_nested(&format!("{path}.CriteriaList[{i}].Criteria")),
+            );
         }
         for (j, g) in self.groups.iter().enumerate() {
             out.extend(g.criteria_paths(&format!("{path}.Groups[{j}]")));
@@ -391,6 +506,9 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
         types_exclude: false,
         source_codeset: None,
         condition_status: Vec::new(),
+        filters: Vec::new(),
+        user_period: (None, None),
+        correlated: None,
     };
     let type_key = domain.type_key().unwrap_or("");
     let source_key = domain.source_key().unwrap_or("");
@@ -415,6 +533,59 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
             }
             "ConditionStatus" if domain == Domain::ConditionOccurrence => {
                 c.condition_status.extend(concept_ids(v, &kp)?);
+            }
+            "CorrelatedCriteria" => {
+                if !v.is_null() {
+                    c.correlated = Some(Box::new(group(v, &kp)?));
+                }
+            }
+            "VisitType"
+                if matches!(
+                    domain,
+                    Domain::ConditionOccurrence
+                        | Domain::DrugExposure
+                        | Domain::ProcedureOccurrence
+                        | Domain::Observation
+                        | Domain::Measurement
+                        | Domain::DeviceExposure
+                ) =>
+            {
+                let ids = concept_ids(v, &kp)?;
+                if !ids.is_empty() {
+                    c.filters.push(Filter::VisitType(ids));
+                }
+            }
+            "UserDefinedPeriod" if domain == Domain::ObservationPeriod => {
+                for (uk, uv) in obj(v, &kp)? {
+                    let ukp = format!("{kp}.{uk}");
+                    match uk.as_str() {
+                        _ if uv.is_null() => {}
+                        "StartDate" => c.user_period.0 = Some(date_days(uv, &ukp)?),
+                        "EndDate" => c.user_period.1 = Some(date_days(uv, &ukp)?),
+                        _ => return Err(unsupported(&ukp, format!("period field {uk}"))),
+                    }
+                }
+            }
+            k if attribute(domain, k).is_some() => {
+                if v.is_null() {
+                    continue;
+                }
+                c.filters
+                    .push(match attribute(domain, k).expect("checked") {
+                        AttrKind::Num(expr, integer) => Filter::Num {
+                            expr,
+                            range: num_range(v, &kp)?,
+                            integer,
+                        },
+                        AttrKind::Date(expr) => Filter::Date {
+                            expr,
+                            range: date_range(v, &kp)?,
+                        },
+                        AttrKind::Concepts(col) => Filter::Concepts {
+                            col,
+                            ids: concept_ids(v, &kp)?,
+                        },
+                    });
             }
             "First" => {
                 c.first = v
@@ -796,12 +967,6 @@ fn concept_sets(v: Option<&Value>) -> Result<Vec<ConceptSet>, CohortError> {
             let ip = format!("{p}.expression.items[{j}]");
             let io = obj(it, &ip)?;
             let flag = |k: &str| io.get(k).and_then(Value::as_bool).unwrap_or(false);
-            if flag("includeMapped") {
-                return Err(unsupported(
-                    &format!("{ip}.includeMapped"),
-                    "mapped (non-standard) concepts",
-                ));
-            }
             let cid = io
                 .get("concept")
                 .and_then(|c| c.get("CONCEPT_ID"))
@@ -810,6 +975,7 @@ fn concept_sets(v: Option<&Value>) -> Result<Vec<ConceptSet>, CohortError> {
                 concept_id: int(cid, &format!("{ip}.concept.CONCEPT_ID"))?,
                 descendants: flag("includeDescendants"),
                 excluded: flag("isExcluded"),
+                mapped: flag("includeMapped"),
             });
         }
         out.push(set);
@@ -1028,7 +1194,7 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
     // Every CodesetId must name a concept set, wherever the criterion sits.
     let mut refs: Vec<(String, &Criterion)> = Vec::new();
     for (i, c) in cohort.primary.iter().enumerate() {
-        refs.push((format!("$.PrimaryCriteria.CriteriaList[{i}]"), c));
+        refs.extend(c.with_nested(&format!("$.PrimaryCriteria.CriteriaList[{i}]")));
     }
     let groups = cohort
         .additional
@@ -1045,7 +1211,7 @@ pub fn parse(text: &str) -> Result<Cohort, CohortError> {
         refs.extend(g.criteria_paths(&gp));
     }
     for (i, c) in cohort.censoring.iter().enumerate() {
-        refs.push((format!("$.CensoringCriteria[{i}]"), c));
+        refs.extend(c.with_nested(&format!("$.CensoringCriteria[{i}]")));
     }
     for (path, c) in refs {
         for id in c.codeset.iter().chain(c.source_codeset.iter()) {

@@ -65,6 +65,12 @@ impl PgSite {
     }
 
     /// Run one statement in a read-only transaction with the CDM schema first on the search path.
+    ///
+    /// Nested-loop joins are off for the statement: node queries scan whole CDM tables and join on
+    /// `person_id`, and PostgreSQL's row estimate after a `ROW_NUMBER() … = 1` filter is 1, which
+    /// made it re-run an aggregate subquery once per cohort entry (a Circe cohort on Eunomia took
+    /// minutes instead of a second). The setting is a cost penalty, so a join with no equality
+    /// condition still gets a nested loop.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
         let client = self.connect().await?;
         let q = |e: tokio_postgres::Error| {
@@ -75,7 +81,7 @@ impl PgSite {
         };
         client
             .batch_execute(&format!(
-                "BEGIN TRANSACTION READ ONLY; SET LOCAL search_path TO {}",
+                "BEGIN TRANSACTION READ ONLY; SET LOCAL search_path TO {}; SET LOCAL enable_nestloop = off",
                 self.schema
             ))
             .await
