@@ -256,8 +256,8 @@ fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
     let study = tmp.path().join("s.json");
     std::fs::write(
         &study,
-        r#"{"format":"medfed-study/1","name":"devices",
-            "cohorts":{"dev":{"circe":{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"DeviceExposure":{}}]}}}},
+        r#"{"format":"medfed-study/1","name":"adjusted",
+            "cohorts":{"dev":{"circe":{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"ConditionOccurrence":{"DateAdjustment":{"StartOffset":1}}}]}}}},
             "analyses":[{"id":"n_dev","type":"cohort_count","cohort":"dev"}]}"#,
     )
     .unwrap();
@@ -269,7 +269,7 @@ fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
         s["reason"]
             .as_str()
             .unwrap()
-            .contains("$.PrimaryCriteria.CriteriaList[0].DeviceExposure"),
+            .contains("$.PrimaryCriteria.CriteriaList[0].ConditionOccurrence.DateAdjustment"),
         "{s}"
     );
     // A study naming a cohort it does not define is refused before anything runs.
