@@ -130,7 +130,8 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
                         // Any size: no upper bound can be given.
                         Suppression::Differencing { .. }
                         | Suppression::MinCohortSize { .. }
-                        | Suppression::Complementary { .. } => unbounded = true,
+                        | Suppression::Complementary { .. }
+                        | Suppression::ModelParameters { .. } => unbounded = true,
                     }
                     SiteOutcome::Suppressed { rule: rule.clone() }
                 }

@@ -152,6 +152,12 @@ pub fn describe(rule: &Suppression) -> String {
         Suppression::Complementary { .. } => {
             "withheld so that a small cell cannot be recovered from a total".into()
         }
+        Suppression::ModelParameters {
+            parameters,
+            max_parameters,
+        } => format!(
+            "the model has {parameters} parameters; the site's rows allow at most {max_parameters}"
+        ),
     }
 }
 

@@ -140,6 +140,32 @@ pub enum Suppression {
     /// Secondary suppression: withheld so that a small cell withheld in the same line of the table
     /// cannot be recovered from the line's margin.
     Complementary { threshold: u64 },
+    /// A model with more parameters than the site's `max_parameter_ratio` allows for its rows.
+    ModelParameters {
+        parameters: u64,
+        max_parameters: u64,
+    },
+}
+
+/// The disclosure check of a model before any of its statistics leave the site, after DataSHIELD's
+/// GLM filters: the rows must make a cohort of at least `min_cohort_size` persons, and the model may
+/// have at most `max_parameter_ratio` × rows parameters. A model with as many parameters as rows is
+/// saturated: its fitted values are the rows themselves, and its score and information sums let the
+/// hub solve for them.
+pub fn check_model(parameters: u64, rows: u64, policy: &Policy) -> Result<(), Suppression> {
+    if rows < policy.min_cohort_size {
+        return Err(Suppression::MinCohortSize {
+            threshold: policy.min_cohort_size,
+        });
+    }
+    let max_parameters = (policy.max_parameter_ratio * rows as f64).floor() as u64;
+    if parameters > max_parameters {
+        return Err(Suppression::ModelParameters {
+            parameters,
+            max_parameters,
+        });
+    }
+    Ok(())
 }
 
 /// A statistic that passed the site's disclosure check, with the record of what was withheld.
@@ -396,6 +422,41 @@ pub fn release_private(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Attack: a model with as many parameters as rows (saturated: its fit is the rows) is refused
+    /// before anything leaves, and so is one just over the ratio or on too small a cohort.
+    #[test]
+    fn saturated_and_overparameterised_models_are_refused() {
+        let p = Policy::default();
+        assert_eq!(
+            check_model(50, 50, &p),
+            Err(Suppression::ModelParameters {
+                parameters: 50,
+                max_parameters: 16
+            })
+        );
+        assert_eq!(
+            check_model(17, 50, &p),
+            Err(Suppression::ModelParameters {
+                parameters: 17,
+                max_parameters: 16
+            })
+        );
+        assert_eq!(check_model(16, 50, &p), Ok(()));
+        assert_eq!(
+            check_model(2, 19, &p),
+            Err(Suppression::MinCohortSize { threshold: 20 })
+        );
+        let strict = Policy::parse("max_parameter_ratio = 0.1").unwrap();
+        assert!(check_model(16, 50, &strict).is_err());
+        assert_eq!(check_model(1_000, 1_000_000, &strict), Ok(()));
+        // The reason travels in the result like any other withheld value.
+        let json = serde_json::to_string(&check_model(50, 50, &p).unwrap_err()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"rule":"model_parameters","parameters":50,"max_parameters":16}"#
+        );
+    }
 
     #[test]
     fn small_cells_never_leave() {

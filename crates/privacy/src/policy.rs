@@ -34,6 +34,10 @@ pub struct Policy {
     /// be described by cells of 10 and 2, one of them suppressed but easily bounded.
     #[serde(default = "default_min_cohort")]
     pub min_cohort_size: u64,
+    /// Largest ratio of a model's parameters to the rows it is fitted on at this site (DataSHIELD's
+    /// `nfilter.glm`, 0.33): a model with about as many parameters as rows reproduces the rows.
+    #[serde(default = "default_parameter_ratio")]
+    pub max_parameter_ratio: f64,
     /// Decision per analysis type; types not listed get `default`.
     #[serde(default)]
     pub analyses: BTreeMap<String, Decision>,
@@ -65,6 +69,9 @@ fn default_min_cell() -> u64 {
 fn default_min_cohort() -> u64 {
     20
 }
+fn default_parameter_ratio() -> f64 {
+    0.33
+}
 fn yes() -> bool {
     true
 }
@@ -78,6 +85,7 @@ impl Default for Policy {
             min_cell_count: default_min_cell(),
             differencing: true,
             min_cohort_size: default_min_cohort(),
+            max_parameter_ratio: default_parameter_ratio(),
             analyses: CATALOG_TYPES
                 .iter()
                 .map(|t| (t.to_string(), Decision::Allow))
@@ -116,6 +124,9 @@ impl Policy {
         if p.min_cell_count == 0 {
             return Err("min_cell_count must be at least 1".into());
         }
+        if !(p.max_parameter_ratio > 0.0 && p.max_parameter_ratio < 1.0) {
+            return Err("max_parameter_ratio must be between 0 and 1 (exclusive)".into());
+        }
         if let Some(d) = &p.dp {
             d.check()?;
         }
@@ -139,6 +150,8 @@ impl Policy {
          differencing = true\n\
          # Smallest cohort that a table (characterization, incidence, survival) may describe.\n\
          min_cohort_size = 20\n\
+         # Largest ratio of a model's parameters to the rows it is fitted on here (DataSHIELD 0.33).\n\
+         max_parameter_ratio = 0.33\n\
          # What to do with analysis types not listed below: allow | approve | deny\n\
          default = \"deny\"\n\n\
          [analyses]\n\
@@ -175,6 +188,8 @@ mod tests {
         );
         assert!(Policy::parse("min_cell_count = 0").is_err());
         assert!(Policy::parse("min_cel_count = 3").is_err());
+        assert!(Policy::parse("max_parameter_ratio = 1.0").is_err());
+        assert!(Policy::parse("max_parameter_ratio = 0").is_err());
         let p = Policy::parse("[analyses]\nperson_count = \"approve\"").unwrap();
         assert_eq!(p.decision("person_count"), Decision::Approve);
         assert_eq!(p.decision("gwas"), Decision::Deny);
