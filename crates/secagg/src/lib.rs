@@ -80,7 +80,7 @@ struct KeyPair {
 }
 
 impl KeyPair {
-    fn generate(rng: &mut (impl CryptoRng)) -> KeyPair {
+    fn generate(rng: &mut impl CryptoRng) -> KeyPair {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
         KeyPair::from_secret(secret)
@@ -204,11 +204,7 @@ pub struct Client {
 
 impl Client {
     /// Start a round (`session` names it, e.g. a hash of study, analysis and round number).
-    pub fn new(
-        id: u32,
-        session: [u8; 32],
-        rng: &mut (impl CryptoRng),
-    ) -> (Client, Advert) {
+    pub fn new(id: u32, session: [u8; 32], rng: &mut impl CryptoRng) -> (Client, Advert) {
         let (c, s) = (KeyPair::generate(rng), KeyPair::generate(rng));
         let mut b = [0u8; 32];
         rng.fill_bytes(&mut b);
@@ -253,7 +249,7 @@ impl Client {
         &mut self,
         adverts: &[Advert],
         threshold: usize,
-        rng: &mut (impl CryptoRng),
+        rng: &mut impl CryptoRng,
     ) -> Result<Vec<Sealed>, SecAggError> {
         let ids = check_members(adverts, threshold)?;
         let me = adverts
