@@ -16,6 +16,9 @@ pub enum Family {
     Gaussian,
     Binomial,
     Poisson,
+    /// Cox proportional hazards with Breslow ties, stratified by site; sums from
+    /// [`cox_site_sums`].
+    Cox,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -64,6 +67,7 @@ impl Rows<'_> {
                 Family::Gaussian => y.is_finite(),
                 Family::Binomial => y == 0.0 || y == 1.0,
                 Family::Poisson => y >= 0.0 && y.fract() == 0.0,
+                Family::Cox => false,
             };
             if !ok {
                 return Err(ModelError::Rows(format!(
@@ -146,6 +150,11 @@ pub fn site_sums(
     beta: &[f64],
     policy: &Policy,
 ) -> Result<SiteSums, ModelError> {
+    if family == Family::Cox {
+        return Err(ModelError::Rows(
+            "a Cox model takes times and events: use cox_site_sums".into(),
+        ));
+    }
     rows.check(family)?;
     if beta.len() != rows.p {
         return Err(ModelError::Rows(format!(
@@ -171,7 +180,7 @@ pub fn site_sums(
             + rows.offset.map_or(0.0, |o| o[i]);
         let y = rows.y[i];
         let (mu, w) = match family {
-            Family::Gaussian => (eta, 1.0),
+            Family::Gaussian | Family::Cox => (eta, 1.0),
             Family::Binomial => {
                 let mu = 1.0 / (1.0 + (-eta).exp());
                 (mu, mu * (1.0 - mu))
@@ -190,7 +199,7 @@ pub fn site_sums(
             }
         }
         match family {
-            Family::Gaussian => s.deviance += r * r,
+            Family::Gaussian | Family::Cox => s.deviance += r * r,
             Family::Binomial => {
                 let ll = if y == 1.0 { mu.ln() } else { (1.0 - mu).ln() };
                 s.loglik += ll;
@@ -352,7 +361,7 @@ pub fn summarize(
         _ => total.loglik,
     };
     // statsmodels: aic = -2 llf + 2 (df_model + 1) = -2 llf + 2p with an intercept (the Gaussian
-    // scale is not counted).
+    // scale is not counted); for the Cox model (no intercept) -2 log partial likelihood + 2p.
     let aic = -2.0 * llf + 2.0 * p as f64;
     Ok(Fit {
         family,
@@ -398,4 +407,109 @@ pub fn fit(
         }
     }
     Err(ModelError::NoConvergence(max_iter))
+}
+
+/// A site's survival rows for a Cox model: `x` row-major with `p` columns (no intercept), follow-up
+/// `time` and `event` (1 event, 0 censored).
+#[derive(Clone, Debug)]
+pub struct CoxRows<'a> {
+    pub p: usize,
+    pub x: &'a [f64],
+    pub time: &'a [f64],
+    pub event: &'a [bool],
+}
+
+/// The local step of a Cox model stratified by site: the site's partial-likelihood score and
+/// information at `beta`, Breslow's method for tied times, after the same disclosure checks as a GLM
+/// (parameters against rows, at least `min_cell_count` events). The site is its own stratum, so the
+/// network's sums are those of the site-stratified pooled fit exactly.
+pub fn cox_site_sums(
+    rows: &CoxRows,
+    beta: &[f64],
+    policy: &Policy,
+) -> Result<SiteSums, ModelError> {
+    let (p, n) = (rows.p, rows.time.len());
+    if p == 0 || rows.x.len() != p * n || rows.event.len() != n || beta.len() != p {
+        return Err(ModelError::Rows(format!(
+            "x has {} values, {} times, {} events, {} coefficients for {p} columns",
+            rows.x.len(),
+            n,
+            rows.event.len(),
+            beta.len()
+        )));
+    }
+    if let Some(i) = rows.time.iter().position(|t| !t.is_finite() || *t < 0.0) {
+        return Err(ModelError::Rows(format!(
+            "row {i}: time {} is not a duration",
+            rows.time[i]
+        )));
+    }
+    if let Some((i, _)) = rows.x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(ModelError::Rows(format!(
+            "row {}: covariate {} is not finite",
+            i / p,
+            i % p
+        )));
+    }
+    check_model(p as u64, n as u64, policy).map_err(ModelError::Refused)?;
+    let events = rows.event.iter().filter(|e| **e).count();
+    if (events as u64) < policy.min_cell_count {
+        return Err(ModelError::Refused(Suppression::MinCellCount {
+            threshold: policy.min_cell_count,
+        }));
+    }
+    // Latest times first: the risk set grows as time goes back.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|a, b| rows.time[*b].total_cmp(&rows.time[*a]));
+    let mut s = SiteSums {
+        n: n as f64,
+        score: vec![0.0; p],
+        information: vec![0.0; p * p],
+        deviance: 0.0,
+        loglik: 0.0,
+        events: events as f64,
+    };
+    let (mut s0, mut s1, mut s2) = (0.0, vec![0.0; p], vec![0.0; p * p]);
+    let mut i = 0;
+    while i < n {
+        let t = rows.time[order[i]];
+        // Everyone with this time joins the risk set; the events among them are the tie.
+        let mut d = 0.0;
+        let mut xs = vec![0.0; p];
+        let mut j = i;
+        while j < n && rows.time[order[j]] == t {
+            let k = order[j];
+            let xk = &rows.x[k * p..(k + 1) * p];
+            let eta: f64 = xk.iter().zip(beta).map(|(a, b)| a * b).sum();
+            let w = eta.exp();
+            s0 += w;
+            for a in 0..p {
+                s1[a] += w * xk[a];
+                for b in 0..p {
+                    s2[a * p + b] += w * xk[a] * xk[b];
+                }
+            }
+            if rows.event[k] {
+                d += 1.0;
+                for a in 0..p {
+                    xs[a] += xk[a];
+                }
+                s.loglik += eta;
+            }
+            j += 1;
+        }
+        if d > 0.0 {
+            s.loglik -= d * s0.ln();
+            for a in 0..p {
+                s.score[a] += xs[a] - d * s1[a] / s0;
+                for b in 0..p {
+                    s.information[a * p + b] +=
+                        d * (s2[a * p + b] / s0 - s1[a] * s1[b] / (s0 * s0));
+                }
+            }
+        }
+        i = j;
+    }
+    s.deviance = -2.0 * s.loglik;
+    Ok(s)
 }

@@ -45,6 +45,7 @@ fn simulate(family: Family, sizes: &[usize], seed: u64) -> Vec<Site> {
                     Family::Binomial => {
                         (f64::from(rng.random_bool(1.0 / (1.0 + (-eta).exp()))), 0.0)
                     }
+                    Family::Cox => unreachable!("GLM families only"),
                     Family::Poisson => {
                         let years: f64 = rng.random_range(0.5..5.0);
                         let mu = (eta + years.ln()).exp();
