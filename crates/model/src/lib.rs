@@ -7,6 +7,9 @@
 //! Families with canonical links: Gaussian (identity), binomial (logit), Poisson (log, with an
 //! offset for rates). Optional L2 penalty on every coefficient but the intercept.
 
+mod evaluate;
+
+pub use evaluate::{CalibrationGroup, RiskHistogram};
 use medfed_privacy::{check_model, Policy, Suppression};
 use serde::{Deserialize, Serialize};
 
