@@ -257,7 +257,7 @@ fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
     std::fs::write(
         &study,
         r#"{"format":"medfed-study/1","name":"adjusted",
-            "cohorts":{"dev":{"circe":{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"ConditionOccurrence":{"DateAdjustment":{"StartOffset":1}}}]}}}},
+            "cohorts":{"dev":{"circe":{"ConceptSets":[],"PrimaryCriteria":{"CriteriaList":[{"ConditionOccurrence":{"ProviderSpecialty":[{"CONCEPT_ID":38004446}]}}]}}}},
             "analyses":[{"id":"n_dev","type":"cohort_count","cohort":"dev"}]}"#,
     )
     .unwrap();
@@ -269,7 +269,7 @@ fn a_cohort_the_node_cannot_run_is_refused_with_the_json_path() {
         s["reason"]
             .as_str()
             .unwrap()
-            .contains("$.PrimaryCriteria.CriteriaList[0].ConditionOccurrence.DateAdjustment"),
+            .contains("$.PrimaryCriteria.CriteriaList[0].ConditionOccurrence.ProviderSpecialty"),
         "{s}"
     );
     // A study naming a cohort it does not define is refused before anything runs.
@@ -527,7 +527,7 @@ fn postgres_site_gives_the_same_answers_as_the_site_store() {
         cohort::matches_oracle(site, &shared.join("eunomia"), tmp.path()),
         13
     );
-    assert_eq!(cohort::matches_oracle(site, &extra, tmp.path()), 10);
+    assert_eq!(cohort::matches_oracle(site, &extra, tmp.path()), 11);
     // Clean up the schema.
     let mut c =
         postgres::Client::connect("postgres://postgres@127.0.0.1:5432/test", postgres::NoTls)

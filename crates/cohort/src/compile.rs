@@ -215,10 +215,13 @@ fn criterion_sql(c: &Criterion, name: &str, ctes: &mut Vec<String>) -> String {
     }
     if let Some(a) = &c.age {
         outer.push(range_sql(
-            "(EXTRACT(YEAR FROM e.start_date) - p.year_of_birth)",
+            "(EXTRACT(YEAR FROM CAST(e.s AS DATE)) - p.year_of_birth)",
             a,
             true,
         ));
+    }
+    if c.date_adjustment.is_some() {
+        outer.push("e.e >= e.s".to_string());
     }
     if !c.gender.is_empty() {
         outer.push(format!("p.gender_concept_id IN ({})", ids(&c.gender)));
@@ -282,13 +285,30 @@ fn criterion_sql(c: &Criterion, name: &str, ctes: &mut Vec<String>) -> String {
     } else {
         format!("WHERE {}", outer.join(" AND "))
     };
+    // The record's start and end days, adjusted when the criterion says so.
+    let (s_raw, e_raw) = (format!("CAST({start} AS INT)"), d.end.clone());
+    let (s_in, e_in) = match c.date_adjustment {
+        None => (s_raw, e_raw),
+        Some(a) => {
+            let pick = |from_end: bool| {
+                if from_end {
+                    e_raw.clone()
+                } else {
+                    s_raw.clone()
+                }
+            };
+            (
+                format!("({} + {})", pick(a.start_from_end), a.start_offset),
+                format!("({} + {})", pick(a.end_from_end), a.end_offset),
+            )
+        }
+    };
     let records = format!(
         "SELECT e.person_id, e.event_id, {s_expr} AS s, {e_expr} AS e, e.visit_id, e.c_id FROM (\
-           SELECT t.*, CAST({id} AS BIGINT) AS event_id, {start} AS start_date, CAST({start} AS INT) AS s, {end} AS e, {visit} AS visit_id, \
+           SELECT t.*, CAST({id} AS BIGINT) AS event_id, {s_in} AS s, {e_in} AS e, {visit} AS visit_id, \
            CAST({concept} AS BIGINT) AS c_id, \
            ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY {start}, {id}) AS ordinal FROM {table} t {filter}) e \
          JOIN person p ON p.person_id = e.person_id {wher}",
-        end = d.end,
         visit = d.visit,
         concept = d.concept,
     );

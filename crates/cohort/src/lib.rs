@@ -6,14 +6,16 @@
 //! ignored, because an ignored inclusion rule would give a larger cohort that looks right.
 //!
 //! Supported today (the rest is refused with its path):
-//! - concept sets with descendants and `isExcluded` items (resolved through `concept` and
-//!   `concept_ancestor`, as Circe does);
+//! - concept sets with descendants, `isExcluded` and `includeMapped` items (resolved through
+//!   `concept`, `concept_ancestor` and `concept_relationship`, as Circe does);
 //! - criteria `ConditionOccurrence`, `ConditionEra`, `DrugExposure`, `DrugEra`, `DoseEra`,
 //!   `ProcedureOccurrence`, `VisitOccurrence`, `VisitDetail`, `Observation`, `Measurement`,
 //!   `DeviceExposure`, `Specimen`, `Death` (concept set on the cause), `ObservationPeriod` and
 //!   `PayerPlanPeriod`, each with `CodesetId`, `<Domain>SourceConcept`, `First`, `Age` and `Gender`,
 //!   the record-type filters (`ConditionType`/`ConditionTypeExclude` and the like), `ConditionStatus`,
-//!   and `ValueAsNumber` and `Unit` on measurements and observations; several criteria are a union;
+//!   `ValueAsNumber` and `Unit` on measurements and observations, Circe's attribute filters (see
+//!   `parse::attribute`), `DateAdjustment`, user-defined observation periods and nested
+//!   `CorrelatedCriteria`; several criteria are a union;
 //! - the observation window, primary/qualified/expression limits (`All`, `First`, `Last`);
 //! - additional criteria and inclusion rules: `ALL`/`ANY`/`AT_LEAST`/`AT_MOST` groups, nested to
 //!   any depth, of correlated criteria with start and end windows (index start or end, event start
@@ -27,8 +29,8 @@
 //!   override); the exit is the earliest candidate on or after the entry, as in Circe;
 //! - era collapse with `EraPad`.
 //!
-//! Conformance: circe-be's own generation fixtures and the Eunomia definitions give the reference
-//! rows exactly (crates/cli/tests/cohort).
+//! Conformance: circe-be's own generation fixtures, the 13 Eunomia definitions and 11 more for the
+//! later features give the reference rows exactly (crates/cli/tests/cohort).
 //!
 //! Architecture invariant: cohort rows are for the hospital's own data steward; they never cross the
 //! network. Analyses use cohorts only through released statistics.

@@ -95,6 +95,18 @@ pub struct Criterion {
     /// Criteria the record itself must satisfy, relative to its own dates (Circe's
     /// `CorrelatedCriteria` inside a criterion).
     pub correlated: Option<Box<Group>>,
+    /// `DateAdjustment`: the event's start and end become the record's start or end plus an offset
+    /// (age and date filters then see the adjusted dates; `First` still orders by the record's
+    /// start), and records whose adjusted end precedes their start are dropped.
+    pub date_adjustment: Option<DateAdjustment>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DateAdjustment {
+    pub start_from_end: bool,
+    pub start_offset: i64,
+    pub end_from_end: bool,
+    pub end_offset: i64,
 }
 
 impl Criterion {
@@ -151,10 +163,11 @@ fn attribute(d: Domain, key: &str) -> Option<AttrKind> {
             | VisitOccurrence | DeviceExposure | Specimen | Death,
             "OccurrenceStartDate",
         ) => Date("e.s"),
-        (ConditionOccurrence, "OccurrenceEndDate") => Date("CAST(e.condition_end_date AS INT)"),
-        (DrugExposure, "OccurrenceEndDate") => Date("CAST(e.drug_exposure_end_date AS INT)"),
-        (VisitOccurrence, "OccurrenceEndDate") => Date("CAST(e.visit_end_date AS INT)"),
-        (DeviceExposure, "OccurrenceEndDate") => Date("CAST(e.device_exposure_end_date AS INT)"),
+        // The criterion's end date with Circe's defaults (a drug's from its days supply, …).
+        (
+            ConditionOccurrence | DrugExposure | VisitOccurrence | DeviceExposure,
+            "OccurrenceEndDate",
+        ) => Date("e.e"),
         (VisitDetail, "VisitDetailStartDate") => Date("e.s"),
         (VisitDetail, "VisitDetailEndDate") => Date("e.e"),
         (VisitDetail | VisitOccurrence, "VisitLength" | "VisitDetailLength") => Num(LENGTH, true),
@@ -509,6 +522,7 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
         filters: Vec::new(),
         user_period: (None, None),
         correlated: None,
+        date_adjustment: None,
     };
     let type_key = domain.type_key().unwrap_or("");
     let source_key = domain.source_key().unwrap_or("");
@@ -538,6 +552,40 @@ fn criterion(v: &Value, path: &str) -> Result<Criterion, CohortError> {
                 if !v.is_null() {
                     c.correlated = Some(Box::new(group(v, &kp)?));
                 }
+            }
+            "DateAdjustment" if !v.is_null() => {
+                let o = obj(v, &kp)?;
+                let which = |k: &str, default_end: bool| -> Result<bool, CohortError> {
+                    match o.get(k).and_then(Value::as_str) {
+                        None => Ok(default_end),
+                        Some("START_DATE") => Ok(false),
+                        Some("END_DATE") => Ok(true),
+                        Some(x) => Err(invalid(
+                            &format!("{kp}.{k}"),
+                            format!("{x:?} is neither START_DATE nor END_DATE"),
+                        )),
+                    }
+                };
+                let offset = |k: &str| -> Result<i64, CohortError> {
+                    o.get(k)
+                        .map(|x| int(x, &format!("{kp}.{k}")))
+                        .transpose()
+                        .map(|x| x.unwrap_or(0))
+                };
+                for k in o.keys() {
+                    if !matches!(
+                        k.as_str(),
+                        "StartWith" | "StartOffset" | "EndWith" | "EndOffset"
+                    ) {
+                        return Err(unsupported(&format!("{kp}.{k}"), "date adjustment field"));
+                    }
+                }
+                c.date_adjustment = Some(DateAdjustment {
+                    start_from_end: which("StartWith", false)?,
+                    start_offset: offset("StartOffset")?,
+                    end_from_end: which("EndWith", true)?,
+                    end_offset: offset("EndOffset")?,
+                });
             }
             "VisitType"
                 if matches!(

@@ -117,6 +117,17 @@ def defs():
             corr({"ConditionEra": {"CodesetId": 1}}, window(None, 1, None, 1, use_index_end=True, use_event_end=True),
                  EXACTLY, 0)]))],
         end_strategy=date_offset("EndDate", 0))
+    # Date adjustment (start/end moved, age and date filters on the adjusted dates, First on the
+    # record's own start) and occurrence end dates on the criterion's end (drug end from days supply).
+    d["x11_date_adjustment_and_end_dates"] = cohort(
+        [cset(0, "Acetaminophen", [item(ACETAMINOPHEN)]), cset(1, "GI bleed", [item(GI_BLEED)])],
+        [{"DrugExposure": {"CodesetId": 0, "First": True, "Age": rng("gte", 30),
+                           "DateAdjustment": {"StartWith": "END_DATE", "StartOffset": -7,
+                                              "EndWith": "END_DATE", "EndOffset": 14},
+                           "OccurrenceEndDate": rng("gte", "2000-01-01")}},
+         {"ConditionOccurrence": {"CodesetId": 1, "DateAdjustment": {"StartWith": "START_DATE",
+                                  "StartOffset": 3, "EndWith": "START_DATE", "EndOffset": 1}}}],
+        end_strategy=date_offset("EndDate", 0))
     return d
 
 
