@@ -185,11 +185,7 @@ fn km_svg(curve: &[Value]) -> String {
         })
         .collect();
     let tmax = pts.iter().map(|p| p.0).fold(1.0, f64::max);
-    let smin = pts
-        .iter()
-        .map(|p| p.2)
-        .fold(1.0, f64::min)
-        .clamp(0.0, 0.9);
+    let smin = pts.iter().map(|p| p.2).fold(1.0, f64::min).clamp(0.0, 0.9);
     let x = |t: f64| l + t / tmax * (w - l - 10.0);
     let y = |s: f64| 10.0 + (1.0 - s) / (1.0 - smin) * (h - b - 10.0);
     let mut line = String::new();
