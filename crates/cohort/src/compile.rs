@@ -9,7 +9,7 @@ use medfed_engine::SiteEngine;
 
 use crate::parse::{
     Cohort, ConceptSet, CountColumn, Criterion, DateRange, Domain, EndStrategy, Filter, Group,
-    GroupType, Limit, NumRange, Window,
+    GroupType, Limit, NumRange, Range, Window,
 };
 use crate::CohortError;
 
@@ -160,16 +160,8 @@ fn op_sql(op: &str) -> &'static str {
     }
 }
 
-/// A numeric range as Circe writes it. `integer` ranges (ages, counts, lengths) use the integer
-/// part of their bounds and decimal ones four decimals, as Circe's SQL builder does.
-fn range_sql(expr: &str, r: &NumRange, integer: bool) -> String {
-    let fmt = |x: f64| {
-        if integer {
-            format!("{}", x.trunc() as i64)
-        } else {
-            format!("{x:.4}")
-        }
-    };
+/// A range over `expr`, its bounds written by `fmt`.
+fn bounds_sql<T: Copy>(expr: &str, r: &Range<T>, fmt: impl Fn(T) -> String) -> String {
     let v = fmt(r.value);
     match (r.op.as_str(), r.extent) {
         ("bt", Some(x)) => format!("({expr} >= {v} AND {expr} <= {})", fmt(x)),
@@ -178,13 +170,21 @@ fn range_sql(expr: &str, r: &NumRange, integer: bool) -> String {
     }
 }
 
+/// A numeric range as Circe writes it. `integer` ranges (ages, counts, lengths) use the integer
+/// part of their bounds and decimal ones four decimals, as Circe's SQL builder does.
+fn range_sql(expr: &str, r: &NumRange, integer: bool) -> String {
+    bounds_sql(expr, r, |x| {
+        if integer {
+            format!("{}", x.trunc() as i64)
+        } else {
+            format!("{x:.4}")
+        }
+    })
+}
+
 /// A date range over an integer-day expression.
 fn date_range_sql(expr: &str, r: &DateRange) -> String {
-    match (r.op.as_str(), r.extent) {
-        ("bt", Some(x)) => format!("({expr} >= {} AND {expr} <= {x})", r.value),
-        ("!bt", Some(x)) => format!("NOT ({expr} >= {} AND {expr} <= {x})", r.value),
-        (op, _) => format!("{expr} {} {}", op_sql(op), r.value),
-    }
+    bounds_sql(expr, r, |d| d.to_string())
 }
 
 /// The records a criterion selects: `person_id, event_id, s, e, visit_id, c_id` (days as integers,

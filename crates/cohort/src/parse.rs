@@ -61,13 +61,18 @@ impl Domain {
     }
 }
 
-/// A numeric comparison as Circe writes it: `{"Value": 40, "Op": "gte"}` (`bt`/`!bt` use `Extent`).
+/// A comparison as Circe writes it: `{"Value": 40, "Op": "gte"}` (`bt`/`!bt` use `Extent`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct NumRange {
+pub struct Range<T> {
     pub op: String,
-    pub value: f64,
-    pub extent: Option<f64>,
+    pub value: T,
+    pub extent: Option<T>,
 }
+
+/// A numeric range (ages, counts, values).
+pub type NumRange = Range<f64>;
+/// A date range (`OccurrenceStartDate` and the like); dates are days since 1970-01-01.
+pub type DateRange = Range<i32>;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Criterion {
@@ -319,14 +324,6 @@ pub struct Correlated {
     pub distinct: Option<CountColumn>,
 }
 
-/// A date comparison (`OccurrenceStartDate` and the like); dates are days since 1970-01-01.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DateRange {
-    pub op: String,
-    pub value: i32,
-    pub extent: Option<i32>,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct Demographic {
     pub age: Option<NumRange>,
@@ -439,7 +436,12 @@ fn limit(v: Option<&Value>, path: &str) -> Result<Limit, CohortError> {
     }
 }
 
-fn num_range(v: &Value, path: &str) -> Result<NumRange, CohortError> {
+/// A range whose `Value` and `Extent` are read by `parse` (numbers or dates).
+fn range<T>(
+    v: &Value,
+    path: &str,
+    parse: impl Fn(&Value, &str) -> Result<T, CohortError>,
+) -> Result<Range<T>, CohortError> {
     let o = obj(v, path)?;
     for k in o.keys() {
         if !matches!(k.as_str(), "Value" | "Op" | "Extent") {
@@ -460,18 +462,13 @@ fn num_range(v: &Value, path: &str) -> Result<NumRange, CohortError> {
             format!("unknown operator {op:?}"),
         ));
     }
-    let num = |v: &Value, p: String| {
-        v.as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| invalid(&p, "must be a number"))
-    };
-    let value = num(
+    let value = parse(
         o.get("Value").unwrap_or(&Value::Null),
-        format!("{path}.Value"),
+        &format!("{path}.Value"),
     )?;
     let extent = match o.get("Extent") {
         None | Some(Value::Null) => None,
-        Some(e) => Some(num(e, format!("{path}.Extent"))?),
+        Some(e) => Some(parse(e, &format!("{path}.Extent"))?),
     };
     if op.ends_with("bt") && extent.is_none() {
         return Err(invalid(
@@ -479,7 +476,19 @@ fn num_range(v: &Value, path: &str) -> Result<NumRange, CohortError> {
             "a between range needs Extent",
         ));
     }
-    Ok(NumRange { op, value, extent })
+    Ok(Range { op, value, extent })
+}
+
+fn num_range(v: &Value, path: &str) -> Result<NumRange, CohortError> {
+    range(v, path, |v, p| {
+        v.as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| invalid(p, "must be a number"))
+    })
+}
+
+fn date_range(v: &Value, path: &str) -> Result<DateRange, CohortError> {
+    range(v, path, date_days)
 }
 
 /// A Circe concept list `[{"CONCEPT_ID": …}, …]`.
@@ -856,44 +865,6 @@ fn date_days(v: &Value, path: &str) -> Result<i32, CohortError> {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     Ok((era * 146_097 + doe - 719_468) as i32)
-}
-
-fn date_range(v: &Value, path: &str) -> Result<DateRange, CohortError> {
-    let o = obj(v, path)?;
-    for k in o.keys() {
-        if !matches!(k.as_str(), "Value" | "Op" | "Extent") {
-            return Err(unsupported(&format!("{path}.{k}"), "unknown range field"));
-        }
-    }
-    let op = o
-        .get("Op")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(&format!("{path}.Op"), "missing"))?
-        .to_string();
-    if !matches!(
-        op.as_str(),
-        "lt" | "lte" | "eq" | "!eq" | "gt" | "gte" | "bt" | "!bt"
-    ) {
-        return Err(invalid(
-            &format!("{path}.Op"),
-            format!("unknown operator {op:?}"),
-        ));
-    }
-    let value = date_days(
-        o.get("Value").unwrap_or(&Value::Null),
-        &format!("{path}.Value"),
-    )?;
-    let extent = match o.get("Extent") {
-        None | Some(Value::Null) => None,
-        Some(e) => Some(date_days(e, &format!("{path}.Extent"))?),
-    };
-    if op.ends_with("bt") && extent.is_none() {
-        return Err(invalid(
-            &format!("{path}.Extent"),
-            "a between range needs Extent",
-        ));
-    }
-    Ok(DateRange { op, value, extent })
 }
 
 fn demographic(d: &Value, dp: &str) -> Result<Demographic, CohortError> {
