@@ -78,15 +78,32 @@ impl Rows<'_> {
                 )));
             }
         }
-        if let Some((i, _)) = self.x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(ModelError::Rows(format!(
-                "row {}: covariate {} is not finite",
-                i / self.p,
-                i % self.p
-            )));
-        }
-        Ok(())
+        finite_covariates(self.x, self.p)
     }
+}
+
+/// Every covariate finite, or the row and column that is not.
+fn finite_covariates(x: &[f64], p: usize) -> Result<(), ModelError> {
+    match x.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(ModelError::Rows(format!(
+            "row {}: covariate {} is not finite",
+            i / p,
+            i % p
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The site's events and non-events (infinite where the family has none) must each reach the
+/// policy's minimum cell count, or nothing about the outcomes leaves the site.
+fn enough_events(events: f64, non_events: f64, policy: &Policy) -> Result<(), ModelError> {
+    let min = policy.min_cell_count as f64;
+    if events < min || non_events < min {
+        return Err(ModelError::Refused(Suppression::MinCellCount {
+            threshold: policy.min_cell_count,
+        }));
+    }
+    Ok(())
 }
 
 /// What a site releases in one iteration: sums over its rows at the given coefficients. Every
@@ -108,6 +125,18 @@ pub struct SiteSums {
 }
 
 impl SiteSums {
+    /// Nothing summed yet over `n` rows with `events` outcomes, for a model of `p` parameters.
+    fn zero(p: usize, n: usize, events: f64) -> SiteSums {
+        SiteSums {
+            n: n as f64,
+            score: vec![0.0; p],
+            information: vec![0.0; p * p],
+            deviance: 0.0,
+            loglik: 0.0,
+            events,
+        }
+    }
+
     /// The flat vector `[n, score…, information…, deviance, loglik, events]` for secure aggregation.
     pub fn to_vec(&self) -> Vec<f64> {
         let mut v = vec![self.n];
@@ -129,6 +158,16 @@ impl SiteSums {
             events: v[3 + p + p * p],
         })
     }
+    /// The network's sums: the sites' parts added (None without any part).
+    pub fn total(parts: impl IntoIterator<Item = SiteSums>) -> Option<SiteSums> {
+        let mut it = parts.into_iter();
+        let mut t = it.next()?;
+        for p in it {
+            t.add(&p);
+        }
+        Some(t)
+    }
+
     pub fn add(&mut self, o: &SiteSums) {
         self.n += o.n;
         for (a, b) in self.score.iter_mut().zip(&o.score) {
@@ -169,14 +208,14 @@ pub fn site_sums(
     let n = rows.n();
     check_model(rows.p as u64, n as u64, policy).map_err(ModelError::Refused)?;
     let p = rows.p;
-    let mut s = SiteSums {
-        n: n as f64,
-        score: vec![0.0; p],
-        information: vec![0.0; p * p],
-        deviance: 0.0,
-        loglik: 0.0,
-        events: 0.0,
-    };
+    // Events (Σy) are known before any sum is computed; a site with too few releases nothing.
+    let events: f64 = rows.y.iter().sum();
+    match family {
+        Family::Binomial => enough_events(events, n as f64 - events, policy)?,
+        Family::Poisson => enough_events(events, f64::INFINITY, policy)?,
+        Family::Gaussian | Family::Cox => {}
+    }
+    let mut s = SiteSums::zero(p, n, events);
     for i in 0..n {
         let xi = &rows.x[i * p..(i + 1) * p];
         let eta: f64 = xi.iter().zip(beta).map(|(a, b)| a * b).sum::<f64>()
@@ -213,24 +252,10 @@ pub fn site_sums(
                 s.deviance += 2.0 * (if y > 0.0 { y * (y / mu).ln() } else { 0.0 } - r);
             }
         }
-        s.events += y;
     }
     for j in 0..p {
         for k in 0..j {
             s.information[j * p + k] = s.information[k * p + j];
-        }
-    }
-    if matches!(family, Family::Binomial | Family::Poisson) {
-        let min = policy.min_cell_count as f64;
-        let non_events = if family == Family::Binomial {
-            s.n - s.events
-        } else {
-            f64::INFINITY
-        };
-        if s.events < min || non_events < min {
-            return Err(ModelError::Refused(Suppression::MinCellCount {
-                threshold: policy.min_cell_count,
-            }));
         }
     }
     Ok(s)
@@ -447,31 +472,14 @@ pub fn cox_site_sums(
             rows.time[i]
         )));
     }
-    if let Some((i, _)) = rows.x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(ModelError::Rows(format!(
-            "row {}: covariate {} is not finite",
-            i / p,
-            i % p
-        )));
-    }
+    finite_covariates(rows.x, p)?;
     check_model(p as u64, n as u64, policy).map_err(ModelError::Refused)?;
-    let events = rows.event.iter().filter(|e| **e).count();
-    if (events as u64) < policy.min_cell_count {
-        return Err(ModelError::Refused(Suppression::MinCellCount {
-            threshold: policy.min_cell_count,
-        }));
-    }
+    let events = rows.event.iter().filter(|e| **e).count() as f64;
+    enough_events(events, f64::INFINITY, policy)?;
     // Latest times first: the risk set grows as time goes back.
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|a, b| rows.time[*b].total_cmp(&rows.time[*a]));
-    let mut s = SiteSums {
-        n: n as f64,
-        score: vec![0.0; p],
-        information: vec![0.0; p * p],
-        deviance: 0.0,
-        loglik: 0.0,
-        events: events as f64,
-    };
+    let mut s = SiteSums::zero(p, n, events);
     let (mut s0, mut s1, mut s2) = (0.0, vec![0.0; p], vec![0.0; p * p]);
     let mut i = 0;
     while i < n {

@@ -53,21 +53,19 @@ fn site_stratified_cox_equals_statsmodels_phreg_and_recovers_the_hazard_ratios()
     let sites = simulate(&[1200, 2000, 1600], 21);
     let policy = Policy::default();
     let f = fit(Family::Cox, P, 0.0, false, 50, |beta| {
-        let mut total: Option<SiteSums> = None;
-        for s in &sites {
-            let r = CoxRows {
-                p: P,
-                x: &s.x,
-                time: &s.time,
-                event: &s.event,
-            };
-            let part = cox_site_sums(&r, beta, &policy)?;
-            match &mut total {
-                None => total = Some(part),
-                Some(t) => t.add(&part),
-            }
-        }
-        Ok(total.expect("sites"))
+        let parts = sites
+            .iter()
+            .map(|s| {
+                let r = CoxRows {
+                    p: P,
+                    x: &s.x,
+                    time: &s.time,
+                    event: &s.event,
+                };
+                cox_site_sums(&r, beta, &policy)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SiteSums::total(parts).expect("sites"))
     })
     .unwrap();
     let ties = sites

@@ -72,15 +72,11 @@ fn rows(s: &Site) -> Rows<'_> {
 
 fn federated(family: Family, sites: &[Site], policy: &Policy) -> Result<Fit, ModelError> {
     fit(family, P, 0.0, true, 50, |beta| {
-        let mut total: Option<SiteSums> = None;
-        for s in sites {
-            let part = site_sums(family, &rows(s), beta, policy)?;
-            match &mut total {
-                None => total = Some(part),
-                Some(t) => t.add(&part),
-            }
-        }
-        Ok(total.expect("sites"))
+        let parts = sites
+            .iter()
+            .map(|s| site_sums(family, &rows(s), beta, policy))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SiteSums::total(parts).expect("sites"))
     })
 }
 
