@@ -283,15 +283,7 @@ fn circe_be_generation_fixtures_give_the_java_projects_expected_rows() {
             let f = tmp.path().join(format!("{name}-{id}.json"));
             std::fs::write(&f, expr.to_string()).unwrap();
             let out = tmp.path().join(format!("{name}-{id}.csv"));
-            let (ok, _, err) = super::super::medfed(&[
-                "cohort",
-                "generate",
-                "--site",
-                site.to_str().unwrap(),
-                f.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ]);
+            let (ok, _, err) = super::generate(&site, &f, &["--out", out.to_str().unwrap()]);
             if !ok {
                 failures.push(format!("{name} cohort {id}: {err}"));
                 continue;

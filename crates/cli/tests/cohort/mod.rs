@@ -7,7 +7,6 @@ mod circe_be;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn eunomia_cohorts_match_the_circe_oracle_row_for_row() {
@@ -26,6 +25,19 @@ fn eunomia_cohorts_match_the_circe_oracle_row_for_row() {
     assert_eq!(matches_oracle(&site, &extra, tmp.path()), 11);
 }
 
+/// `medfed cohort generate --site SITE FILE ARGS…`: success, stdout, stderr.
+pub fn generate(site: &Path, file: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut a = vec![
+        "cohort",
+        "generate",
+        "--site",
+        site.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ];
+    a.extend(args);
+    super::medfed(&a)
+}
+
 /// Run every `<name>.json` of `dir` with `medfed cohort generate` on `site`; each must give exactly
 /// the rows of `<name>.expected.csv.gz`. Returns how many did.
 pub fn matches_oracle(site: &Path, dir: &Path, tmp: &Path) -> usize {
@@ -38,15 +50,11 @@ pub fn matches_oracle(site: &Path, dir: &Path, tmp: &Path) -> usize {
     let mut identical = 0;
     for n in &names {
         let out = tmp.join(format!("{n}.csv"));
-        let (ok, _, err) = super::medfed(&[
-            "cohort",
-            "generate",
-            "--site",
-            site.to_str().unwrap(),
-            dir.join(format!("{n}.json")).to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let (ok, _, err) = generate(
+            site,
+            &dir.join(format!("{n}.json")),
+            &["--out", out.to_str().unwrap()],
+        );
         assert!(ok, "{n}: {err}");
         let mut expected = String::new();
         flate2::read::GzDecoder::new(
@@ -92,19 +100,8 @@ fn unsupported_and_malformed_cohorts_are_refused_with_their_path() {
     for (i, (text, want)) in cases.iter().enumerate() {
         let f = tmp.path().join(format!("c{i}.json"));
         std::fs::write(&f, text).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_medfed"))
-            .args([
-                "cohort",
-                "generate",
-                "--site",
-                tmp.path().to_str().unwrap(),
-                f.to_str().unwrap(),
-                "--sql",
-            ])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains(want), "case {i}: {err}");
+        let (ok, _, err) = generate(tmp.path(), &f, &["--sql"]);
+        assert!(!ok && err.contains(want), "case {i}: {err}");
     }
 }
 
@@ -126,13 +123,7 @@ fn site_sql(site: &Path, q: &str) -> Vec<String> {
 fn cohort_persons(site: &Path, dir: &Path, cohort: &str) -> String {
     let f = dir.join("c.json");
     std::fs::write(&f, cohort).unwrap();
-    let (ok, out, err) = super::medfed(&[
-        "cohort",
-        "generate",
-        "--site",
-        site.to_str().unwrap(),
-        f.to_str().unwrap(),
-    ]);
+    let (ok, out, err) = generate(site, &f, &[]);
     assert!(ok, "{err}");
     let mut persons: Vec<&str> = out
         .lines()
@@ -245,7 +236,7 @@ fn observation_period_death_and_measurement_values_match_direct_sql() {
     let bad = r#"{"ConceptSets":[{"id":0,"expression":{"items":[]}}],"PrimaryCriteria":{"CriteriaList":[{"ConditionOccurrence":{"CodesetId":0,"ValueAsNumber":{"Value":1,"Op":"gt"}}}]}}"#;
     let f = tmp.path().join("bad.json");
     std::fs::write(&f, bad).unwrap();
-    let (ok, _, err) = super::medfed(&["cohort", "generate", "--site", s, f.to_str().unwrap()]);
+    let (ok, _, err) = generate(Path::new(s), &f, &[]);
     assert!(
         !ok && err.contains("$.PrimaryCriteria.CriteriaList[0].ConditionOccurrence.ValueAsNumber"),
         "{err}"
@@ -272,13 +263,7 @@ fn real_atlas_definitions_run_or_are_refused_with_a_path() {
             .into_iter()
             .filter(|f| f.extension().is_some_and(|x| x == "json"))
         {
-            let (ok, out, err) = super::medfed(&[
-                "cohort",
-                "generate",
-                "--site",
-                site.to_str().unwrap(),
-                f.to_str().unwrap(),
-            ]);
+            let (ok, out, err) = generate(&site, &f, &[]);
             let name = f.file_name().unwrap().to_string_lossy().to_string();
             if ok {
                 assert!(
