@@ -121,17 +121,25 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
     assert!(ok && stdout.contains("reusing the population"));
 }
 
-fn medfed_rows(site: &Path) -> u64 {
+/// `medfed sql --format csv` on a site: the data lines.
+fn site_sql(site: &Path, q: &str) -> Vec<String> {
     let (ok, out, err) = medfed(&[
         "sql",
         "--site",
         site.to_str().unwrap(),
         "--format",
         "csv",
-        "SELECT COUNT(*) AS n FROM person",
+        q,
     ]);
     assert!(ok, "{err}");
-    out.lines().nth(1).unwrap().trim().parse().unwrap()
+    out.lines().skip(1).map(str::to_string).collect()
+}
+
+fn medfed_rows(site: &Path) -> u64 {
+    site_sql(site, "SELECT COUNT(*) AS n FROM person")[0]
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -294,17 +302,14 @@ fn differencing_attack_is_blocked_at_the_node() {
     let tmp = tempfile::tempdir().unwrap();
     let site = eunomia_site(tmp.path());
     // Ages at the first GI bleed, youngest first: find an age t with 1..=9 persons younger than t.
-    let (ok, out, err) = medfed(&[
-        "sql", "--site", site.to_str().unwrap(), "--format", "csv",
+    let ages: Vec<i64> = site_sql(
+        &site,
         "SELECT EXTRACT(YEAR FROM MIN(c.condition_start_date)) - p.year_of_birth AS age FROM condition_occurrence c \
          JOIN person p ON p.person_id = c.person_id WHERE c.condition_concept_id IN \
          (SELECT descendant_concept_id FROM concept_ancestor WHERE ancestor_concept_id = 192671) \
          GROUP BY c.person_id, p.year_of_birth ORDER BY age",
-    ]);
-    assert!(ok, "{err}");
-    let ages: Vec<i64> = out
-        .lines()
-        .skip(1)
+    )
+    .iter()
         .map(|l| l.trim().parse::<f64>().unwrap() as i64)
         .collect();
     assert_eq!(ages.len(), 479);

@@ -456,17 +456,8 @@ fn small_cohorts_and_trackers_are_refused_for_tables() {
              JOIN person p ON p.person_id = c.person_id WHERE c.condition_concept_id = 192671 {extra} \
              GROUP BY c.person_id, p.year_of_birth ORDER BY age"
         );
-        let (ok, out, err) = medfed(&[
-            "sql",
-            "--site",
-            site.to_str().unwrap(),
-            "--format",
-            "csv",
-            &q,
-        ]);
-        assert!(ok, "{err}");
-        out.lines()
-            .skip(1)
+        crate::site_sql(&site, &q)
+            .iter()
             .map(|l| l.trim().parse::<f64>().unwrap() as i64)
             .collect()
     };

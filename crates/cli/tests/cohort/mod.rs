@@ -105,20 +105,6 @@ fn unsupported_and_malformed_cohorts_are_refused_with_their_path() {
     }
 }
 
-/// `medfed sql --format csv` on a site: the data lines.
-fn site_sql(site: &Path, q: &str) -> Vec<String> {
-    let (ok, out, err) = super::medfed(&[
-        "sql",
-        "--site",
-        site.to_str().unwrap(),
-        "--format",
-        "csv",
-        q,
-    ]);
-    assert!(ok, "{err}");
-    out.lines().skip(1).map(str::to_string).collect()
-}
-
 /// Distinct persons of a Circe cohort generated on a site.
 fn cohort_persons(site: &Path, dir: &Path, cohort: &str) -> String {
     let f = dir.join("c.json");
@@ -137,7 +123,7 @@ fn cohort_persons(site: &Path, dir: &Path, cohort: &str) -> String {
 
 /// Distinct persons with a record of `table` (date column `date`) inside an observation period.
 fn persons_in_observation(site: &Path, table: &str, date: &str, filter: &str) -> String {
-    site_sql(
+    super::site_sql(
         site,
         &format!(
             "SELECT COUNT(DISTINCT x.person_id) FROM {table} x JOIN observation_period op ON op.person_id = x.person_id \
@@ -154,7 +140,7 @@ fn persons_in_observation(site: &Path, table: &str, date: &str, filter: &str) ->
 fn observation_period_death_and_measurement_values_match_direct_sql() {
     let tmp = tempfile::tempdir().unwrap();
     let site = super::eunomia_site(tmp.path());
-    let sql = |q: &str| site_sql(&site, q);
+    let sql = |q: &str| super::site_sql(&site, q);
     let count = |c: &str| cohort_persons(&site, tmp.path(), c);
     let in_op = |t: &str, d: &str, f: &str| persons_in_observation(&site, t, d, f);
     // Every person with an observation period.
@@ -209,7 +195,7 @@ fn observation_period_death_and_measurement_values_match_direct_sql() {
     assert!(ok, "{o}{e}");
     let synth_site = tmp.path().join("pop/hospital_a");
     let s = synth_site.to_str().unwrap();
-    let sql = |q: &str| site_sql(&synth_site, q);
+    let sql = |q: &str| super::site_sql(&synth_site, q);
     let count = |c: &str| cohort_persons(&synth_site, tmp.path(), c);
     let in_op = |t: &str, d: &str, f: &str| persons_in_observation(&synth_site, t, d, f);
     // Deaths on the synthetic site, where there are some.
