@@ -13,6 +13,7 @@ pub mod achilles;
 pub mod combine;
 pub mod local;
 pub mod pooled;
+pub mod regression;
 mod tables;
 
 pub use combine::{combine, PooledResult, SiteContribution, SiteInput, SiteOutcome};

@@ -550,7 +550,7 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
                 "prior_observation_days": dist(get("prior_observation_days")),
             })
         }
-        A::CrossTab(_) | A::PersonCount(_) | A::CohortCount(_) => Value::Null,
+        A::CrossTab(_) | A::PersonCount(_) | A::CohortCount(_) | A::Regression(_) => Value::Null,
     }
 }
 

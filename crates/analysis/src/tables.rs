@@ -21,7 +21,7 @@ use medfed_protocol::study::{
 use crate::achilles::{self, text};
 use crate::local::{expand, parse_cohort, AnalysisError};
 
-fn shape(id: &str, message: impl Into<String>) -> AnalysisError {
+pub(crate) fn shape(id: &str, message: impl Into<String>) -> AnalysisError {
     AnalysisError::Shape {
         id: id.to_string(),
         message: message.into(),
@@ -101,7 +101,7 @@ async fn query_table(
 }
 
 /// The SQL of a study cohort (from the task's definitions), returning `subject_id, start_day, end_day`.
-fn cohort_sql(
+pub(crate) fn cohort_sql(
     engine: &SiteEngine,
     spec: &AnalysisSpec,
     cohort: &str,
@@ -117,7 +117,11 @@ fn cohort_sql(
     Ok(engine.dialect().portable(&medfed_cohort::sql_for(&c)))
 }
 
-fn i64_column(b: &RecordBatch, i: usize, id: &str) -> Result<Vec<Option<i64>>, AnalysisError> {
+pub(crate) fn i64_column(
+    b: &RecordBatch,
+    i: usize,
+    id: &str,
+) -> Result<Vec<Option<i64>>, AnalysisError> {
     let c = cast(b.column(i), &DataType::Int64).map_err(|e| shape(id, e.to_string()))?;
     let a = c
         .as_any()
@@ -146,16 +150,16 @@ async fn cohort_persons(
 }
 
 /// One cohort entry with what the time-at-risk analyses need.
-struct Entry {
-    person: i64,
-    start: i32,
-    end: i32,
-    op_end: i32,
-    sex: &'static str,
-    year_of_birth: i64,
+pub(crate) struct Entry {
+    pub(crate) person: i64,
+    pub(crate) start: i32,
+    pub(crate) end: i32,
+    pub(crate) op_end: i32,
+    pub(crate) sex: &'static str,
+    pub(crate) year_of_birth: i64,
 }
 
-async fn entries(
+pub(crate) async fn entries(
     engine: &SiteEngine,
     spec: &AnalysisSpec,
     cohort: &str,
@@ -195,7 +199,7 @@ async fn entries(
 }
 
 /// Outcome cohort start days by person, sorted.
-async fn outcome_days(
+pub(crate) async fn outcome_days(
     engine: &SiteEngine,
     spec: &AnalysisSpec,
     cohort: &str,
@@ -247,7 +251,7 @@ pub fn age_group(age: i64, band: u32) -> String {
 }
 
 /// The time at risk of an entry, both ends inclusive, capped at its observation period's end.
-fn time_at_risk(e: &Entry, tar: &TimeAtRisk) -> Option<(i32, i32)> {
+pub(crate) fn time_at_risk(e: &Entry, tar: &TimeAtRisk) -> Option<(i32, i32)> {
     let anchor = |a: Anchor| match a {
         Anchor::CohortStart => e.start,
         Anchor::CohortEnd => e.end,
@@ -258,7 +262,7 @@ fn time_at_risk(e: &Entry, tar: &TimeAtRisk) -> Option<(i32, i32)> {
 }
 
 /// The first outcome in `[s, t]`, if any.
-fn first_outcome(days: Option<&Vec<i32>>, s: i32, t: i32) -> Option<i32> {
+pub(crate) fn first_outcome(days: Option<&Vec<i32>>, s: i32, t: i32) -> Option<i32> {
     let days = days?;
     let i = days.partition_point(|d| *d < s);
     days.get(i).copied().filter(|d| *d <= t)
@@ -688,6 +692,8 @@ pub async fn run_tables(
         A::IncidenceRate(r) => incidence_rate(engine, spec, r).await,
         A::KaplanMeier(k) => kaplan_meier(engine, spec, k).await,
         A::ComparativeCohort(c) => comparative(engine, spec, c).await,
-        A::PersonCount(_) | A::CohortCount(_) => Err(shape(spec.id(), "not a table analysis")),
+        A::PersonCount(_) | A::CohortCount(_) | A::Regression(_) => {
+            Err(shape(spec.id(), "not a table analysis"))
+        }
     }
 }

@@ -39,6 +39,8 @@ enum Command {
     Catalog(cmd::catalog::Args),
     /// Researcher commands: submit a study and get results, or run one in this process.
     Study(cmd::study::Args),
+    /// Risk models: the hub's registry, export, scoring, and a site's design matrix.
+    Model(cmd::model::Args),
     /// Benchmark: hub throughput for result posts under load from many simulated nodes.
     #[command(hide = true)]
     BenchHub(cmd::bench::Args),
@@ -56,6 +58,7 @@ fn main() {
         Command::Study(a) => cmd::study::run(a),
         Command::Catalog(a) => cmd::catalog::run(a),
         Command::Cohort(a) => cmd::cohort::run(a),
+        Command::Model(a) => cmd::model::run(a),
         Command::BenchHub(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {

@@ -2,6 +2,7 @@
 
 mod catalog;
 mod cohort;
+mod model;
 mod network;
 
 use std::path::Path;
@@ -41,6 +42,11 @@ fn every_command_has_help() {
         "study results",
         "study status",
         "cohort generate",
+        "model",
+        "model list",
+        "model export",
+        "model score",
+        "model features",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use medfed_protocol::{request, PublicKey, SecretKey, Signed, Task, TaskResult};
+use medfed_protocol::{request, AnalysisSpec, PublicKey, SecretKey, Signed, TaskResult};
+
+use medfed_analysis::regression::RegisteredModel;
 
 use crate::store::{Applied, AuditRow, NodeRow, Store, StoreError, StudyRow, TaskRow};
 
@@ -157,32 +159,24 @@ impl Hub {
             ));
         }
         let study_id = format!("s{}", &medfed_protocol::random_id()[..12]);
-        let now = medfed_protocol::now();
         let mut tasks = Vec::new();
         // Task ids start with the analysis's position, so that nodes receive (and answer) a study's
         // analyses in the order the study lists them: the differencing check depends on order.
         for (k, a) in study.analyses.iter().enumerate() {
-            for node in &nodes {
-                let task = Task {
-                    task_id: format!("t{k:03}-{}", &medfed_protocol::random_id()[..16]),
-                    study_id: study_id.clone(),
-                    node: node.clone(),
-                    round: 1,
-                    analysis: a.clone(),
-                    issued_at: now,
-                    expires_at: now + study.task_ttl_s as i64,
-                    nonce: medfed_protocol::random_id(),
-                };
-                let signed = Signed::seal(&task, &self.key);
-                tasks.push(crate::store::NewTask {
-                    id: task.task_id,
-                    node: node.clone(),
-                    analysis_id: a.id().to_string(),
-                    round: 1,
-                    payload: signed.payload,
-                    signature: signed.signature,
-                });
-            }
+            let step = match a {
+                AnalysisSpec::Regression(r) => Some(medfed_analysis::regression::first_step(r)),
+                _ => None,
+            };
+            tasks.extend(crate::store::new_tasks(
+                &self.key,
+                &study_id,
+                k,
+                a,
+                &nodes,
+                1,
+                step,
+                study.task_ttl_s,
+            ));
         }
         self.store().insert_study(&study_id, &study, &tasks)?;
         self.wake.notify_waiters();
@@ -253,7 +247,7 @@ impl Hub {
             store.audit(node, "refused_result", "result names another node")?;
             return Err(HubError::Unauthorized("result names another node".into()));
         }
-        let applied = store.apply_result(&result, &signed.payload, &signed.signature)?;
+        let applied = store.apply_result(&result, &signed.payload, &signed.signature, &self.key)?;
         drop(store);
         failpoint_hub("hub:after_apply");
         Ok(applied)
@@ -279,8 +273,67 @@ impl Hub {
         }))
     }
 
+    pub fn models(&self) -> Result<Vec<crate::store::ModelRow>, HubError> {
+        Ok(self.store().models()?)
+    }
+
+    /// A registered model as exported: `medfed-model/1` JSON with its covariate spec.
+    pub fn model(&self, id: &str) -> Result<RegisteredModel, HubError> {
+        let text = self.store().model(id)?;
+        RegisteredModel::parse(&text)
+            .map_err(|e| HubError::Internal(format!("stored model {id}: {e}")))
+    }
+
+    /// Apply a registered model to persons described by their covariate values (`{"persons":
+    /// [{"age": 61, "male": 1, …}, …]}`), returning one prediction each. Nothing is stored.
+    pub fn score(&self, id: &str, body: &serde_json::Value) -> Result<serde_json::Value, HubError> {
+        const MAX_PERSONS: usize = 10_000;
+        let model = self.model(id)?;
+        let persons = body
+            .get("persons")
+            .and_then(|p| p.as_array())
+            .ok_or_else(|| {
+                HubError::BadRequest("$.persons: a list of covariate objects is needed".into())
+            })?;
+        if persons.len() > MAX_PERSONS {
+            return Err(HubError::BadRequest(format!(
+                "$.persons: at most {MAX_PERSONS} at a time"
+            )));
+        }
+        let mut out = Vec::with_capacity(persons.len());
+        for (i, p) in persons.iter().enumerate() {
+            let obj = p.as_object().ok_or_else(|| {
+                HubError::BadRequest(format!("$.persons[{i}]: an object is needed"))
+            })?;
+            let row = model
+                .row(obj)
+                .map_err(|e| HubError::BadRequest(format!("$.persons[{i}].{e}")))?;
+            out.push(serde_json::json!({
+                "linear_predictor": model.linear_predictor(&row),
+                "prediction": model.predict(&row),
+            }));
+        }
+        Ok(serde_json::json!({
+            "model": model.id,
+            "family": model.spec.family,
+            "predicts": predicts(&model),
+            "results": out,
+        }))
+    }
+
     pub fn audit_trail(&self, limit: i64) -> Result<Vec<AuditRow>, HubError> {
         Ok(self.store().audit_trail(limit)?)
+    }
+}
+
+/// What a model's prediction means, in words.
+pub fn predicts(m: &RegisteredModel) -> &'static str {
+    use medfed_protocol::regression::Family;
+    match m.spec.family {
+        Family::Binomial => "risk of the outcome during the time at risk",
+        Family::Poisson => "outcomes per person-year",
+        Family::Gaussian => "expected value of the outcome",
+        Family::Cox => "hazard ratio against a person with every covariate 0",
     }
 }
 

@@ -57,6 +57,9 @@ pub fn router(hub: Arc<Hub>, researcher_token: String) -> Router {
         .route("/v1/studies", post(submit).get(studies))
         .route("/v1/studies/{id}", get(status))
         .route("/v1/studies/{id}/results", get(study_results))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/models/{id}/score", post(score))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -216,6 +219,39 @@ async fn study_results(
     researcher(&s, &h)?;
     let hub = s.hub.clone();
     Ok(Json(blocking(move || hub.results(&id)).await?))
+}
+
+async fn models(
+    State(s): State<AppState>,
+    h: HeaderMap,
+) -> Result<Json<serde_json::Value>, HubError> {
+    researcher(&s, &h)?;
+    let hub = s.hub.clone();
+    let list = blocking(move || hub.models()).await?;
+    Ok(Json(serde_json::json!({ "models": list })))
+}
+
+async fn model(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<medfed_analysis::regression::RegisteredModel>, HubError> {
+    researcher(&s, &h)?;
+    let hub = s.hub.clone();
+    Ok(Json(blocking(move || hub.model(&id)).await?))
+}
+
+async fn score(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, HubError> {
+    researcher(&s, &h)?;
+    let body: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| HubError::BadRequest(format!("not JSON: {e}")))?;
+    let hub = s.hub.clone();
+    Ok(Json(blocking(move || hub.score(&id, &body)).await?))
 }
 
 fn esc(s: &str) -> String {

@@ -7,8 +7,10 @@
 //! second post of the same result finds the row and changes nothing. A kill before the commit
 //! leaves no trace; the node posts again.
 
+use medfed_analysis::regression::{self, FitState, Next};
 use medfed_analysis::{combine, PooledResult, SiteInput};
-use medfed_protocol::{Outcome, Study, TaskResult};
+use medfed_protocol::regression::ModelStep;
+use medfed_protocol::{AnalysisSpec, Outcome, SecretKey, Signed, Study, Task, TaskResult};
 
 use crate::db::{Db, DbError, Val};
 
@@ -34,6 +36,10 @@ CREATE TABLE IF NOT EXISTS national_cells (study_id TEXT NOT NULL, analysis_id T
     type TEXT NOT NULL, table_name TEXT NOT NULL, stratum TEXT NOT NULL, statistic TEXT NOT NULL,
     value DOUBLE PRECISION, sites_released BIGINT NOT NULL, withheld_at TEXT NOT NULL,
     PRIMARY KEY (study_id, analysis_id, table_name, stratum, statistic));
+CREATE TABLE IF NOT EXISTS fits (study_id TEXT NOT NULL, analysis_id TEXT NOT NULL, state TEXT NOT NULL,
+    updated_at BIGINT NOT NULL, PRIMARY KEY (study_id, analysis_id));
+CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, study_id TEXT NOT NULL, analysis_id TEXT NOT NULL,
+    name TEXT NOT NULL, family TEXT NOT NULL, created_at BIGINT NOT NULL, model TEXT NOT NULL);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,58 @@ pub struct NewTask {
     pub round: i64,
     pub payload: String,
     pub signature: String,
+}
+
+/// Signed tasks of one round of analysis number `k` of a study, one per node. Task ids start with the
+/// analysis's position and round, so that nodes receive (and answer) a study's analyses in order.
+#[allow(clippy::too_many_arguments)]
+pub fn new_tasks(
+    key: &SecretKey,
+    study_id: &str,
+    k: usize,
+    analysis: &AnalysisSpec,
+    nodes: &[String],
+    round: u32,
+    step: Option<ModelStep>,
+    ttl_s: u64,
+) -> Vec<NewTask> {
+    let now = medfed_protocol::now();
+    nodes
+        .iter()
+        .map(|node| {
+            let task = Task {
+                task_id: format!("t{k:03}r{round:03}-{}", &medfed_protocol::random_id()[..16]),
+                study_id: study_id.to_string(),
+                node: node.clone(),
+                round,
+                analysis: analysis.clone(),
+                issued_at: now,
+                expires_at: now + ttl_s as i64,
+                nonce: medfed_protocol::random_id(),
+                step: step.clone(),
+            };
+            let signed = Signed::seal(&task, key);
+            NewTask {
+                id: task.task_id,
+                node: node.clone(),
+                analysis_id: analysis.id().to_string(),
+                round: i64::from(round),
+                payload: signed.payload,
+                signature: signed.signature,
+            }
+        })
+        .collect()
+}
+
+/// A model in the hub's registry.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelRow {
+    pub id: String,
+    pub study_id: String,
+    pub analysis_id: String,
+    pub name: String,
+    pub family: String,
+    pub created_at: i64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -265,22 +323,12 @@ impl Store {
                 "INSERT INTO studies (id, name, spec, submitted_at, status) VALUES ($1, $2, $3, $4, 'running')",
                 &[id.into(), study.name.as_str().into(), spec.into(), now.into()],
             )?;
-            for t in tasks {
-                db.execute(
-                    "INSERT INTO tasks (id, study_id, node, analysis_id, round, payload, signature, status, leased_until, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', 0, $8)",
-                    &[
-                        t.id.as_str().into(),
-                        id.into(),
-                        t.node.as_str().into(),
-                        t.analysis_id.as_str().into(),
-                        t.round.into(),
-                        t.payload.as_str().into(),
-                        t.signature.as_str().into(),
-                        now.into(),
-                    ],
-                )?;
+            for a in &study.analyses {
+                if let AnalysisSpec::Regression(_) = a {
+                    save_fit(db, id, a.id(), &FitState { round: 1, ..FitState::default() }, now)?;
+                }
             }
+            insert_tasks(db, id, tasks, now)?;
             audit(
                 db,
                 "researcher",
@@ -347,6 +395,7 @@ impl Store {
         result: &TaskResult,
         payload: &str,
         signature: &str,
+        key: &SecretKey,
     ) -> Result<Applied, StoreError> {
         let now = medfed_protocol::now();
         let outcome = match &result.outcome {
@@ -396,6 +445,7 @@ impl Store {
                 &[result.task_id.as_str().into()],
             )?;
             audit(db, &node, "result_applied", &format!("{} {} {outcome}", result.task_id, analysis))?;
+            advance_fit(db, key, &study, &analysis, now)?;
             let open = db.query(
                 "SELECT COUNT(*) FROM tasks WHERE study_id = $1 AND status = 'open'",
                 &[study.as_str().into()],
@@ -407,6 +457,43 @@ impl Store {
             }
             Ok(Applied { applied: true, study_complete: complete })
         })
+    }
+
+    /// The model registry, newest first.
+    pub fn models(&mut self) -> Result<Vec<ModelRow>, StoreError> {
+        let rows = self.db.query(
+            "SELECT id, study_id, analysis_id, name, family, created_at FROM models ORDER BY created_at DESC, id",
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let mut text = || it.next().map(Val::into_text).unwrap_or_default();
+                let (id, study_id, analysis_id, name, family) =
+                    (text(), text(), text(), text(), text());
+                ModelRow {
+                    id,
+                    study_id,
+                    analysis_id,
+                    name,
+                    family,
+                    created_at: it.next().and_then(|v| v.int()).unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
+    /// One registered model, as exported (`medfed-model/1` JSON).
+    pub fn model(&mut self, id: &str) -> Result<String, StoreError> {
+        let r = self
+            .db
+            .query("SELECT model FROM models WHERE id = $1", &[id.into()])?;
+        r.into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(Val::into_text)
+            .ok_or_else(|| StoreError::NotFound(format!("no model {id}")))
     }
 
     pub fn studies(&mut self) -> Result<Vec<StudyRow>, StoreError> {
@@ -504,6 +591,33 @@ fn audit(db: &mut dyn Db, actor: &str, action: &str, detail: &str) -> Result<(),
     Ok(())
 }
 
+/// Write one pooled result into the national statistics: the document and its long form.
+fn write_pooled(
+    db: &mut dyn Db,
+    study_id: &str,
+    a: &AnalysisSpec,
+    pooled: &PooledResult,
+    now: i64,
+) -> Result<(), StoreError> {
+    let value = match &pooled.value {
+        serde_json::Value::Null => Val::Null,
+        v => Val::T(v.to_string()),
+    };
+    db.execute(
+        "INSERT INTO national_statistics (study_id, analysis_id, type, value, result, computed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            study_id.into(),
+            a.id().into(),
+            a.type_name().into(),
+            value,
+            serde_json::to_string(pooled).expect("results serialise").into(),
+            now.into(),
+        ],
+    )?;
+    insert_cells(db, study_id, &medfed_analysis::flatten(pooled))
+}
+
 /// Write the long form of one pooled result, many rows per statement.
 fn insert_cells(
     db: &mut dyn Db,
@@ -546,6 +660,192 @@ fn insert_cells(
     Ok(())
 }
 
+fn insert_tasks(
+    db: &mut dyn Db,
+    study_id: &str,
+    tasks: &[NewTask],
+    now: i64,
+) -> Result<(), StoreError> {
+    for t in tasks {
+        db.execute(
+            "INSERT INTO tasks (id, study_id, node, analysis_id, round, payload, signature, status, leased_until, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', 0, $8)",
+            &[
+                t.id.as_str().into(),
+                study_id.into(),
+                t.node.as_str().into(),
+                t.analysis_id.as_str().into(),
+                t.round.into(),
+                t.payload.as_str().into(),
+                t.signature.as_str().into(),
+                now.into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn save_fit(
+    db: &mut dyn Db,
+    study: &str,
+    analysis: &str,
+    state: &FitState,
+    now: i64,
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string(state).expect("fit states serialise");
+    let n = db.execute(
+        "UPDATE fits SET state = $1, updated_at = $2 WHERE study_id = $3 AND analysis_id = $4",
+        &[
+            text.as_str().into(),
+            now.into(),
+            study.into(),
+            analysis.into(),
+        ],
+    )?;
+    if n == 0 {
+        db.execute(
+            "INSERT INTO fits (study_id, analysis_id, state, updated_at) VALUES ($1, $2, $3, $4)",
+            &[study.into(), analysis.into(), text.into(), now.into()],
+        )?;
+    }
+    Ok(())
+}
+
+fn load_fit(db: &mut dyn Db, study: &str, analysis: &str) -> Result<FitState, StoreError> {
+    let r = db.query(
+        "SELECT state FROM fits WHERE study_id = $1 AND analysis_id = $2",
+        &[study.into(), analysis.into()],
+    )?;
+    let text = r
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .map(Val::into_text)
+        .ok_or_else(|| StoreError::NotFound(format!("no fit state for {study}/{analysis}")))?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Invalid(format!("stored fit state: {e}")))
+}
+
+/// After a result of a regression: when its round is complete, take the hub's step and put out the
+/// next round's tasks (or finish the fit), in the transaction that applied the result, so that a
+/// crash never leaves a round answered but not advanced.
+fn advance_fit(
+    db: &mut dyn Db,
+    key: &SecretKey,
+    study_id: &str,
+    analysis_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let spec = db.query("SELECT spec FROM studies WHERE id = $1", &[study_id.into()])?;
+    let study = parse_stored(&spec[0][0].clone().into_text())?;
+    let Some((k, a @ AnalysisSpec::Regression(r))) = study
+        .analyses
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.id() == analysis_id)
+    else {
+        return Ok(());
+    };
+    let mut state = load_fit(db, study_id, analysis_id)?;
+    let round = i64::from(state.round);
+    let open = db.query(
+        "SELECT COUNT(*) FROM tasks WHERE study_id = $1 AND analysis_id = $2 AND round = $3 AND status = 'open'",
+        &[study_id.into(), analysis_id.into(), round.into()],
+    )?;
+    if open.first().and_then(|r| r[0].int()).unwrap_or(1) > 0 {
+        return Ok(());
+    }
+    let rows = db.query(
+        "SELECT r.node, r.payload, t.payload FROM results r JOIN tasks t ON t.id = r.task_id \
+         WHERE t.study_id = $1 AND t.analysis_id = $2 AND t.round = $3 ORDER BY r.node",
+        &[study_id.into(), analysis_id.into(), round.into()],
+    )?;
+    let mut answers: Vec<(String, TaskResult)> = Vec::new();
+    let mut step = None;
+    for row in rows {
+        let res: TaskResult = serde_json::from_str(&row[1].clone().into_text())
+            .map_err(|e| StoreError::Invalid(format!("stored result: {e}")))?;
+        let task: Task = serde_json::from_str(&row[2].clone().into_text())
+            .map_err(|e| StoreError::Invalid(format!("stored task: {e}")))?;
+        step = task.step;
+        answers.push((row[0].clone().into_text(), res));
+    }
+    let Some(step) = step else {
+        return Err(StoreError::Invalid(format!(
+            "round {round} of {study_id}/{analysis_id} has no step"
+        )));
+    };
+    let inputs: Vec<(String, SiteInput<'_>)> = answers
+        .iter()
+        .map(|(node, res)| (node.clone(), site_input(res)))
+        .collect();
+    let next = regression::advance(r, &mut state, &step, &inputs);
+    let detail = match &next {
+        Next::Round(_, nodes) => format!(
+            "{study_id} {analysis_id}: round {} to {}",
+            state.round,
+            nodes.join(", ")
+        ),
+        Next::Done => match (&state.fit, &state.error) {
+            (_, Some(e)) => format!("{study_id} {analysis_id}: stopped: {e}"),
+            (Some(f), None) => format!(
+                "{study_id} {analysis_id}: fitted in {} rounds",
+                f.iterations
+            ),
+            (None, None) => format!("{study_id} {analysis_id}: done"),
+        },
+    };
+    if let Next::Round(step, nodes) = next {
+        let tasks = new_tasks(
+            key,
+            study_id,
+            k,
+            a,
+            &nodes,
+            state.round,
+            Some(step),
+            study.task_ttl_s,
+        );
+        insert_tasks(db, study_id, &tasks, now)?;
+    }
+    save_fit(db, study_id, analysis_id, &state, now)?;
+    audit(db, "hub", "model_round", &detail)
+}
+
+fn site_input(res: &TaskResult) -> SiteInput<'_> {
+    match &res.outcome {
+        Outcome::Released { statistic } => SiteInput::Released(statistic),
+        Outcome::Refused { reason } => SiteInput::Refused(reason),
+    }
+}
+
+/// The registry entry of a fitted model: everything needed to apply it anywhere (the covariate spec,
+/// the cohorts, the coefficients) and how well it did.
+fn register_model(
+    db: &mut dyn Db,
+    study_id: &str,
+    study: &Study,
+    r: &medfed_protocol::regression::Regression,
+    state: &FitState,
+    now: i64,
+) -> Result<(), StoreError> {
+    let Some(model) = regression::registered(study_id, &study.name, r, state, now) else {
+        return Ok(());
+    };
+    db.execute(
+        "INSERT INTO models (id, study_id, analysis_id, name, family, created_at, model) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            model.id.as_str().into(),
+            study_id.into(),
+            r.id.as_str().into(),
+            model.name.as_str().into(),
+            serde_json::to_value(r.family).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default().into(),
+            now.into(),
+            serde_json::to_string(&model).expect("models serialise").into(),
+        ],
+    )?;
+    audit(db, "hub", "model_registered", &model.id)
+}
+
 /// Combine every analysis of the study over the sites' results; write the national statistics.
 fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), StoreError> {
     let spec = db.query("SELECT spec FROM studies WHERE id = $1", &[study_id.into()])?;
@@ -562,6 +862,13 @@ fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), Store
         parsed.push((r[0].clone().into_text(), r[1].clone().into_text(), res));
     }
     for a in &study.analyses {
+        if let AnalysisSpec::Regression(r) = a {
+            let state = load_fit(db, study_id, a.id())?;
+            register_model(db, study_id, &study, r, &state, now)?;
+            let pooled = regression::pooled(r, &state);
+            write_pooled(db, study_id, a, &pooled, now)?;
+            continue;
+        }
         let inputs: Vec<(String, SiteInput<'_>)> = parsed
             .iter()
             .filter(|(_, aid, _)| aid == a.id())
@@ -574,23 +881,7 @@ fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), Store
             })
             .collect();
         let pooled = combine(a, &inputs);
-        let value = match &pooled.value {
-            serde_json::Value::Null => Val::Null,
-            v => Val::T(v.to_string()),
-        };
-        db.execute(
-            "INSERT INTO national_statistics (study_id, analysis_id, type, value, result, computed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                study_id.into(),
-                a.id().into(),
-                a.type_name().into(),
-                value,
-                serde_json::to_string(&pooled).expect("results serialise").into(),
-                now.into(),
-            ],
-        )?;
-        insert_cells(db, study_id, &medfed_analysis::flatten(&pooled))?;
+        write_pooled(db, study_id, a, &pooled, now)?;
     }
     db.execute(
         "UPDATE studies SET status = 'complete', completed_at = $1 WHERE id = $2",

@@ -6,14 +6,30 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Per-bin sums over a site's (or the network's) persons; bin `b` holds risks in
-/// `[b / bins, (b + 1) / bins)` (the last bin includes 1).
+/// Per-bin sums over a site's (or the network's) persons. The bins are equal widths of the logit of
+/// the risk over [`LOGIT_RANGE`] (risks beyond it go to the end bins): risks of a few per cent, the
+/// usual case, then spread over many bins instead of sharing the first few.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RiskHistogram {
     pub events: Vec<f64>,
     pub non_events: Vec<f64>,
     /// Σ predicted risk in the bin (over everyone in it).
     pub risk_sum: Vec<f64>,
+}
+
+/// The logits the bins cover.
+pub const LOGIT_RANGE: (f64, f64) = (-10.0, 10.0);
+
+/// The bin of a risk in `[0, 1]` among `bins`.
+pub fn risk_bin(r: f64, bins: usize) -> usize {
+    let (lo, hi) = LOGIT_RANGE;
+    let logit = (r / (1.0 - r)).ln();
+    let b = ((logit - lo) / (hi - lo) * bins as f64).floor();
+    if b.is_nan() || b < 0.0 {
+        0
+    } else {
+        (b as usize).min(bins - 1)
+    }
 }
 
 impl RiskHistogram {
@@ -39,7 +55,7 @@ impl RiskHistogram {
             if !(0.0..=1.0).contains(&r) {
                 return Err(format!("row {i}: predicted risk {r} is not a probability"));
             }
-            let b = ((r * bins as f64) as usize).min(bins - 1);
+            let b = risk_bin(r, bins);
             if o {
                 h.events[b] += 1.0;
             } else {

@@ -9,7 +9,7 @@
 
 mod evaluate;
 
-pub use evaluate::{CalibrationGroup, RiskHistogram};
+pub use evaluate::{risk_bin, CalibrationGroup, RiskHistogram, LOGIT_RANGE};
 use medfed_privacy::{check_model, Policy, Suppression};
 use serde::{Deserialize, Serialize};
 
@@ -198,16 +198,8 @@ pub fn site_sums(
         ));
     }
     rows.check(family)?;
-    if beta.len() != rows.p {
-        return Err(ModelError::Rows(format!(
-            "{} coefficients for {} columns",
-            beta.len(),
-            rows.p
-        )));
-    }
     let n = rows.n();
     check_model(rows.p as u64, n as u64, policy).map_err(ModelError::Refused)?;
-    let p = rows.p;
     // Events (Σy) are known before any sum is computed; a site with too few releases nothing.
     let events: f64 = rows.y.iter().sum();
     match family {
@@ -215,6 +207,27 @@ pub fn site_sums(
         Family::Poisson => enough_events(events, f64::INFINITY, policy)?,
         Family::Gaussian | Family::Cox => {}
     }
+    glm_sums(family, rows, beta)
+}
+
+/// The sums of a GLM's rows at `beta`, without the disclosure check: for a caller that releases them
+/// through `medfed_privacy::release` (the node), which applies the same checks.
+pub fn glm_sums(family: Family, rows: &Rows, beta: &[f64]) -> Result<SiteSums, ModelError> {
+    if family == Family::Cox {
+        return Err(ModelError::Rows(
+            "a Cox model takes times and events: use cox_sums".into(),
+        ));
+    }
+    rows.check(family)?;
+    if beta.len() != rows.p {
+        return Err(ModelError::Rows(format!(
+            "{} coefficients for {} columns",
+            beta.len(),
+            rows.p
+        )));
+    }
+    let (n, p) = (rows.n(), rows.p);
+    let events: f64 = rows.y.iter().sum();
     let mut s = SiteSums::zero(p, n, events);
     for i in 0..n {
         let xi = &rows.x[i * p..(i + 1) * p];
@@ -447,6 +460,28 @@ pub struct CoxRows<'a> {
     pub event: &'a [bool],
 }
 
+impl CoxRows<'_> {
+    fn check(&self, beta: &[f64]) -> Result<(), ModelError> {
+        let (p, n) = (self.p, self.time.len());
+        if p == 0 || self.x.len() != p * n || self.event.len() != n || beta.len() != p {
+            return Err(ModelError::Rows(format!(
+                "x has {} values, {} times, {} events, {} coefficients for {p} columns",
+                self.x.len(),
+                n,
+                self.event.len(),
+                beta.len()
+            )));
+        }
+        if let Some(i) = self.time.iter().position(|t| !t.is_finite() || *t < 0.0) {
+            return Err(ModelError::Rows(format!(
+                "row {i}: time {} is not a duration",
+                self.time[i]
+            )));
+        }
+        finite_covariates(self.x, p)
+    }
+}
+
 /// The local step of a Cox model stratified by site: the site's partial-likelihood score and
 /// information at `beta`, Breslow's method for tied times, after the same disclosure checks as a GLM
 /// (parameters against rows, at least `min_cell_count` events). The site is its own stratum, so the
@@ -456,26 +491,19 @@ pub fn cox_site_sums(
     beta: &[f64],
     policy: &Policy,
 ) -> Result<SiteSums, ModelError> {
-    let (p, n) = (rows.p, rows.time.len());
-    if p == 0 || rows.x.len() != p * n || rows.event.len() != n || beta.len() != p {
-        return Err(ModelError::Rows(format!(
-            "x has {} values, {} times, {} events, {} coefficients for {p} columns",
-            rows.x.len(),
-            n,
-            rows.event.len(),
-            beta.len()
-        )));
-    }
-    if let Some(i) = rows.time.iter().position(|t| !t.is_finite() || *t < 0.0) {
-        return Err(ModelError::Rows(format!(
-            "row {i}: time {} is not a duration",
-            rows.time[i]
-        )));
-    }
-    finite_covariates(rows.x, p)?;
-    check_model(p as u64, n as u64, policy).map_err(ModelError::Refused)?;
+    rows.check(beta)?;
+    check_model(rows.p as u64, rows.time.len() as u64, policy).map_err(ModelError::Refused)?;
     let events = rows.event.iter().filter(|e| **e).count() as f64;
     enough_events(events, f64::INFINITY, policy)?;
+    cox_sums(rows, beta)
+}
+
+/// The partial-likelihood sums of a site's survival rows at `beta`, without the disclosure check
+/// (for a caller that releases them through `medfed_privacy::release`).
+pub fn cox_sums(rows: &CoxRows, beta: &[f64]) -> Result<SiteSums, ModelError> {
+    rows.check(beta)?;
+    let (p, n) = (rows.p, rows.time.len());
+    let events = rows.event.iter().filter(|e| **e).count() as f64;
     // Latest times first: the risk set grows as time goes back.
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|a, b| rows.time[*b].total_cmp(&rows.time[*a]));

@@ -1,7 +1,11 @@
 //! The node's task loop: verify → policy → run → release → audit → sign → post.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use medfed_analysis::regression::Design;
+use medfed_protocol::study::AnalysisSpec;
 
 use medfed_engine::SiteEngine;
 use medfed_privacy::{release_private, Decision};
@@ -56,6 +60,9 @@ pub struct Node<T: Transport> {
     rejected: HashSet<String>,
     /// Answers appended to the audit log but not yet acknowledged by the hub.
     unposted: Vec<(String, Signed)>,
+    /// The design matrix of the regression being fitted (`study/analysis` and rows), kept between its
+    /// rounds so that each round costs one pass over the rows, not a new extraction. Never sent.
+    design: Option<(String, Arc<Design>)>,
     quiet: bool,
 }
 
@@ -112,6 +119,7 @@ impl<T: Transport> Node<T> {
             done,
             rejected,
             unposted,
+            design: None,
             quiet: false,
         })
     }
@@ -339,7 +347,11 @@ impl<T: Transport> Node<T> {
             Decision::Allow => {}
         }
         // 7. Run the local step and release through the disclosure check.
-        let outcome = match medfed_analysis::run_local(&self.engine, &task.analysis).await {
+        let local = match &task.analysis {
+            AnalysisSpec::Regression(_) => self.model_step(&task, &policy).await,
+            other => medfed_analysis::run_local(&self.engine, other).await,
+        };
+        let outcome = match local {
             Ok(stat) => {
                 let set = stat.person_set().map(<[i64]>::to_vec);
                 match release_private(
@@ -371,6 +383,35 @@ impl<T: Transport> Node<T> {
             },
         };
         self.answer(&task, outcome, r)
+    }
+
+    /// A round of a regression: the site's design matrix (extracted once per analysis), then the
+    /// step the task asks for.
+    async fn model_step(
+        &mut self,
+        task: &Task,
+        policy: &medfed_privacy::Policy,
+    ) -> Result<medfed_privacy::SiteStatistic, medfed_analysis::AnalysisError> {
+        let step = task
+            .step
+            .as_ref()
+            .ok_or_else(|| medfed_analysis::AnalysisError::Shape {
+                id: task.analysis.id().to_string(),
+                message: "a regression task must carry the round's step".into(),
+            })?;
+        let key = format!("{}/{}", task.study_id, task.analysis.id());
+        let design = match &self.design {
+            Some((k, d)) if *k == key => d.clone(),
+            _ => {
+                self.design = None;
+                let d = Arc::new(
+                    medfed_analysis::regression::extract(&self.engine, &task.analysis).await?,
+                );
+                self.design = Some((key, d.clone()));
+                d
+            }
+        };
+        medfed_analysis::regression::local_step(&design, &task.analysis, step, policy)
     }
 
     fn answer_refusal(

@@ -38,6 +38,15 @@ enum Inner {
         tables: Vec<Table>,
         base: Option<Vec<i64>>,
     },
+    /// A model's per-site sums (score, information, deviance, …) over `rows` rows with `parameters`
+    /// parameters, `events` and `non_events` outcomes among them (`None`: not counted for this family).
+    ModelSums {
+        values: Vec<f64>,
+        parameters: u64,
+        rows: u64,
+        events: Option<u64>,
+        non_events: Option<u64>,
+    },
 }
 
 impl SiteStatistic {
@@ -69,13 +78,32 @@ impl SiteStatistic {
         })
     }
 
+    /// A model's sums at the site (a federated fit's local step): released as a vector only when the
+    /// model passes [`check_model`] for its rows and, where counted, events and non-events are each at
+    /// least `min_cell_count` — so no released sum is about a handful of persons' outcomes.
+    pub fn model_sums(
+        values: Vec<f64>,
+        parameters: u64,
+        rows: u64,
+        events: Option<u64>,
+        non_events: Option<u64>,
+    ) -> SiteStatistic {
+        SiteStatistic(Inner::ModelSums {
+            values,
+            parameters,
+            rows,
+            events,
+            non_events,
+        })
+    }
+
     /// The person set behind a count or a cohort's tables, for the node's local release history
     /// (never sent).
     pub fn person_set(&self) -> Option<&[i64]> {
         match &self.0 {
             Inner::Persons(p) => Some(p),
             Inner::Tables { base: Some(b), .. } => Some(b),
-            Inner::Count(_) | Inner::Tables { base: None, .. } => None,
+            Inner::Count(_) | Inner::Tables { base: None, .. } | Inner::ModelSums { .. } => None,
         }
     }
 }
@@ -187,8 +215,16 @@ pub struct Released {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ReleasedKind {
-    Count { value: Option<u64> },
-    Tables { tables: Vec<ReleasedTable> },
+    Count {
+        value: Option<u64>,
+    },
+    Tables {
+        tables: Vec<ReleasedTable>,
+    },
+    /// A model's sums; empty when withheld.
+    Vector {
+        values: Vec<f64>,
+    },
 }
 
 impl Released {
@@ -196,7 +232,15 @@ impl Released {
     pub fn count(&self) -> Option<u64> {
         match &self.kind {
             ReleasedKind::Count { value } => *value,
-            ReleasedKind::Tables { .. } => None,
+            ReleasedKind::Tables { .. } | ReleasedKind::Vector { .. } => None,
+        }
+    }
+
+    /// The released model sums, `None` when withheld or when this is not a vector.
+    pub fn vector(&self) -> Option<&[f64]> {
+        match (&self.kind, &self.suppressed) {
+            (ReleasedKind::Vector { values }, None) => Some(values),
+            _ => None,
         }
     }
 
@@ -204,7 +248,7 @@ impl Released {
     pub fn tables(&self) -> Option<&[ReleasedTable]> {
         match &self.kind {
             ReleasedKind::Tables { tables } => Some(tables),
-            ReleasedKind::Count { .. } => None,
+            ReleasedKind::Count { .. } | ReleasedKind::Vector { .. } => None,
         }
     }
 
@@ -215,6 +259,9 @@ impl Released {
             (_, Some(r)) => format!("released with the value withheld: {}", rule(r)),
             (ReleasedKind::Count { value: Some(v) }, None) => format!("released count {v}"),
             (ReleasedKind::Count { value: None }, None) => "released an empty count".into(),
+            (ReleasedKind::Vector { values }, None) => {
+                format!("released model sums ({} numbers)", values.len())
+            }
             (ReleasedKind::Tables { tables }, None) => {
                 let mut withheld: std::collections::BTreeMap<String, usize> = Default::default();
                 let mut cells = 0;
@@ -243,6 +290,7 @@ impl Released {
         match &self.kind {
             ReleasedKind::Count { value } => value.is_some(),
             ReleasedKind::Tables { tables } => tables.iter().all(|t| t.suppressed.is_none()),
+            ReleasedKind::Vector { .. } => self.suppressed.is_none(),
         }
     }
 
@@ -287,6 +335,32 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
                 noise: None,
             };
         }
+        Inner::ModelSums {
+            values,
+            parameters,
+            rows,
+            events,
+            non_events,
+        } => {
+            let few = |n: Option<u64>| n.is_some_and(|n| n < k);
+            let rule = match check_model(parameters, rows, policy) {
+                Err(r) => Some(r),
+                Ok(()) if few(events) || few(non_events) => {
+                    Some(Suppression::MinCellCount { threshold: k })
+                }
+                Ok(()) => None,
+            };
+            let values = if rule.is_some() || values.iter().any(|v| !v.is_finite()) {
+                Vec::new()
+            } else {
+                values
+            };
+            return Released {
+                kind: ReleasedKind::Vector { values },
+                suppressed: rule,
+                noise: None,
+            };
+        }
         Inner::Count(n) => n,
         Inner::Persons(p) => {
             let n = p.len() as u64;
@@ -325,6 +399,10 @@ pub struct PrivateRelease {
 pub fn dp_cost(stat: &SiteStatistic, d: &dp::DpPolicy) -> Result<f64, String> {
     match &stat.0 {
         Inner::Count(_) | Inner::Persons(_) => Ok(d.epsilon),
+        Inner::ModelSums { .. } => Err(
+            "model sums cannot be released under differential privacy in this build: their sensitivity to one person is not bounded"
+                .into(),
+        ),
         Inner::Tables { tables, .. } => {
             let mut cost = 0.0;
             for t in tables {
@@ -388,6 +466,9 @@ pub fn release_private(
     }
     let mut noisy = |n: f64| (n + d.noise(rng)).round().max(0.0);
     let stat = match stat.0 {
+        Inner::ModelSums { .. } => {
+            return Err("model sums cannot be released under differential privacy".into())
+        }
         Inner::Count(n) => SiteStatistic::count(noisy(n as f64) as u64),
         Inner::Persons(p) => SiteStatistic::count(noisy(p.len() as f64) as u64),
         Inner::Tables { mut tables, .. } => {

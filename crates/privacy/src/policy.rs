@@ -61,6 +61,7 @@ pub const CATALOG_TYPES: &[&str] = &[
     "incidence_rate",
     "kaplan_meier",
     "comparative_cohort",
+    "regression",
 ];
 
 fn default_min_cell() -> u64 {
@@ -164,7 +165,9 @@ impl Policy {
          descriptive = \"allow\"\n\
          incidence_rate = \"allow\"\n\
          kaplan_meier = \"allow\"\n\
-         comparative_cohort = \"allow\"\n\n\
+         comparative_cohort = \"allow\"\n\
+         # Federated regression: the site releases model sums (score, information) each round.\n\
+         regression = \"allow\"\n\n\
          # Optional differential privacy for released counts (see docs/PRIVACY.md). Uncomment to\n\
          # add noise to every count and keep a per-study and lifetime epsilon ledger.\n\
          # [dp]\n\

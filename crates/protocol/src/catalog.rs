@@ -253,7 +253,7 @@ fn check_covariate(c: &Covariate, path: &str) -> Result<(), StudyError> {
     }
 }
 
-fn check_tar(t: &TimeAtRisk, path: &str) -> Result<(), StudyError> {
+pub(crate) fn check_tar(t: &TimeAtRisk, path: &str) -> Result<(), StudyError> {
     const LIMIT: i32 = 36_500;
     if t.start_offset.abs() > LIMIT || t.end_offset.abs() > LIMIT {
         return Err(err(
@@ -354,6 +354,7 @@ pub(crate) fn check(spec: &crate::AnalysisSpec, path: &str) -> Result<(), StudyE
             }
             check_label(&c.label, path)
         }
+        A::Regression(r) => crate::regression::check(r, path),
         A::PersonCount(_) | A::CohortCount(_) => Ok(()),
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod catalog;
 pub mod keys;
+pub mod regression;
 pub mod request;
 pub mod study;
 
@@ -79,6 +80,9 @@ pub struct Task {
     pub expires_at: i64,
     /// 128 random bits; a node refuses a nonce it has already seen.
     pub nonce: String,
+    /// For analyses fitted in rounds (`regression`): what this round asks of the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<regression::ModelStep>,
 }
 
 /// What a node sends back for a task: a released statistic or a refusal. Signed by the node.

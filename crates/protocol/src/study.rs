@@ -15,6 +15,9 @@ pub use crate::catalog::{
     Anchor, Characterization, CohortCharacterization, ComparativeCohort, Covariate, CrossTab,
     Descriptive, IncidenceRate, KaplanMeier, TimeAtRisk, Variable, ACHILLES_IDS,
 };
+pub use crate::regression::{
+    Feature, FeatureKind, Level, MeasurementSpec, ModelOutcome, ModelStep, Regression, Window,
+};
 
 pub const FORMAT: &str = "medfed-study/1";
 /// Largest accepted study file.
@@ -82,6 +85,7 @@ pub enum AnalysisSpec {
     IncidenceRate(IncidenceRate),
     KaplanMeier(KaplanMeier),
     ComparativeCohort(ComparativeCohort),
+    Regression(Regression),
 }
 
 /// Distinct persons in a cohort of the study (a Circe definition), counted at each site.
@@ -112,6 +116,7 @@ impl AnalysisSpec {
             A::IncidenceRate(r) => &r.id,
             A::KaplanMeier(k) => &k.id,
             A::ComparativeCohort(c) => &c.id,
+            A::Regression(r) => &r.id,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -126,6 +131,7 @@ impl AnalysisSpec {
             A::IncidenceRate(_) => "incidence_rate",
             A::KaplanMeier(_) => "kaplan_meier",
             A::ComparativeCohort(_) => "comparative_cohort",
+            A::Regression(_) => "regression",
         }
     }
 
@@ -142,6 +148,7 @@ impl AnalysisSpec {
             A::ComparativeCohort(c) => {
                 vec![c.target.as_str(), c.comparator.as_str(), c.outcome.as_str()]
             }
+            A::Regression(r) => r.cohort_refs(),
         }
     }
 
@@ -156,6 +163,7 @@ impl AnalysisSpec {
             A::IncidenceRate(r) => Some(&r.definitions),
             A::KaplanMeier(k) => Some(&k.definitions),
             A::ComparativeCohort(c) => Some(&c.definitions),
+            A::Regression(r) => Some(&r.definitions),
         }
     }
 
@@ -169,6 +177,7 @@ impl AnalysisSpec {
             A::IncidenceRate(r) => Some(&mut r.definitions),
             A::KaplanMeier(k) => Some(&mut k.definitions),
             A::ComparativeCohort(c) => Some(&mut c.definitions),
+            A::Regression(r) => Some(&mut r.definitions),
         }
     }
 }
@@ -269,6 +278,7 @@ pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError>
         "incidence_rate" => A::IncidenceRate(de(rest, path)?),
         "kaplan_meier" => A::KaplanMeier(de(rest, path)?),
         "comparative_cohort" => A::ComparativeCohort(de(rest, path)?),
+        "regression" => A::Regression(de(rest, path)?),
         other => {
             return Err(err(
                 format!("{path}.type"),

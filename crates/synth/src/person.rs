@@ -554,6 +554,14 @@ pub fn simulate(
             c::LOSARTAN
         };
         let insulin = b.as_ref().map(|b| b.hba1c > 9.0).unwrap_or(false);
+        // The diagnosis itself is recorded on its day (so a condition's first record is its onset,
+        // which the risk models' ground truth relies on); follow-up visits record it again.
+        for &(which, od) in &chronic {
+            if od <= obs_end {
+                let v = p.visit(r, c::OUTPATIENT, od, od);
+                p.condition(r, chronic_concept(which), od, v);
+            }
+        }
         let mut d = first;
         let mut k = 0;
         while d <= obs_end {
@@ -561,19 +569,7 @@ pub fn simulate(
             let active: Vec<(Chronic, i32)> =
                 chronic.iter().copied().filter(|(_, od)| *od <= d).collect();
             for (which, od) in active {
-                let concept = match which {
-                    Chronic::Htn => c::ESSENTIAL_HYPERTENSION,
-                    Chronic::T2d => c::T2DM,
-                    Chronic::Dl => c::HYPERCHOLESTEROLEMIA,
-                    Chronic::Ihd => c::CORONARY_ARTERIOSCLEROSIS,
-                    Chronic::Stroke => c::CEREBRAL_INFARCTION,
-                    Chronic::Copd => c::COPD,
-                    Chronic::Asthma => c::ASTHMA,
-                    Chronic::Ckd => c::CKD_STAGE3,
-                    Chronic::Oa => c::OA_KNEE,
-                    Chronic::Stomach => c::STOMACH_CANCER,
-                    Chronic::Colon => c::COLON_CANCER,
-                };
+                let concept = chronic_concept(which);
                 // Cancers are followed for two years; everything else for life.
                 if matches!(which, Chronic::Stomach | Chronic::Colon) && d > od + 730 {
                     continue;
@@ -735,6 +731,23 @@ pub fn simulate(
         }
     }
     genotyped.then_some((site, id, male, snps))
+}
+
+/// The condition concept a chronic disease is recorded with.
+fn chronic_concept(which: Chronic) -> i64 {
+    match which {
+        Chronic::Htn => c::ESSENTIAL_HYPERTENSION,
+        Chronic::T2d => c::T2DM,
+        Chronic::Dl => c::HYPERCHOLESTEROLEMIA,
+        Chronic::Ihd => c::CORONARY_ARTERIOSCLEROSIS,
+        Chronic::Stroke => c::CEREBRAL_INFARCTION,
+        Chronic::Copd => c::COPD,
+        Chronic::Asthma => c::ASTHMA,
+        Chronic::Ckd => c::CKD_STAGE3,
+        Chronic::Oa => c::OA_KNEE,
+        Chronic::Stomach => c::STOMACH_CANCER,
+        Chronic::Colon => c::COLON_CANCER,
+    }
 }
 
 fn episode(p: &mut Person, r: &mut SiteRows, rng: &mut ChaCha8Rng, syn: &Syndrome, d: i32) {

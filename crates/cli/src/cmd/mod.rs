@@ -4,6 +4,7 @@ pub mod cohort;
 pub mod demo;
 pub mod hub;
 pub mod import;
+pub mod model;
 pub mod network;
 pub mod node;
 pub mod pgload;

@@ -209,6 +209,12 @@ impl Client {
         })
     }
 
+    pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.call(reqwest::Method::GET, path, None)
+    }
+    pub fn post(&self, path: &str, body: String) -> anyhow::Result<serde_json::Value> {
+        self.call(reqwest::Method::POST, path, Some(body))
+    }
     pub fn submit(&self, text: String) -> anyhow::Result<medfed_hub::Submitted> {
         Ok(serde_json::from_value(self.call(
             reqwest::Method::POST,
