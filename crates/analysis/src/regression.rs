@@ -645,13 +645,15 @@ fn sums_round(
         match sums {
             Ok(s) => parts.push((site.clone(), s)),
             Err(why) if state.round == 1 => state.excluded.push((site.clone(), why)),
-            Err(why) => return fail(
-                state,
-                format!(
+            Err(why) => {
+                return fail(
+                    state,
+                    format!(
                     "site {site} {why} in round {}; an exact fit needs the same sites every round",
                     state.round
                 ),
-            ),
+                )
+            }
         }
     }
     if state.round == 1 {

@@ -44,6 +44,9 @@ enum Command {
     /// Benchmark: hub throughput for result posts under load from many simulated nodes.
     #[command(hide = true)]
     BenchHub(cmd::bench::Args),
+    /// Benchmark: the federated logistic fit's compute and secure aggregation at pilot scale.
+    #[command(hide = true)]
+    BenchModel(cmd::bench_model::Args),
 }
 
 fn main() {
@@ -60,6 +63,7 @@ fn main() {
         Command::Cohort(a) => cmd::cohort::run(a),
         Command::Model(a) => cmd::model::run(a),
         Command::BenchHub(a) => cmd::bench::run(a),
+        Command::BenchModel(a) => cmd::bench_model::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -138,6 +138,11 @@ impl SiteSums {
     }
 
     /// The flat vector `[n, score…, information…, deviance, loglik, events]` for secure aggregation.
+    /// Length of [`SiteSums::to_vec`] for `p` parameters: what a site releases each round.
+    pub fn released_len(p: usize) -> usize {
+        p + p * p + 4
+    }
+
     pub fn to_vec(&self) -> Vec<f64> {
         let mut v = vec![self.n];
         v.extend(&self.score);

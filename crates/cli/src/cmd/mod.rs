@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_model;
 pub mod catalog;
 pub mod cohort;
 pub mod demo;

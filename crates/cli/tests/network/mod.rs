@@ -916,3 +916,147 @@ fn hostile_studies_are_refused_at_submit() {
     assert!(e.contains("duplicate analysis id"), "{e}");
     assert!(hub.studies().unwrap().is_empty());
 }
+
+/// Risk models over the real network: the hub (PostgreSQL) drives the Newton rounds of three
+/// regressions over HTTPS, registers the models, exports them with their covariate spec and scores
+/// persons; a node applies a model to its own population and releases only the risk distribution.
+#[test]
+fn risk_models_are_fitted_over_https_registered_exported_and_scored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 20_000, 3);
+    let mut net = Net::new(tmp.path(), &sites, true, None);
+    net.start_nodes(&[]);
+    let study =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studies/risk-models.json");
+    let id = net.submit(&study);
+    let results = net.wait_complete(&id, 600);
+    // The same fit as the in-process federation, number for number.
+    let out = tmp.path().join("inproc");
+    let mut args = vec![
+        "study".to_string(),
+        "run".into(),
+        s(&study),
+        "--out".into(),
+        s(&out),
+    ];
+    for site in &sites {
+        args.extend(["--site".into(), s(site)]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&a);
+    let inproc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(inproc["results"], results["results"]);
+    let t2d = &results["results"][0]["value"]["summary"];
+    assert!(t2d["iterations"].as_u64().unwrap() >= 4, "{t2d}");
+    // Each round went to every node as its own signed task, and every node answered each once.
+    let mut db = net.db();
+    let rounds = db
+        .query(
+            "SELECT COUNT(DISTINCT round), COUNT(*) FROM tasks WHERE study_id = $1 AND analysis_id = 't2d_5y'",
+            &[id.as_str().into()],
+        )
+        .unwrap();
+    let (r, n) = (rounds[0][0].int().unwrap(), rounds[0][1].int().unwrap());
+    // Newton rounds, then the evaluation round.
+    assert_eq!(r, t2d["iterations"].as_i64().unwrap() + 1);
+    assert_eq!(n, 3 * r);
+    let coef = db
+        .query(
+            "SELECT value FROM national_cells WHERE study_id = $1 AND analysis_id = 't2d_5y' AND statistic = 'coefficients.age.estimate'",
+            &[id.as_str().into()],
+        )
+        .unwrap();
+    assert_eq!(
+        coef[0][0],
+        medfed_hub::db::Val::F(t2d["coefficients"]["age"]["estimate"].as_f64())
+    );
+    drop(db);
+    // The registry: listed, exported with the covariate spec, scored here and at the hub alike.
+    let hub = s(&net.hub_dir);
+    let list = ok(&["model", "list", "--hub-dir", &hub]);
+    let model_id = format!("{id}.t2d_5y");
+    assert!(
+        list.contains(&model_id) && list.contains(&format!("{id}.mace_cox")),
+        "{list}"
+    );
+    let file = tmp.path().join("t2d-model.json");
+    ok(&[
+        "model",
+        "export",
+        "--hub-dir",
+        &hub,
+        &model_id,
+        "--out",
+        &s(&file),
+    ]);
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(model["format"], "medfed-model/1");
+    assert_eq!(model["spec"]["covariates"][4]["units"]["8753"], 18.016);
+    assert!(model["spec"]["definitions"]["t2d_free_2019"]["InclusionRules"].is_array());
+    let persons = tmp.path().join("persons.json");
+    std::fs::write(&persons, r#"{"persons": [
+        {"age": 62, "male": 1, "bmi": 29.5, "sbp": 142, "glucose": 112, "ldl": 131, "smoking": "current"},
+        {"age": 35, "male": 0, "bmi": 21.0, "sbp": 112, "glucose": 84, "ldl": 96, "smoking": "never"}]}"#).unwrap();
+    let local: serde_json::Value =
+        serde_json::from_str(&ok(&["model", "score", &s(&file), "--input", &s(&persons)])).unwrap();
+    let remote: serde_json::Value = serde_json::from_str(&ok(&[
+        "model",
+        "score",
+        "--hub-dir",
+        &hub,
+        &model_id,
+        "--input",
+        &s(&persons),
+    ]))
+    .unwrap();
+    assert_eq!(local["results"], remote["results"]);
+    let (hi, lo) = (
+        local["results"][0]["prediction"].as_f64().unwrap(),
+        local["results"][1]["prediction"].as_f64().unwrap(),
+    );
+    assert!(hi > 3.0 * lo && hi < 1.0 && lo > 0.0, "{hi} {lo}");
+    // By hand: the risk is the logistic of the coefficients times the covariates.
+    let c = &model["coefficients"];
+    let cols = model["columns"].as_array().unwrap();
+    let x = |name: &str| match name {
+        "(intercept)" => 1.0,
+        "age" => 62.0,
+        "male" => 1.0,
+        "bmi" => 29.5,
+        "sbp" => 142.0,
+        "glucose" => 112.0,
+        "ldl" => 131.0,
+        "smoking[current]" => 1.0,
+        _ => 0.0,
+    };
+    let lp: f64 = cols
+        .iter()
+        .enumerate()
+        .map(|(j, n)| c[j].as_f64().unwrap() * x(n.as_str().unwrap()))
+        .sum();
+    assert!((hi - 1.0 / (1.0 + (-lp).exp())).abs() < 1e-12);
+    // A bad person is refused with the path of the bad value.
+    std::fs::write(
+        &persons,
+        r#"{"persons": [{"age": 62, "male": 1, "bmi": "fat"}]}"#,
+    )
+    .unwrap();
+    let (okk, o, e) = medfed(&[
+        "model",
+        "score",
+        "--hub-dir",
+        &hub,
+        &model_id,
+        "--input",
+        &s(&persons),
+    ]);
+    assert!(!okk && e.contains("$.persons[0].bmi"), "{o}{e}");
+    // Applied at a node: only the released distribution of risk comes out.
+    let dist = ok(&["model", "score", &s(&file), "--site", &s(&sites[0])]);
+    assert!(
+        dist.contains("\"auc\"") && dist.contains("calibration"),
+        "{dist}"
+    );
+}
