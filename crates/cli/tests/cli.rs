@@ -80,6 +80,16 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
     // The network ran: results.json from the hub, with every analysis of the standard study, each
     // site's status, and the report's cross-check against the stores.
     assert!(report.contains("Network study: pooled results"));
+    // The risk models were fitted in rounds through the same network and reported.
+    assert!(
+        report.contains("Predicting major diseases"),
+        "no model section"
+    );
+    let models: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results/models/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(models["results"].as_array().unwrap().len(), 3);
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results/results.json")).unwrap())
             .unwrap();
@@ -100,7 +110,14 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
             "--dir",
             out.join("network/nodes").join(s).to_str().unwrap(),
         ]);
-        assert!(ok && a.contains("22 sent to the hub"), "{a}");
+        // 16 analyses of the first two studies, and at least one round of each of the 3 models.
+        let sent: u64 = a
+            .split(" sent to the hub")
+            .next()
+            .and_then(|x| x.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(ok && sent >= 22 + 3, "{a}");
     }
     // The R&D catalog ran through the same network and its plots are in the report.
     let catalog: serde_json::Value = serde_json::from_str(

@@ -50,7 +50,25 @@ const COHORTS: &[(&str, &str)] = &[
         "celecoxib.json",
         include_str!("../../../../examples/cohorts/celecoxib.json"),
     ),
+    (
+        "t2d-free-2019.json",
+        include_str!("../../../../examples/cohorts/t2d-free-2019.json"),
+    ),
+    (
+        "t2d.json",
+        include_str!("../../../../examples/cohorts/t2d.json"),
+    ),
+    (
+        "cvd-free-2019.json",
+        include_str!("../../../../examples/cohorts/cvd-free-2019.json"),
+    ),
+    (
+        "mace.json",
+        include_str!("../../../../examples/cohorts/mace.json"),
+    ),
 ];
+/// The risk-model study the demo submits third.
+pub const RISK_STUDY: &str = include_str!("../../../../examples/studies/risk-models.json");
 
 struct Bar(indicatif::ProgressBar);
 impl medfed_synth::Progress for Bar {
@@ -200,6 +218,9 @@ struct NetworkRun {
     /// Pooled results of the R&D catalog study.
     catalog: serde_json::Value,
     catalog_latency_s: f64,
+    /// Pooled results of the risk-model study.
+    models: serde_json::Value,
+    models_latency_s: f64,
     running: Option<super::network::LocalNetwork>,
 }
 
@@ -276,6 +297,26 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
     println!("pooled catalog results in {catalog_latency_s:.2} s");
     super::study::write_results(&a.out.join("results/catalog"), &catalog)?;
     super::study::print_summary(&catalog);
+    // The risk models: regressions fitted by the hub in rounds.
+    let models_path = a.out.join("network/risk-models.json");
+    std::fs::write(&models_path, RISK_STUDY)?;
+    let t2 = std::time::Instant::now();
+    let ack = client.submit(super::study::load_study(&models_path)?)?;
+    println!(
+        "risk-model study {} submitted: type 2 diabetes and cardiovascular events in five years, fitted in Newton rounds",
+        ack.study_id
+    );
+    let bar = super::progress::spinner("fitting risk models (rounds of signed tasks)");
+    let models = client.wait(
+        &ack.study_id,
+        std::time::Duration::from_secs(3600),
+        |d, _| bar.set_message(format!("fitting risk models: {d} tasks answered")),
+    )?;
+    bar.finish_and_clear();
+    let models_latency_s = t2.elapsed().as_secs_f64();
+    println!("risk models fitted in {models_latency_s:.2} s");
+    super::study::write_results(&a.out.join("results/models"), &models)?;
+    super::study::print_summary(&models);
     let hub_db = net.hub_dir.join("hub.sqlite");
     let url = net.url.clone();
     let running = if a.serve.is_some() {
@@ -293,6 +334,8 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         direct,
         catalog,
         catalog_latency_s,
+        models,
+        models_latency_s,
         running,
     })
 }
@@ -395,6 +438,11 @@ fn render(
         names,
         truth,
         net.catalog_latency_s,
+    ));
+    h.push_str(&super::report::models_section(
+        &net.models,
+        truth,
+        net.models_latency_s,
     ));
     h.push_str("<h2>Hospitals (site-side summary)</h2><p>Computed by each site's data steward with <code>medfed sql</code> on the local store; in the network these become catalog analyses.</p><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
     for s in stats {

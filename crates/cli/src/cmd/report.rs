@@ -388,3 +388,143 @@ pub fn catalog_section(
     }
     h
 }
+
+/// Calibration plot: observed against expected events per decile of predicted risk, as rates.
+fn calibration_svg(deciles: &[Value]) -> String {
+    let (w, h, m) = (320.0, 320.0, 40.0);
+    let pts: Vec<(f64, f64)> = deciles
+        .iter()
+        .filter_map(|g| {
+            let n = g["persons"].as_f64()?;
+            let (e, o) = (g["expected"].as_f64()?, g["observed"].as_f64()?);
+            (n > 0.0).then_some((e / n, o / n))
+        })
+        .collect();
+    let top = pts.iter().map(|p| p.0.max(p.1)).fold(0.01, f64::max) * 1.1;
+    let x = |v: f64| m + v / top * (w - m - 10.0);
+    let y = |v: f64| h - m - v / top * (h - m - 10.0);
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="calibration by decile"><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#bbb" stroke-dasharray="4 3"/>"##,
+        x(0.0),
+        y(0.0),
+        x(top),
+        y(top)
+    );
+    for (e, o) in &pts {
+        let _ = write!(
+            s,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="#c0504d"/>"##,
+            x(*e),
+            y(*o)
+        );
+    }
+    for i in 0..=4 {
+        let v = top * i as f64 / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{}" font-size="10" text-anchor="middle">{:.0}%</text><text x="{}" y="{:.1}" font-size="10" text-anchor="end">{:.0}%</text>"#,
+            x(v),
+            h - m + 14.0,
+            v * 100.0,
+            m - 4.0,
+            y(v) + 3.0,
+            v * 100.0
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">predicted risk</text><text x="12" y="{:.1}" font-size="11" transform="rotate(-90 12 {:.1})" text-anchor="middle">observed rate</text></svg>"#,
+        (w + m) / 2.0,
+        h - 6.0,
+        h / 2.0,
+        h / 2.0
+    );
+    s
+}
+
+/// The risk-model section: each regression's coefficients (with the synthetic population's true value
+/// where it has one), how it was fitted, and its discrimination and calibration across hospitals.
+pub fn models_section(results: &Value, truth: &Value, latency_s: f64) -> String {
+    let mut h = String::new();
+    let _ = write!(h, "<h2>Predicting major diseases: federated risk models</h2><p>A third study, <code>examples/studies/risk-models.json</code>, fitted in <b>{latency_s:.1} s</b>. The hub drove each model in Newton rounds: every round it sent the current coefficients to every hospital as a signed task, each hospital returned only its score vector and information matrix (after its model disclosure check: parameters against rows, events and non-events against the minimum cell count), and the hub added them and stepped. The result equals a fit on the pooled rows, which never left the hospitals. Binomial models were then evaluated by histograms of predicted risk by outcome, pooled at the hub. The fitted models are in the hub's registry (<code>medfed model list</code>, <code>medfed model export</code>).</p>");
+    for r in result(results, "regression") {
+        let id = r["id"].as_str().unwrap_or("");
+        let s = &r["value"]["summary"];
+        if !s.is_object() {
+            let _ = write!(
+                h,
+                "<h3>{}</h3><p>No model: {}</p>",
+                esc(id),
+                esc(&super::study::notes_text(r))
+            );
+            continue;
+        }
+        let truth_model = match id {
+            "t2d_5y" => Some("t2d_inc"),
+            "mace_5y" => Some("mace_inc"),
+            _ => None,
+        };
+        let _ = write!(
+            h,
+            "<h3>{} <small>({}, {} persons, {} events, {} rounds)</small></h3><table><tr><th>term</th><th>estimate</th><th>95% CI</th><th>p</th>{}</tr>",
+            esc(id),
+            esc(s["family"].as_str().unwrap_or("")),
+            s["n"].as_f64().unwrap_or(0.0),
+            s["events"].as_f64().unwrap_or(0.0),
+            s["iterations"],
+            if truth_model.is_some() { "<th>synthetic truth</th>" } else { "" }
+        );
+        for c in s["columns"].as_array().into_iter().flatten() {
+            let c = c.as_str().unwrap_or("");
+            let v = &s["coefficients"][c];
+            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            let t = truth_model.map(|m| {
+                if c == "(intercept)" {
+                    "—".to_string()
+                } else {
+                    let name = if c == "smoking[current]" {
+                        "current_smoker"
+                    } else {
+                        c
+                    };
+                    format!(
+                        "{:.4}",
+                        truth["risk_models"][m]["coef"][name]
+                            .as_f64()
+                            .unwrap_or(0.0)
+                    )
+                }
+            });
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.4}</td><td>{:.4} – {:.4}</td><td>{:.2e}</td>{}</tr>",
+                esc(c),
+                f("estimate"),
+                f("ci_low"),
+                f("ci_high"),
+                f("p_value"),
+                t.map(|t| format!("<td>{t}</td>")).unwrap_or_default()
+            );
+        }
+        h.push_str("</table>");
+        let ev = &s["evaluation"];
+        if let Some(auc) = ev["auc"].as_f64() {
+            let per: Vec<String> = ev["per_site"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{} {:.3}", esc(k), v["auc"].as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            let _ = write!(
+                h,
+                "<p>Discrimination: AUC <b>{auc:.3}</b> (± {:.3} for pairs sharing a histogram bin); by hospital: {}. Calibration by decile of predicted risk (dashed: perfect):</p>",
+                ev["auc_bound"].as_f64().unwrap_or(0.0),
+                per.join(", ")
+            );
+            h.push_str(&calibration_svg(
+                ev["calibration"].as_array().map_or(&[], |v| v),
+            ));
+        }
+    }
+    h
+}

@@ -289,7 +289,17 @@ pub fn sites_with(r: &serde_json::Value, status: &str) -> usize {
 pub fn print_summary(results: &serde_json::Value) {
     for r in results["results"].as_array().into_iter().flatten() {
         let v = &r["value"];
+        let model = &v["summary"]["coefficients"];
         let shown = match v.get("tables").and_then(|t| t.as_array()) {
+            _ if model.is_object() => format!(
+                "{} coefficients, {} rounds{}",
+                model.as_object().map_or(0, |m| m.len()),
+                v["summary"]["iterations"],
+                v["summary"]["evaluation"]["auc"]
+                    .as_f64()
+                    .map(|a| format!(", AUC {a:.3}"))
+                    .unwrap_or_default()
+            ),
             Some(t) => format!(
                 "{} table{}, {} cells",
                 t.len(),
