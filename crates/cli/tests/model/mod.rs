@@ -51,15 +51,15 @@ fn result<'a>(results: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no result {id}"))
 }
 
-/// statsmodels on the pooled design matrices the sites write for themselves.
-fn statsmodels(analysis: &str, family: &str, sites: &[PathBuf], tmp: &Path) -> Value {
+/// statsmodels on the pooled design matrices the sites write for themselves (`study`'s `analysis`).
+fn statsmodels(study: &Path, analysis: &str, family: &str, sites: &[PathBuf], tmp: &Path) -> Value {
     let mut files = Vec::new();
     for (k, s) in sites.iter().enumerate() {
         let f = tmp.join(format!("{analysis}_{k}.csv"));
         let (ok, o, e) = medfed(&[
             "model",
             "features",
-            study_file().to_str().unwrap(),
+            study.to_str().unwrap(),
             "--analysis",
             analysis,
             "--site",
@@ -105,7 +105,7 @@ fn federated_models_equal_statsmodels_on_pooled_rows_and_recover_the_truth() {
         let r = result(&results, analysis);
         let s = &r["value"]["summary"];
         assert!(s.is_object(), "{analysis}: no model: {r}");
-        let reference = statsmodels(analysis, family, &sites, tmp.path());
+        let reference = statsmodels(&study_file(), analysis, family, &sites, tmp.path());
         let columns: Vec<&str> = s["columns"]
             .as_array()
             .unwrap()
@@ -186,6 +186,39 @@ fn federated_models_equal_statsmodels_on_pooled_rows_and_recover_the_truth() {
             }
         }
     }
+}
+
+/// The Poisson family with its log person-years offset (outcome counts, drug and condition
+/// covariates) and the Gaussian family on a measurement outcome with an L2 penalty, against the
+/// pooled rows.
+#[test]
+fn rates_and_penalised_values_equal_the_pooled_fits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(&tmp.path().join("pop"));
+    let study = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/model/rates-and-values.json");
+    let results = run(&study, &sites, None, &tmp.path().join("out"));
+    for (analysis, family) in [("mace_rate", "poisson"), ("sbp_2020", "gaussian:5")] {
+        let s = &result(&results, analysis)["value"]["summary"];
+        assert!(s.is_object(), "{analysis}: {results}");
+        let reference = statsmodels(&study, analysis, family, &sites, tmp.path());
+        assert_eq!(s["n"].as_f64().unwrap(), reference["n"].as_f64().unwrap());
+        for (j, c) in s["columns"].as_array().unwrap().iter().enumerate() {
+            let c = c.as_str().unwrap();
+            let b = s["coefficients"][c]["estimate"].as_f64().unwrap();
+            let rb = reference["params"][j].as_f64().unwrap();
+            assert!(rel(b, rb) < 1e-6, "{analysis} {c}: {b} vs {rb}");
+            if let Some(rse) = reference["bse"][j].as_f64() {
+                let se = s["coefficients"][c]["std_error"].as_f64().unwrap();
+                assert!(rel(se, rse) < 1e-6, "{analysis} {c}: se {se} vs {rse}");
+            }
+        }
+    }
+    // Hypertension raises the rate of cardiovascular events (synthetic truth: log odds ratio 0.3).
+    let h = result(&results, "mace_rate")["value"]["summary"]["coefficients"]["hypertension"]
+        ["estimate"]
+        .as_f64()
+        .unwrap();
+    assert!(h > 0.0, "{h}");
 }
 
 #[test]

@@ -1,10 +1,11 @@
 """Independent fits of a regression analysis on the pooled rows (statsmodels).
 
-Usage: model.py FAMILY SITE1.csv SITE2.csv ...
+Usage: model.py FAMILY[:L2] SITE1.csv SITE2.csv ...
 
 Each CSV is a site's design matrix as `medfed model features` writes it (its columns, then `y`, and
 `offset` or `event` where the family has them). The sites' rows are pooled; Cox models are stratified
-by site, as the federated fit is. Prints JSON: {"params": [...], "bse": [...], "llf": ..., "n": ...}.
+by site, as the federated fit is. With `gaussian:L2` the fit is ridge regression with penalty L2/2 ‖β‖²
+off the intercept, solved in closed form with numpy (coefficients only). Prints JSON: {"params": [...], "bse": [...], "llf": ..., "n": ...}.
 """
 import json
 import sys
@@ -17,6 +18,8 @@ from statsmodels.duration.hazard_regression import PHReg
 
 def main():
     family, files = sys.argv[1], sys.argv[2:]
+    family, _, l2 = family.partition(":")
+    l2 = float(l2 or 0)
     frames = []
     for k, f in enumerate(files):
         d = pd.read_csv(f)
@@ -27,7 +30,14 @@ def main():
     cols = [c for c in d.columns if c not in extra]
     x = d[cols].to_numpy(dtype=float)
     y = d["y"].to_numpy(dtype=float)
-    if family == "cox":
+    if l2 > 0:
+        if family != "gaussian":
+            sys.exit("penalised reference only for the gaussian family")
+        pen = np.full(len(cols), l2)
+        pen[cols.index("(intercept)")] = 0.0
+        beta = np.linalg.solve(x.T @ x + np.diag(pen), x.T @ y)
+        out = {"params": beta.tolist(), "bse": None, "llf": None}
+    elif family == "cox":
         m = PHReg(y, x, status=d["event"].to_numpy(dtype=float), strata=d["site"].to_numpy(), ties="breslow")
         r = m.fit(gtol=1e-12)
         out = {"params": list(r.params), "bse": list(r.bse), "llf": float(r.llf)}
