@@ -60,7 +60,7 @@ def main():
         "medfed_fit_s": ours["fit_s"], "medfed_iterations": ours["iterations"],
         "medfed_round_ms_slowest_site": ours["round_ms_slowest_site"],
         "medfed_peak_rss_mib": ours["peak_rss_mib"],
-        "secagg_round_ms": ours["secagg_round_ms"], "sums_per_site": ours["sums_per_site"],
+        "secagg_round_ms": ours["secagg_round_ms"], "ring_elements_per_site": ours["ring_elements_per_site"],
         "statsmodels_fit_s": ref["fit_s"], "statsmodels_iterations": ref["iterations"],
         "statsmodels_peak_rss_mib": ref["peak_rss_mib"],
         "time_ratio_medfed_over_statsmodels": ours["fit_s"] / ref["fit_s"],

@@ -42,6 +42,8 @@ pub struct PooledResult {
 pub enum SiteInput<'a> {
     Released(&'a Released),
     Refused(&'a str),
+    /// A secure-aggregation phase message (regression rounds only).
+    Secagg(&'a medfed_protocol::regression::SecaggMessage),
 }
 
 /// Pool the sites' released statistics for `spec`.
@@ -70,6 +72,9 @@ fn combine_tables(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Po
             },
             SiteInput::Refused(reason) => SiteOutcome::Refused {
                 reason: reason.to_string(),
+            },
+            SiteInput::Secagg(_) => SiteOutcome::Refused {
+                reason: "sent a secure-aggregation message for a plain analysis".into(),
             },
         };
         sites.push(SiteContribution {
@@ -142,6 +147,9 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
             SiteInput::Refused(reason) => SiteOutcome::Refused {
                 reason: reason.to_string(),
             },
+            SiteInput::Secagg(_) => SiteOutcome::Refused {
+                reason: "sent a secure-aggregation message for a plain analysis".into(),
+            },
         };
         sites.push(SiteContribution {
             site: site.clone(),
@@ -198,7 +206,7 @@ fn noise_note(inputs: &[(String, SiteInput<'_>)]) -> Option<String> {
                     n.mechanism, n.epsilon, n.scale
                 )
             }),
-            SiteInput::Refused(_) => None,
+            SiteInput::Refused(_) | SiteInput::Secagg(_) => None,
         })
         .collect();
     (!noisy.is_empty()).then(|| {

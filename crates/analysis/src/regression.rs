@@ -12,6 +12,7 @@ use arrow::record_batch::RecordBatch;
 use medfed_engine::SiteEngine;
 use medfed_model::{Family, ModelError, Rows, SiteSums};
 use medfed_privacy::{Measure, Policy, SiteStatistic, Table};
+use medfed_protocol::regression::SecaggMessage;
 use medfed_protocol::study::{
     AnalysisSpec, FeatureKind, MeasurementSpec, ModelOutcome, ModelStep, Regression, Window,
 };
@@ -492,7 +493,7 @@ pub fn local_step(
     policy: &Policy,
 ) -> Result<SiteStatistic, AnalysisError> {
     let r = regression_of(spec)?;
-    let beta = step.coefficients();
+    let beta = step.coefficients().unwrap_or_default();
     if beta.len() != d.p() || beta.iter().any(|b| !b.is_finite()) {
         return Err(shape(
             spec.id(),
@@ -506,7 +507,7 @@ pub fn local_step(
     let (events, non_events) = outcome_counts(d, r.family);
     let (p, n) = (d.p() as u64, d.rows() as u64);
     match step {
-        ModelStep::Sums { .. } => {
+        ModelStep::Sums { .. } | ModelStep::SecaggKeys { .. } => {
             // Compute only what the release will let out.
             let probe = medfed_privacy::release(
                 SiteStatistic::model_sums(Vec::new(), p, n, events, non_events),
@@ -521,6 +522,12 @@ pub fn local_step(
             };
             Ok(SiteStatistic::model_sums(values, p, n, events, non_events))
         }
+        ModelStep::SecaggShares { .. }
+        | ModelStep::SecaggMasked { .. }
+        | ModelStep::SecaggUnmask { .. } => Err(shape(
+            spec.id(),
+            "a secure-aggregation phase carries no coefficients",
+        )),
         ModelStep::Evaluate { .. } => {
             if r.family != Family::Binomial {
                 return Err(shape(
@@ -570,13 +577,37 @@ pub struct FitState {
     pub evaluation: Option<serde_json::Value>,
     /// Why the fit stopped without a model.
     pub error: Option<String>,
+    /// The study adds every round's sums under secure aggregation.
+    #[serde(default)]
+    pub secure: bool,
+    /// The secure aggregation in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secagg: Option<SecaggState>,
 }
+
+/// The hub's side of one secure aggregation (one Newton round's sums).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SecaggState {
+    pub session: String,
+    pub coefficients: Vec<f64>,
+    /// Participant id of each site.
+    pub ids: BTreeMap<String, u32>,
+    pub threshold: u32,
+    pub adverts: Vec<medfed_secagg::Advert>,
+    pub sharers: Vec<u32>,
+    pub masked: BTreeMap<u32, Vec<u64>>,
+}
+
+/// Fixed-point fraction bits of sums added under secure aggregation, in the two-word encoding
+/// (`FixedPoint::encode_wide`): resolution 2^-40, per-site sums up to 2^44 in magnitude. The secure
+/// fit then equals the plain one to about 1e-12.
+pub const FRAC_BITS: u32 = 40;
 
 /// What the hub does after a round.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Next {
-    /// Send this step to these sites as the next round.
-    Round(ModelStep, Vec<String>),
+    /// Send each of these sites its step, as the next round.
+    Round(Vec<(String, ModelStep)>),
     /// The analysis is finished (fitted, evaluated, or failed: see [`FitState`]).
     Done,
 }
@@ -584,16 +615,68 @@ pub enum Next {
 /// Largest relative coefficient change at which the fit has converged (as `medfed_model::fit`).
 pub const TOLERANCE: f64 = 1e-10;
 
-/// The first round: zero coefficients, to every node.
-pub fn first_step(r: &Regression) -> ModelStep {
-    ModelStep::Sums {
-        coefficients: vec![0.0; r.columns().len()],
+/// The first round: zero coefficients, to every node (under secure aggregation, the key phase of
+/// the first aggregation).
+pub fn first_round(
+    r: &Regression,
+    state: &mut FitState,
+    nodes: &[String],
+) -> Vec<(String, ModelStep)> {
+    sums_round_steps(state, vec![0.0; r.columns().len()], nodes)
+}
+
+fn to_all(nodes: &[String], step: ModelStep) -> Vec<(String, ModelStep)> {
+    nodes.iter().map(|n| (n.clone(), step.clone())).collect()
+}
+
+/// The steps that ask `nodes` for their sums at `beta`: directly, or by starting a secure aggregation.
+fn sums_round_steps(
+    state: &mut FitState,
+    beta: Vec<f64>,
+    nodes: &[String],
+) -> Vec<(String, ModelStep)> {
+    if !state.secure {
+        return to_all(nodes, ModelStep::Sums { coefficients: beta });
     }
+    let session = {
+        let b: [u8; 32] = rand::random();
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    };
+    let ids: BTreeMap<String, u32> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i as u32 + 1))
+        .collect();
+    // 2t > n: any t sites can unmask, and no minority of the sites with the hub can.
+    let threshold = nodes.len() as u32 / 2 + 1;
+    let steps = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                ModelStep::SecaggKeys {
+                    coefficients: beta.clone(),
+                    session: session.clone(),
+                    id: ids[n],
+                    threshold,
+                },
+            )
+        })
+        .collect();
+    state.secagg = Some(SecaggState {
+        session,
+        coefficients: beta,
+        ids,
+        threshold,
+        ..SecaggState::default()
+    });
+    steps
 }
 
 fn outcome_of(input: &crate::SiteInput<'_>) -> Result<(), String> {
     match input {
         crate::SiteInput::Refused(reason) => Err(format!("refused: {reason}")),
+        crate::SiteInput::Secagg(_) => Err("sent a secure-aggregation message".into()),
         crate::SiteInput::Released(r) => match r.suppression() {
             Some(rule) => Err(format!(
                 "withheld its sums: {}",
@@ -618,7 +701,243 @@ pub fn advance(
             state.evaluation = Some(evaluation(inputs));
             Next::Done
         }
+        ModelStep::SecaggKeys { .. }
+        | ModelStep::SecaggShares { .. }
+        | ModelStep::SecaggMasked { .. }
+        | ModelStep::SecaggUnmask { .. } => secagg_phase(r, state, step, inputs),
     }
+}
+
+/// The secure-aggregation message a site sent, or why it did not take part.
+fn message<'a>(input: &'a crate::SiteInput<'_>) -> Result<&'a SecaggMessage, String> {
+    match input {
+        crate::SiteInput::Secagg(m) => Ok(m),
+        other => Err(outcome_of(other)
+            .err()
+            .unwrap_or_else(|| "answered a secure-aggregation phase with plain sums".into())),
+    }
+}
+
+/// One phase of a secure aggregation: collect what the sites sent and start the next phase; after the
+/// last, unmask the network's sums and take the Newton step.
+fn secagg_phase(
+    r: &Regression,
+    state: &mut FitState,
+    step: &ModelStep,
+    inputs: &[(String, crate::SiteInput<'_>)],
+) -> Next {
+    let Some(mut sa) = state.secagg.take() else {
+        return fail(
+            state,
+            "a secure-aggregation answer without a session".into(),
+        );
+    };
+    let first = state.history.is_empty();
+    let t = sa.threshold as usize;
+    let node_of = |id: u32| {
+        sa.ids
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.clone())
+    };
+    let mut excluded = Vec::new();
+    // Sites the phase went to that did not answer in time have dropped out.
+    let expected: Vec<u32> = match step {
+        ModelStep::SecaggKeys { .. } => sa.ids.values().copied().collect(),
+        ModelStep::SecaggShares { .. } => sa.adverts.iter().map(|a| a.id).collect(),
+        ModelStep::SecaggMasked { .. } => sa.sharers.clone(),
+        _ => sa.masked.keys().copied().collect(),
+    };
+    for id in expected {
+        if let Some(n) = node_of(id).filter(|n| !inputs.iter().any(|(s, _)| s == n)) {
+            excluded.push((n, "did not answer in time (dropped out)".to_string()));
+        }
+    }
+    let next: Vec<(String, ModelStep)> = match step {
+        ModelStep::SecaggKeys { .. } => {
+            for (site, input) in inputs {
+                match message(input) {
+                    Ok(SecaggMessage::Keys { advert }) if sa.ids.get(site) == Some(&advert.id) => {
+                        sa.adverts.push(advert.clone())
+                    }
+                    Ok(_) => excluded.push((site.clone(), "sent the wrong phase's message".into())),
+                    Err(why) => excluded.push((site.clone(), why)),
+                }
+            }
+            let to: Vec<u32> = sa.adverts.iter().map(|a| a.id).collect();
+            to.iter()
+                .filter_map(|id| node_of(*id))
+                .map(|n| {
+                    (
+                        n,
+                        ModelStep::SecaggShares {
+                            session: sa.session.clone(),
+                            adverts: sa.adverts.clone(),
+                        },
+                    )
+                })
+                .collect()
+        }
+        ModelStep::SecaggShares { .. } => {
+            let mut sealed = Vec::new();
+            for (site, input) in inputs {
+                match message(input) {
+                    Ok(SecaggMessage::Shares { sealed: s }) => {
+                        if let Some(&id) = sa.ids.get(site) {
+                            sa.sharers.push(id);
+                            sealed.extend(s.iter().filter(|x| x.from == id).cloned());
+                        }
+                    }
+                    Ok(_) => excluded.push((site.clone(), "sent the wrong phase's message".into())),
+                    Err(why) => excluded.push((site.clone(), why)),
+                }
+            }
+            sa.sharers.sort_unstable();
+            sa.sharers
+                .iter()
+                .filter_map(|id| node_of(*id).map(|n| (n, *id)))
+                .map(|(n, id)| {
+                    (
+                        n,
+                        ModelStep::SecaggMasked {
+                            session: sa.session.clone(),
+                            shares: sealed.iter().filter(|x| x.to == id).cloned().collect(),
+                            sharers: sa.sharers.clone(),
+                            frac_bits: FRAC_BITS,
+                        },
+                    )
+                })
+                .collect()
+        }
+        ModelStep::SecaggMasked { .. } => {
+            for (site, input) in inputs {
+                match message(input) {
+                    Ok(SecaggMessage::Masked { masked }) => {
+                        if let Some(&id) = sa.ids.get(site) {
+                            sa.masked.insert(id, masked.values().to_vec());
+                        }
+                    }
+                    Ok(_) => excluded.push((site.clone(), "sent the wrong phase's message".into())),
+                    Err(why) => excluded.push((site.clone(), why)),
+                }
+            }
+            let survivors: Vec<u32> = sa.masked.keys().copied().collect();
+            let dropped: Vec<u32> = sa
+                .sharers
+                .iter()
+                .copied()
+                .filter(|id| !sa.masked.contains_key(id))
+                .collect();
+            survivors
+                .iter()
+                .filter_map(|id| node_of(*id))
+                .map(|n| {
+                    (
+                        n,
+                        ModelStep::SecaggUnmask {
+                            session: sa.session.clone(),
+                            survivors: survivors.clone(),
+                            dropped: dropped.clone(),
+                        },
+                    )
+                })
+                .collect()
+        }
+        _ => {
+            let mut reveals = Vec::new();
+            for (site, input) in inputs {
+                match message(input) {
+                    Ok(SecaggMessage::Unmask { reveals: rv }) => reveals.extend(rv.iter().cloned()),
+                    Ok(_) => excluded.push((site.clone(), "sent the wrong phase's message".into())),
+                    Err(why) => excluded.push((site.clone(), why)),
+                }
+            }
+            let survivors: Vec<String> = sa.masked.keys().filter_map(|id| node_of(*id)).collect();
+            let session = match hex32(&sa.session) {
+                Some(s) => s,
+                None => return fail(state, "malformed session".into()),
+            };
+            let total = medfed_secagg::unmask_sum(
+                session,
+                &sa.adverts,
+                t,
+                &sa.sharers,
+                &sa.masked,
+                &reveals,
+            );
+            let fp = medfed_secagg::FixedPoint {
+                frac_bits: FRAC_BITS,
+            };
+            let p = sa.coefficients.len();
+            let total = match total {
+                Ok(v) => fp.decode_wide(&v),
+                Err(e) => return fail(state, format!("round {}: {e}", state.history.len() + 1)),
+            };
+            let Some(total) = SiteSums::from_vec(p, &total) else {
+                return fail(state, "unmasked sums of the wrong length".into());
+            };
+            if first {
+                state.participants = survivors;
+                state.excluded.extend(excluded);
+            } else if survivors != state.participants {
+                return fail(
+                    state,
+                    format!(
+                        "secure round {}: sums from {} of {} sites; an exact fit needs the same sites every round",
+                        state.history.len() + 1,
+                        survivors.len(),
+                        state.participants.len()
+                    ),
+                );
+            }
+            let beta = sa.coefficients.clone();
+            state.secagg = None;
+            return newton(r, state, &beta, total);
+        }
+    };
+    // A site that left during an aggregation: in the first Newton round it is left out of the fit
+    // (the survivors' sums are still exact); later, the fit cannot stay exact.
+    if !excluded.is_empty() {
+        if first {
+            for (s, why) in excluded {
+                state
+                    .excluded
+                    .push((s, format!("{why} (secure aggregation)")));
+            }
+        } else {
+            let (s, why) = &excluded[0];
+            return fail(
+                state,
+                format!(
+                    "site {s} left secure round {}: {why}; an exact fit needs the same sites every round",
+                    state.history.len() + 1
+                ),
+            );
+        }
+    }
+    if next.len() < t {
+        return fail(
+            state,
+            format!(
+                "secure aggregation needs {t} sites to go on; {} remain",
+                next.len()
+            ),
+        );
+    }
+    state.round += 1;
+    state.secagg = Some(sa);
+    Next::Round(next)
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn fail(state: &mut FitState, why: String) -> Next {
@@ -640,7 +959,7 @@ fn sums_round(
                 .vector()
                 .and_then(|v| SiteSums::from_vec(p, v))
                 .ok_or_else(|| "released malformed sums".to_string()),
-            crate::SiteInput::Refused(_) => Err(String::new()),
+            _ => Err(String::new()),
         });
         match sums {
             Ok(s) => parts.push((site.clone(), s)),
@@ -662,6 +981,11 @@ fn sums_round(
     let Some(total) = SiteSums::total(parts.into_iter().map(|(_, s)| s)) else {
         return fail(state, "no site released sums".into());
     };
+    newton(r, state, beta, total)
+}
+
+/// The hub's step from the network's sums at `beta`: the next round's coefficients, or the fit.
+fn newton(r: &Regression, state: &mut FitState, beta: &[f64], total: SiteSums) -> Next {
     state.events = total.events;
     let next = match medfed_model::newton_step(beta, &total, r.l2, r.has_intercept()) {
         Ok(n) => n,
@@ -673,41 +997,43 @@ fn sums_round(
         .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
         .fold(0.0, f64::max);
     state.history.push(RoundRecord {
-        round: state.round,
+        round: state.history.len() as u32 + 1,
         coefficients: beta.to_vec(),
         deviance: total.deviance,
         log_likelihood: total.loglik,
         max_change: moved,
     });
+    let iterations = state.history.len();
     if moved < TOLERANCE {
         // Converged at `beta`: the sums in hand are the ones at the estimate.
-        match medfed_model::summarize(r.family, beta, &total, state.round as usize) {
+        match medfed_model::summarize(r.family, beta, &total, iterations) {
             Ok(f) => state.fit = Some(f),
             Err(e) => return fail(state, e.to_string()),
         }
         return if r.family == Family::Binomial {
             state.round += 1;
-            Next::Round(
+            Next::Round(to_all(
+                &state.participants,
                 ModelStep::Evaluate {
                     coefficients: beta.to_vec(),
                 },
-                state.participants.clone(),
-            )
+            ))
         } else {
             Next::Done
         };
     }
-    if state.round >= r.max_iterations {
+    if iterations >= r.max_iterations as usize {
         return fail(
             state,
-            format!("no convergence after {} rounds", r.max_iterations),
+            format!(
+                "no convergence after {} rounds (the last step still moved a coefficient by {moved:.1e}, relative)",
+                r.max_iterations
+            ),
         );
     }
     state.round += 1;
-    Next::Round(
-        ModelStep::Sums { coefficients: next },
-        state.participants.clone(),
-    )
+    let nodes = state.participants.clone();
+    Next::Round(sums_round_steps(state, next, &nodes))
 }
 
 fn histogram_of(

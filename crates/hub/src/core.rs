@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use medfed_protocol::{request, AnalysisSpec, PublicKey, SecretKey, Signed, TaskResult};
 
-use medfed_analysis::regression::RegisteredModel;
+use medfed_analysis::regression::{self, FitState, RegisteredModel};
+use medfed_protocol::regression::ModelStep;
 
 use crate::store::{Applied, AuditRow, NodeRow, Store, StoreError, StudyRow, TaskRow};
 
@@ -162,23 +163,28 @@ impl Hub {
         let mut tasks = Vec::new();
         // Task ids start with the analysis's position, so that nodes receive (and answer) a study's
         // analyses in the order the study lists them: the differencing check depends on order.
+        let mut fits = Vec::new();
         for (k, a) in study.analyses.iter().enumerate() {
-            let step = match a {
-                AnalysisSpec::Regression(r) => Some(medfed_analysis::regression::first_step(r)),
-                _ => None,
+            let steps: Vec<(String, Option<ModelStep>)> = match a {
+                AnalysisSpec::Regression(r) => {
+                    let mut state = FitState {
+                        round: 1,
+                        secure: study.privacy.secure_aggregation,
+                        ..FitState::default()
+                    };
+                    let steps = regression::first_round(r, &mut state, &nodes);
+                    fits.push((a.id().to_string(), state));
+                    steps.into_iter().map(|(n, s)| (n, Some(s))).collect()
+                }
+                _ => nodes.iter().map(|n| (n.clone(), None)).collect(),
             };
+            let ttl = crate::store::round_ttl(&study, &steps);
             tasks.extend(crate::store::new_tasks(
-                &self.key,
-                &study_id,
-                k,
-                a,
-                &nodes,
-                1,
-                step,
-                study.task_ttl_s,
+                &self.key, &study_id, k, a, 1, steps, ttl,
             ));
         }
-        self.store().insert_study(&study_id, &study, &tasks)?;
+        self.store()
+            .insert_study(&study_id, &study, &tasks, &fits)?;
         self.wake.notify_waiters();
         Ok(Submitted {
             study_id,
@@ -201,8 +207,11 @@ impl Hub {
             let hub = self.clone();
             let n = node.to_string();
             let leased = tokio::task::spawn_blocking(move || {
-                hub.store()
-                    .lease_tasks(&n, medfed_protocol::now(), hub.lease_s)
+                let now = medfed_protocol::now();
+                let mut store = hub.store();
+                // Secure-aggregation phases wait for every site only until their time is up.
+                store.expire_overdue(now, &hub.key)?;
+                store.lease_tasks(&n, now, hub.lease_s)
             })
             .await
             .map_err(|e| HubError::Internal(e.to_string()))??;

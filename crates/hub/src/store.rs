@@ -68,23 +68,22 @@ pub struct NewTask {
     pub signature: String,
 }
 
-/// Signed tasks of one round of analysis number `k` of a study, one per node. Task ids start with the
-/// analysis's position and round, so that nodes receive (and answer) a study's analyses in order.
-#[allow(clippy::too_many_arguments)]
+/// Signed tasks of one round of analysis number `k` of a study: one per node, each with its own step
+/// (or none). Task ids start with the analysis's position and round, so that nodes receive (and answer)
+/// a study's analyses in order. A task lives `ttl_s` seconds.
 pub fn new_tasks(
     key: &SecretKey,
     study_id: &str,
     k: usize,
     analysis: &AnalysisSpec,
-    nodes: &[String],
     round: u32,
-    step: Option<ModelStep>,
+    steps: Vec<(String, Option<ModelStep>)>,
     ttl_s: u64,
 ) -> Vec<NewTask> {
     let now = medfed_protocol::now();
-    nodes
-        .iter()
-        .map(|node| {
+    steps
+        .into_iter()
+        .map(|(node, step)| {
             let task = Task {
                 task_id: format!("t{k:03}r{round:03}-{}", &medfed_protocol::random_id()[..16]),
                 study_id: study_id.to_string(),
@@ -94,12 +93,12 @@ pub fn new_tasks(
                 issued_at: now,
                 expires_at: now + ttl_s as i64,
                 nonce: medfed_protocol::random_id(),
-                step: step.clone(),
+                step,
             };
             let signed = Signed::seal(&task, key);
             NewTask {
                 id: task.task_id,
-                node: node.clone(),
+                node,
                 analysis_id: analysis.id().to_string(),
                 round: i64::from(round),
                 payload: signed.payload,
@@ -107,6 +106,19 @@ pub fn new_tasks(
             }
         })
         .collect()
+}
+
+/// How long a round's tasks live: a secure-aggregation phase waits `phase_timeout_s` for the sites
+/// (then the ones that did not answer have dropped out); anything else the study's task lifetime.
+pub fn round_ttl(study: &Study, steps: &[(String, Option<ModelStep>)]) -> u64 {
+    let phase = steps
+        .iter()
+        .any(|(_, s)| s.as_ref().is_some_and(|s| s.session().is_some()));
+    if phase {
+        study.privacy.phase_timeout_s
+    } else {
+        study.task_ttl_s
+    }
 }
 
 /// A model in the hub's registry.
@@ -315,6 +327,7 @@ impl Store {
         id: &str,
         study: &Study,
         tasks: &[NewTask],
+        fits: &[(String, FitState)],
     ) -> Result<(), StoreError> {
         let now = medfed_protocol::now();
         let spec = serde_json::to_string(study).expect("studies serialise");
@@ -323,10 +336,8 @@ impl Store {
                 "INSERT INTO studies (id, name, spec, submitted_at, status) VALUES ($1, $2, $3, $4, 'running')",
                 &[id.into(), study.name.as_str().into(), spec.into(), now.into()],
             )?;
-            for a in &study.analyses {
-                if let AnalysisSpec::Regression(_) = a {
-                    save_fit(db, id, a.id(), &FitState { round: 1, ..FitState::default() }, now)?;
-                }
+            for (analysis, state) in fits {
+                save_fit(db, id, analysis, state, now)?;
             }
             insert_tasks(db, id, tasks, now)?;
             audit(
@@ -402,6 +413,7 @@ impl Store {
             Outcome::Released { statistic } if statistic.is_suppressed() => "suppressed",
             Outcome::Released { .. } => "released",
             Outcome::Refused { .. } => "refused",
+            Outcome::Secagg { .. } => "secagg",
         };
         self.tx(|db| {
             let t = db.query(
@@ -426,6 +438,14 @@ impl Store {
                 audit(db, &node, "result_duplicate", &result.task_id)?;
                 return Ok(Applied { applied: false, study_complete: false });
             }
+            if t[3].text() == Some("expired") {
+                // A secure-aggregation phase went on without this site; its late answer changes nothing.
+                audit(db, &node, "result_late", &result.task_id)?;
+                return Err(StoreError::Conflict(format!(
+                    "task {} expired before its answer came; the round went on without this node",
+                    result.task_id
+                )));
+            }
             db.execute(
                 "INSERT INTO results (task_id, study_id, node, analysis_id, payload, signature, outcome, received_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -446,15 +466,7 @@ impl Store {
             )?;
             audit(db, &node, "result_applied", &format!("{} {} {outcome}", result.task_id, analysis))?;
             advance_fit(db, key, &study, &analysis, now)?;
-            let open = db.query(
-                "SELECT COUNT(*) FROM tasks WHERE study_id = $1 AND status = 'open'",
-                &[study.as_str().into()],
-            )?;
-            let open = open.first().and_then(|r| r[0].int()).unwrap_or(1);
-            let complete = open == 0;
-            if complete {
-                complete_study(db, &study, now)?;
-            }
+            let complete = complete_if_done(db, &study, now)?;
             Ok(Applied { applied: true, study_complete: complete })
         })
     }
@@ -494,6 +506,53 @@ impl Store {
             .and_then(|r| r.into_iter().next())
             .map(Val::into_text)
             .ok_or_else(|| StoreError::NotFound(format!("no model {id}")))
+    }
+
+    /// Close the secure-aggregation phase tasks whose time is up (their sites have dropped out) and go
+    /// on with the answers that came: the next phase, the next round, or the end of the fit.
+    pub fn expire_overdue(&mut self, now: i64, key: &SecretKey) -> Result<usize, StoreError> {
+        let rows = self.db.query(
+            "SELECT id, study_id, analysis_id, node, payload FROM tasks WHERE status = 'open' AND payload LIKE '%\"session\":%'",
+            &[],
+        )?;
+        let overdue: Vec<(String, String, String, String)> = rows
+            .into_iter()
+            .filter_map(|r| {
+                let mut it = r.into_iter().map(Val::into_text);
+                let (id, study, analysis, node, payload) =
+                    (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+                let t: Task = serde_json::from_str(&payload).ok()?;
+                (t.expires_at < now).then_some((id, study, analysis, node))
+            })
+            .collect();
+        if overdue.is_empty() {
+            return Ok(0);
+        }
+        self.tx(|db| {
+            let mut fits = std::collections::BTreeSet::new();
+            for (id, study, analysis, node) in &overdue {
+                db.execute(
+                    "UPDATE tasks SET status = 'expired' WHERE id = $1 AND status = 'open'",
+                    &[id.as_str().into()],
+                )?;
+                audit(
+                    db,
+                    node,
+                    "task_expired",
+                    &format!("{id} {analysis}: no answer within the phase's time"),
+                )?;
+                fits.insert((study.clone(), analysis.clone()));
+            }
+            for (study, analysis) in &fits {
+                advance_fit(db, key, study, analysis, now)?;
+            }
+            let studies: std::collections::BTreeSet<&String> =
+                fits.iter().map(|(s, _)| s).collect();
+            for study in studies {
+                complete_if_done(db, study, now)?;
+            }
+            Ok(overdue.len())
+        })
     }
 
     pub fn studies(&mut self) -> Result<Vec<StudyRow>, StoreError> {
@@ -660,6 +719,25 @@ fn insert_cells(
     Ok(())
 }
 
+/// Complete the study when no task of it is open any more; whether it did.
+fn complete_if_done(db: &mut dyn Db, study: &str, now: i64) -> Result<bool, StoreError> {
+    let open = db.query(
+        "SELECT COUNT(*) FROM tasks WHERE study_id = $1 AND status = 'open'",
+        &[study.into()],
+    )?;
+    let done = open.first().and_then(|r| r[0].int()).unwrap_or(1) == 0;
+    let status = db.query("SELECT status FROM studies WHERE id = $1", &[study.into()])?;
+    let running = status
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|v| v.text())
+        .is_some_and(|s| s == "running");
+    if done && running {
+        complete_study(db, study, now)?;
+    }
+    Ok(done)
+}
+
 fn insert_tasks(
     db: &mut dyn Db,
     study_id: &str,
@@ -780,10 +858,14 @@ fn advance_fit(
         .collect();
     let next = regression::advance(r, &mut state, &step, &inputs);
     let detail = match &next {
-        Next::Round(_, nodes) => format!(
+        Next::Round(steps) => format!(
             "{study_id} {analysis_id}: round {} to {}",
             state.round,
-            nodes.join(", ")
+            steps
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Next::Done => match (&state.fit, &state.error) {
             (_, Some(e)) => format!("{study_id} {analysis_id}: stopped: {e}"),
@@ -794,17 +876,11 @@ fn advance_fit(
             (None, None) => format!("{study_id} {analysis_id}: done"),
         },
     };
-    if let Next::Round(step, nodes) = next {
-        let tasks = new_tasks(
-            key,
-            study_id,
-            k,
-            a,
-            &nodes,
-            state.round,
-            Some(step),
-            study.task_ttl_s,
-        );
+    if let Next::Round(steps) = next {
+        let steps: Vec<(String, Option<ModelStep>)> =
+            steps.into_iter().map(|(n, s)| (n, Some(s))).collect();
+        let ttl = round_ttl(&study, &steps);
+        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl);
         insert_tasks(db, study_id, &tasks, now)?;
     }
     save_fit(db, study_id, analysis_id, &state, now)?;
@@ -815,6 +891,7 @@ fn site_input(res: &TaskResult) -> SiteInput<'_> {
     match &res.outcome {
         Outcome::Released { statistic } => SiteInput::Released(statistic),
         Outcome::Refused { reason } => SiteInput::Refused(reason),
+        Outcome::Secagg { message } => SiteInput::Secagg(message),
     }
 }
 
@@ -872,13 +949,7 @@ fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), Store
         let inputs: Vec<(String, SiteInput<'_>)> = parsed
             .iter()
             .filter(|(_, aid, _)| aid == a.id())
-            .map(|(node, _, res)| {
-                let input = match &res.outcome {
-                    Outcome::Released { statistic } => SiteInput::Released(statistic),
-                    Outcome::Refused { reason } => SiteInput::Refused(reason),
-                };
-                (node.clone(), input)
-            })
+            .map(|(node, _, res)| (node.clone(), site_input(res)))
             .collect();
         let pooled = combine(a, &inputs);
         write_pooled(db, study_id, a, &pooled, now)?;

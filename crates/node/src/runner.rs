@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medfed_analysis::regression::Design;
+use medfed_protocol::regression::{ModelStep, SecaggMessage};
 use medfed_protocol::study::AnalysisSpec;
 
 use medfed_engine::SiteEngine;
@@ -62,7 +63,9 @@ pub struct Node<T: Transport> {
     unposted: Vec<(String, Signed)>,
     /// The design matrix of the regression being fitted (`study/analysis` and rows), kept between its
     /// rounds so that each round costs one pass over the rows, not a new extraction. Never sent.
-    design: Option<(String, Arc<Design>)>,
+    designs: Vec<(String, Arc<Design>)>,
+    /// The secure aggregations in progress, by session (a study's regressions run side by side).
+    secagg: Vec<SecaggSession>,
     quiet: bool,
 }
 
@@ -119,7 +122,8 @@ impl<T: Transport> Node<T> {
             done,
             rejected,
             unposted,
-            design: None,
+            designs: Vec::new(),
+            secagg: Vec::new(),
             quiet: false,
         })
     }
@@ -347,6 +351,10 @@ impl<T: Transport> Node<T> {
             Decision::Allow => {}
         }
         // 7. Run the local step and release through the disclosure check.
+        if let Some(step) = task.step.as_ref().filter(|s| s.session().is_some()) {
+            let outcome = self.secagg_step(&task, step, &policy).await;
+            return self.answer(&task, outcome, r);
+        }
         let local = match &task.analysis {
             AnalysisSpec::Regression(_) => self.model_step(&task, &policy).await,
             other => medfed_analysis::run_local(&self.engine, other).await,
@@ -385,6 +393,120 @@ impl<T: Transport> Node<T> {
         self.answer(&task, outcome, r)
     }
 
+    /// One phase of a secure aggregation of a regression round's sums. The sums are computed and
+    /// released (through the policy, as in a plain round) in the key phase and kept here; what leaves
+    /// is keys, sealed shares, the released vector masked, and revealed shares.
+    async fn secagg_step(
+        &mut self,
+        task: &Task,
+        step: &ModelStep,
+        policy: &medfed_privacy::Policy,
+    ) -> Outcome {
+        let refused = |reason: String| Outcome::Refused { reason };
+        let fail = |e: medfed_secagg::SecAggError| Outcome::Refused {
+            reason: e.to_string(),
+        };
+        let session = step.session().unwrap_or_default().to_string();
+        if let ModelStep::SecaggKeys { id, threshold, .. } = step {
+            let stat = match self.model_step(task, policy).await {
+                Ok(s) => s,
+                Err(e) => return refused(format!("analysis failed at the site: {e}")),
+            };
+            let released = match release_private(
+                stat,
+                policy,
+                &self.history,
+                &self.ledger,
+                &task.study_id,
+                &mut rand::rng(),
+            ) {
+                Ok(p) => p.released,
+                Err(reason) => return refused(reason),
+            };
+            if released.vector().is_none() {
+                // Withheld by the policy: the site says so and takes no part in the aggregation.
+                return Outcome::Released {
+                    statistic: released,
+                };
+            }
+            let Some(seed) = hex32(&session) else {
+                return refused("malformed secure-aggregation session".into());
+            };
+            let (client, advert) = medfed_secagg::Client::new(*id, seed, &mut rand::rng());
+            self.secagg.retain(|s| s.session != session);
+            if self.secagg.len() >= MAX_SESSIONS {
+                self.secagg.remove(0);
+            }
+            self.secagg.push(SecaggSession {
+                session,
+                client,
+                released,
+                threshold: *threshold as usize,
+            });
+            return Outcome::Secagg {
+                message: SecaggMessage::Keys { advert },
+            };
+        }
+        let Some(st) = self.secagg.iter_mut().find(|s| s.session == session) else {
+            return refused(
+                "no secure-aggregation state for this session (the node restarted mid-round)"
+                    .into(),
+            );
+        };
+        match step {
+            ModelStep::SecaggShares { adverts, .. } => {
+                match st
+                    .client
+                    .share_keys(adverts, st.threshold, &mut rand::rng())
+                {
+                    Ok(sealed) => Outcome::Secagg {
+                        message: SecaggMessage::Shares { sealed },
+                    },
+                    Err(e) => fail(e),
+                }
+            }
+            ModelStep::SecaggMasked {
+                shares,
+                sharers,
+                frac_bits,
+                ..
+            } => {
+                failpoint("node:secagg_masked");
+                if let Err(e) = st.client.receive_shares(shares) {
+                    return fail(e);
+                }
+                let fp = medfed_secagg::FixedPoint {
+                    frac_bits: *frac_bits,
+                };
+                let client = &st.client;
+                let masked = st.released.mask(|v| {
+                    let enc = fp.encode_wide(v)?;
+                    client.masked_input(&enc, sharers)
+                });
+                match masked {
+                    Some(Ok(masked)) => Outcome::Secagg {
+                        message: SecaggMessage::Masked { masked },
+                    },
+                    Some(Err(e)) => fail(e),
+                    None => refused("nothing released to mask".into()),
+                }
+            }
+            ModelStep::SecaggUnmask {
+                survivors, dropped, ..
+            } => {
+                let out = match st.client.unmask(survivors, dropped) {
+                    Ok(reveals) => Outcome::Secagg {
+                        message: SecaggMessage::Unmask { reveals },
+                    },
+                    Err(e) => fail(e),
+                };
+                self.secagg.retain(|s| s.session != session);
+                out
+            }
+            _ => refused("not a secure-aggregation phase".into()),
+        }
+    }
+
     /// A round of a regression: the site's design matrix (extracted once per analysis), then the
     /// step the task asks for.
     async fn model_step(
@@ -400,14 +522,21 @@ impl<T: Transport> Node<T> {
                 message: "a regression task must carry the round's step".into(),
             })?;
         let key = format!("{}/{}", task.study_id, task.analysis.id());
-        let design = match &self.design {
-            Some((k, d)) if *k == key => d.clone(),
-            _ => {
-                self.design = None;
+        let design = match self.designs.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                // Most recently used last.
+                let d = self.designs.remove(i);
+                self.designs.push(d.clone());
+                d.1
+            }
+            None => {
                 let d = Arc::new(
                     medfed_analysis::regression::extract(&self.engine, &task.analysis).await?,
                 );
-                self.design = Some((key, d.clone()));
+                if self.designs.len() >= MAX_DESIGNS {
+                    self.designs.remove(0);
+                }
+                self.designs.push((key, d.clone()));
                 d
             }
         };
@@ -467,6 +596,10 @@ impl<T: Transport> Node<T> {
                 r.refused += 1;
                 (Event::Refusal, reason.clone())
             }
+            Outcome::Secagg { message } => {
+                r.released += 1;
+                (Event::Release, secagg_detail(message))
+            }
         };
         self.audit.append(NewEntry {
             event,
@@ -488,6 +621,47 @@ impl<T: Transport> Node<T> {
         self.unposted.push((result.task_id, signed));
         Ok(())
     }
+}
+
+/// The audit line of a secure-aggregation message: what left, without the bytes.
+fn secagg_detail(m: &SecaggMessage) -> String {
+    match m {
+        SecaggMessage::Keys { advert } => {
+            format!(
+                "secure aggregation: public keys as participant {}",
+                advert.id
+            )
+        }
+        SecaggMessage::Shares { sealed } => format!(
+            "secure aggregation: {} key shares, each sealed for its recipient",
+            sealed.len()
+        ),
+        SecaggMessage::Masked { masked } => format!(
+            "secure aggregation: released model sums, masked ({} numbers)",
+            masked.values().len()
+        ),
+        SecaggMessage::Unmask { reveals } => {
+            format!("secure aggregation: {} shares revealed", reveals.len())
+        }
+    }
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    let b = hex::decode(s).ok()?;
+    b.try_into().ok()
+}
+
+/// Design matrices kept between rounds (a study's regressions are fitted side by side).
+const MAX_DESIGNS: usize = 4;
+/// Secure aggregations a node takes part in at once.
+const MAX_SESSIONS: usize = 16;
+
+/// A secure aggregation this node takes part in: its keys and its released sums, in memory only.
+struct SecaggSession {
+    session: String,
+    client: medfed_secagg::Client,
+    released: medfed_privacy::Released,
+    threshold: usize,
 }
 
 /// Exponential backoff with full jitter: uniform in [0.1 s, min(30 s, 0.5 s · 2^n)].

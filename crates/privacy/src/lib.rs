@@ -308,6 +308,32 @@ impl Released {
     }
 }
 
+/// A released vector after secure-aggregation masking: what leaves a site in place of its sums when
+/// they are added under secure aggregation. Only [`Released::mask`] makes one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Masked {
+    values: Vec<u64>,
+}
+
+impl Masked {
+    pub fn values(&self) -> &[u64] {
+        &self.values
+    }
+}
+
+impl Released {
+    /// Mask a released (not withheld) vector with `mask` (fixed-point encoding and the pairwise and
+    /// self masks); `None` when this is not a released vector.
+    pub fn mask<E>(
+        &self,
+        mask: impl FnOnce(&[f64]) -> Result<Vec<u64>, E>,
+    ) -> Option<Result<Masked, E>> {
+        self.vector()
+            .map(|v| mask(v).map(|values| Masked { values }))
+    }
+}
+
 /// Apply the site's disclosure policy to one statistic.
 ///
 /// Counts: zero is released (a zero discloses nothing about a person), `1..min_cell_count` is

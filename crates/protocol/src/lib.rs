@@ -105,6 +105,8 @@ pub enum Outcome {
     Released { statistic: Released },
     /// The node would not run the task; `reason` says why (policy, expiry, invalid analysis, error).
     Refused { reason: String },
+    /// A secure-aggregation phase message (keys, sealed shares, masked sums, revealed shares).
+    Secagg { message: regression::SecaggMessage },
 }
 
 /// 128 random bits as hex, for nonces and ids.

@@ -218,14 +218,73 @@ pub enum ModelStep {
     /// Histograms of predicted risk at these coefficients by outcome (binomial models), for
     /// discrimination and calibration without pooling rows.
     Evaluate { coefficients: Vec<f64> },
+    /// Secure aggregation of one round's sums (Bonawitz et al. 2017), phase 1: the site computes its
+    /// sums at these coefficients and releases them to itself through its policy; if they pass, it
+    /// advertises fresh X25519 keys for the session as participant `id`.
+    SecaggKeys {
+        coefficients: Vec<f64>,
+        /// 32 random bytes, hex: binds every key, share and mask to this aggregation.
+        session: String,
+        id: u32,
+        threshold: u32,
+    },
+    /// Phase 2: every participant's keys; the site secret-shares its mask key and self-mask seed
+    /// among them, each share sealed for its recipient.
+    SecaggShares {
+        session: String,
+        adverts: Vec<medfed_secagg::Advert>,
+    },
+    /// Phase 3: the shares sealed for this site; it sends its sums, fixed-point encoded and masked.
+    SecaggMasked {
+        session: String,
+        shares: Vec<medfed_secagg::Sealed>,
+        /// Participants whose shares the hub received (the masks are agreed among them).
+        sharers: Vec<u32>,
+        frac_bits: u32,
+    },
+    /// Phase 4: who sent a masked vector and who dropped out; the site reveals, per participant, the
+    /// share of its self-mask seed (survivors) or of its mask key (dropped), never both.
+    SecaggUnmask {
+        session: String,
+        survivors: Vec<u32>,
+        dropped: Vec<u32>,
+    },
 }
 
 impl ModelStep {
-    pub fn coefficients(&self) -> &[f64] {
+    /// The coefficients a step evaluates the model at (`None` for the later secure-aggregation
+    /// phases, which carry protocol messages only).
+    pub fn coefficients(&self) -> Option<&[f64]> {
         match self {
-            ModelStep::Sums { coefficients } | ModelStep::Evaluate { coefficients } => coefficients,
+            ModelStep::Sums { coefficients }
+            | ModelStep::Evaluate { coefficients }
+            | ModelStep::SecaggKeys { coefficients, .. } => Some(coefficients),
+            _ => None,
         }
     }
+
+    /// The secure-aggregation session of a phase step.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            ModelStep::SecaggKeys { session, .. }
+            | ModelStep::SecaggShares { session, .. }
+            | ModelStep::SecaggMasked { session, .. }
+            | ModelStep::SecaggUnmask { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+}
+
+/// What a site sends in a secure-aggregation phase: keys, sealed shares, its masked sums, or the
+/// shares it reveals. None of it is a statistic: the masked sums are a `Released` vector masked by
+/// `Released::mask`, uniform to anyone without the other sites' masks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecaggMessage {
+    Keys { advert: medfed_secagg::Advert },
+    Shares { sealed: Vec<medfed_secagg::Sealed> },
+    Masked { masked: medfed_privacy::Masked },
+    Unmask { reveals: Vec<medfed_secagg::Reveal> },
 }
 
 fn check_window(w: &Window, path: &str) -> Result<(), StudyError> {

@@ -59,13 +59,30 @@ pub struct Study {
     pub task_ttl_s: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StudyPrivacy {
     /// Sum the sites' statistics under secure aggregation (pairwise masks), so that the hub sees
     /// network totals only.
     #[serde(default)]
     pub secure_aggregation: bool,
+    /// How long each secure-aggregation phase waits for the sites, in seconds; a site that has not
+    /// answered by then has dropped out, and the round goes on without it (default 120).
+    #[serde(default = "default_phase_timeout")]
+    pub phase_timeout_s: u64,
+}
+
+fn default_phase_timeout() -> u64 {
+    120
+}
+
+impl Default for StudyPrivacy {
+    fn default() -> Self {
+        StudyPrivacy {
+            secure_aggregation: false,
+            phase_timeout_s: default_phase_timeout(),
+        }
+    }
 }
 
 /// Analysis types this build knows (the privacy crate's catalog: each has a release rule). A study
@@ -457,10 +474,24 @@ pub fn parse_study(text: &str) -> Result<Study, StudyError> {
         }
     };
     if privacy.secure_aggregation {
-        return Err(err(
-            "$.privacy.secure_aggregation",
-            "secure aggregation is not available in this build; set it to false",
-        ));
+        // Only the regression rounds are added under secure aggregation in this build; a study that
+        // asks for it must not have other analyses released site by site without noticing.
+        if let Some((i, a)) = analyses
+            .iter()
+            .enumerate()
+            .find(|(_, a)| !matches!(a, AnalysisSpec::Regression(_)))
+        {
+            return Err(err(
+                format!("$.analyses[{i}]"),
+                format!(
+                    "{} would be released site by site: secure aggregation covers regression analyses only in this build",
+                    a.type_name()
+                ),
+            ));
+        }
+        if !(5..=3600).contains(&privacy.phase_timeout_s) {
+            return Err(err("$.privacy.phase_timeout_s", "must be 5..=3600 seconds"));
+        }
     }
     let task_ttl_s = match obj.get("task_ttl_s") {
         None => 24 * 3600,

@@ -70,6 +70,45 @@ impl FixedPoint {
     pub fn decode(self, v: u64) -> f64 {
         (v as i64) as f64 / 2f64.powi(self.frac_bits as i32)
     }
+
+    /// Largest magnitude of a value in the two-word encoding: its high words of up to 2^10 sites
+    /// still add up within 63 bits.
+    pub fn wide_limit(self) -> f64 {
+        2f64.powi(84 - self.frac_bits as i32)
+    }
+
+    /// Two ring elements per value, for more precision than one 64-bit word allows: the value times
+    /// 2^frac_bits as a 128-bit integer, split into a high word (the signed quotient by 2^32) and a
+    /// low word (the remainder, below 2^32). Each word is summed on its own in Z/2^64 under the
+    /// masks; [`FixedPoint::decode_wide`] recombines the sums, so carries from the low words are
+    /// exact for up to 2^31 sites.
+    pub fn encode_wide(self, xs: &[f64]) -> Result<Vec<u64>, SecAggError> {
+        let limit = self.wide_limit();
+        let scale = 2f64.powi(self.frac_bits as i32);
+        let mut out = Vec::with_capacity(2 * xs.len());
+        for &x in xs {
+            if !x.is_finite() || x.abs() >= limit {
+                return Err(SecAggError::Range { value: x, limit });
+            }
+            let v = (x * scale).round() as i128;
+            let hi = v.div_euclid(1 << 32);
+            let lo = v.rem_euclid(1 << 32);
+            out.push(hi as i64 as u64);
+            out.push(lo as u64);
+        }
+        Ok(out)
+    }
+
+    /// The values of a sum of [`FixedPoint::encode_wide`] vectors.
+    pub fn decode_wide(self, v: &[u64]) -> Vec<f64> {
+        let scale = 2f64.powi(self.frac_bits as i32);
+        v.chunks_exact(2)
+            .map(|w| {
+                let total = (w[0] as i64 as i128) * (1i128 << 32) + w[1] as i128;
+                total as f64 / scale
+            })
+            .collect()
+    }
 }
 
 /// An X25519 key pair (RFC 7748).

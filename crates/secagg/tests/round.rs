@@ -242,3 +242,30 @@ fn hostile_or_broken_rounds_are_refused() {
         .collect();
     assert!(unmask_sum(SESSION, &adverts, 2, &[1, 2, 3], &masked, &forged).is_err());
 }
+
+/// The two-word encoding: sums of encoded values (added word by word in the ring, as the masks
+/// leave them) decode to the sum of the values within the resolution, for mixed signs and large
+/// magnitudes, and values out of range are refused.
+#[test]
+fn wide_fixed_point_sums_are_exact_to_the_resolution() {
+    let fp = FixedPoint { frac_bits: 40 };
+    let sites: Vec<Vec<f64>> = vec![
+        vec![1.25e11, -3.5, 0.1, -7.0e10, 1e-9],
+        vec![-2.0e11, 2.75, 0.2, 6.0e10, -1e-9],
+        vec![3.0e10, -0.125, 0.3, 1.5e10, 3e-12],
+    ];
+    let mut total = vec![0u64; 10];
+    for s in &sites {
+        for (t, w) in total.iter_mut().zip(fp.encode_wide(s).unwrap()) {
+            *t = t.wrapping_add(w);
+        }
+    }
+    let got = fp.decode_wide(&total);
+    for j in 0..5 {
+        let want: f64 = sites.iter().map(|s| s[j]).sum();
+        let tol = 3.0 * 2f64.powi(-40) + want.abs() * 1e-15;
+        assert!((got[j] - want).abs() <= tol, "{j}: {} vs {want}", got[j]);
+    }
+    assert!(fp.encode_wide(&[2f64.powi(45)]).is_err());
+    assert!(fp.encode_wide(&[f64::NAN]).is_err());
+}

@@ -143,7 +143,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let fit_s = started.elapsed().as_secs_f64();
     // Secure aggregation of one round's sums over the sites.
-    let len = SiteSums::released_len(p);
+    // Two ring elements per released number (the two-word fixed-point encoding).
+    let len = 2 * SiteSums::released_len(p);
     let secagg_ms = secagg_round_ms(a.sites, len)?;
     let max_err = fit
         .coefficients
@@ -156,7 +157,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "rows": a.rows, "covariates": a.covariates, "sites": a.sites,
         "fit_s": fit_s, "iterations": fit.iterations, "evaluations": round_ms.len(),
         "round_ms_slowest_site": round_ms.iter().sum::<f64>() / round_ms.len().max(1) as f64,
-        "secagg_round_ms": secagg_ms, "sums_per_site": len,
+        "secagg_round_ms": secagg_ms, "ring_elements_per_site": len,
         "peak_rss_mib": peak_rss_mib(),
         "coefficients": fit.coefficients, "std_errors": fit.std_errors,
         "max_abs_z_from_truth": max_err,
@@ -174,7 +175,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 fn secagg_round_ms(sites: usize, len: usize) -> anyhow::Result<f64> {
     use medfed_secagg::{unmask_sum, Client, FixedPoint};
     use std::collections::BTreeMap;
-    let fp = FixedPoint { frac_bits: 24 };
+    let fp = FixedPoint { frac_bits: 40 };
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
     let n = sites as u32;
     let t = (n / 2 + 1).max(2);
