@@ -250,6 +250,30 @@ async fn feature_values(
                 out.insert(p, dummies);
             }
         }
+        FeatureKind::Genotype { variant } => {
+            let bed = genotypes(engine, id)?;
+            let v = bed
+                .variants
+                .iter()
+                .position(|x| x.id == *variant)
+                .ok_or_else(|| {
+                    shape(
+                        id,
+                        format!("variant {variant} is not in the site's genotypes"),
+                    )
+                })?;
+            let packed = bed.packed(v);
+            for (i, sample) in bed.samples.iter().enumerate() {
+                let Ok(person) = sample.iid.parse::<i64>() else {
+                    continue;
+                };
+                if idx.contains_key(&person) {
+                    if let Some(d) = medfed_genomics::a1_dosage(packed, i) {
+                        out.insert(person, vec![f64::from(d)]);
+                    }
+                }
+            }
+        }
         FeatureKind::Condition { concepts, window } | FeatureKind::Drug { concepts, window } => {
             let (table, id_col, concept_col, date_col) = match kind {
                 FeatureKind::Condition { .. } => (
@@ -291,6 +315,20 @@ async fn feature_values(
         }
     }
     Ok(out)
+}
+
+/// The site's PLINK genotypes (`genotypes/site.bed`).
+fn genotypes(engine: &SiteEngine, id: &str) -> Result<medfed_genomics::Bed, AnalysisError> {
+    let prefix = engine
+        .store()
+        .and_then(|s| s.genotype_prefix())
+        .ok_or_else(|| {
+            shape(
+                id,
+                "genotype covariates need a site store with genotypes/site.bed",
+            )
+        })?;
+    medfed_genomics::Bed::open(&prefix).map_err(|e| shape(id, e.to_string()))
 }
 
 fn regression_of(spec: &AnalysisSpec) -> Result<&Regression, AnalysisError> {

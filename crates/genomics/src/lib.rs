@@ -301,6 +301,17 @@ impl Bed {
     }
 }
 
+/// Copies of allele A1 of sample `i` in a packed variant (PLINK's codes: 00 two, 10 one, 11 none,
+/// 01 missing → `None`).
+pub fn a1_dosage(packed: &[u8], i: usize) -> Option<u8> {
+    match (packed.get(i / 4)? >> (2 * (i % 4))) & 0b11 {
+        0b00 => Some(2),
+        0b10 => Some(1),
+        0b11 => Some(0),
+        _ => None,
+    }
+}
+
 /// Count genotype classes in a packed variant of `n` samples.
 pub fn count_packed(bytes: &[u8], n: usize) -> GenoCounts {
     const LO: u64 = 0x5555_5555_5555_5555;

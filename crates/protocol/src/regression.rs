@@ -151,6 +151,10 @@ pub enum FeatureKind {
     /// 1 when the person has a drug exposure of the concepts (or their descendants) starting in the
     /// window.
     Drug { concepts: Vec<i64>, window: Window },
+    /// Copies of the counted allele (A1) of a variant in the site's PLINK genotypes
+    /// (`genotypes/site.bed`, sample id = person_id); persons not genotyped, or with a missing call,
+    /// are left out.
+    Genotype { variant: String },
 }
 
 impl FeatureKind {
@@ -416,6 +420,19 @@ pub(crate) fn check(r: &Regression, path: &str) -> Result<(), StudyError> {
             | FeatureKind::Drug { concepts, window } => {
                 check_concepts(concepts, &format!("{p}.concepts"))?;
                 check_window(window, &p)?;
+            }
+            FeatureKind::Genotype { variant } => {
+                let ok = !variant.is_empty()
+                    && variant.len() <= 64
+                    && variant
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_:.-".contains(c));
+                if !ok {
+                    return Err(err(
+                        format!("{p}.variant"),
+                        "a variant id of up to 64 letters, digits and _ : . -",
+                    ));
+                }
             }
         }
     }
