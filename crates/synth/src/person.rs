@@ -352,7 +352,11 @@ pub fn simulate(
     let mut chronic: Vec<(Chronic, i32)> = Vec::new();
     let prevalent_date =
         |rng: &mut ChaCha8Rng| obs_start + rng.random_range(0..(BASELINE - obs_start).max(1));
-    let onset_date = |rng: &mut ChaCha8Rng| BASELINE + rng.random_range(0..5 * 365 + 1);
+    // Onsets in the five years after baseline fall before any death (a person who dies in the window
+    // had their onset, if any, while alive and recorded), so that the onset models' truth is what
+    // the records show: the recorded five-year onset is exactly the model's outcome.
+    let onset_span = death.map_or(5 * 365 + 1, |(d, _)| (d - BASELINE).clamp(1, 5 * 365 + 1));
+    let onset_date = |rng: &mut ChaCha8Rng| BASELINE + rng.random_range(0..onset_span);
     let mut mace: Option<(i32, bool)> = None;
     if let Some(b) = &b {
         let flags = [

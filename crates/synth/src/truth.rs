@@ -178,6 +178,7 @@ impl GroundTruth {
                 "baseline": date_string(BASELINE),
                 "baseline_screening": "health screening visit between 2018-07-01 and 2018-11-28 records the covariates of the onset models exactly",
                 "five_year_window": format!("{} to {}", date_string(BASELINE), date_string(BASELINE + 5 * 365)),
+                "five_year_onsets": "decided at baseline by the onset models, dated uniformly in the window before any death, and recorded on that day: the recorded onset is the models' outcome",
                 "surveillance_start": date_string(SYN_START),
                 "reference_date": date_string(END),
             }),
