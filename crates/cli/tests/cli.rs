@@ -223,6 +223,39 @@ fn study_run(study: &Path, site: &Path, out: &Path) -> serde_json::Value {
 
 /// `medfed study run` over sites as given (folders or postgres:// URLs) with an optional policy
 /// file; must succeed; returns results.json.
+/// A synthetic population of three hospitals in `dir` (`extra`: more `medfed synth` flags).
+fn three_hospitals(dir: &Path, persons: u32, snps: u32, extra: &[&str]) -> Vec<std::path::PathBuf> {
+    let (persons, snps) = (persons.to_string(), snps.to_string());
+    let mut args = vec![
+        "synth",
+        "--persons",
+        &persons,
+        "--hospitals",
+        "3",
+        "--snps",
+        &snps,
+    ];
+    args.extend(extra);
+    args.extend(["--out", dir.to_str().unwrap()]);
+    let (ok, o, e) = medfed(&args);
+    assert!(ok, "{o}{e}");
+    ["hospital_a", "hospital_b", "hospital_c"]
+        .iter()
+        .map(|h| dir.join(h))
+        .collect()
+}
+
+/// `study_run_with` over site folders.
+fn study_run_on(
+    study: &Path,
+    sites: &[std::path::PathBuf],
+    policy: Option<&Path>,
+    out: &Path,
+) -> serde_json::Value {
+    let sites: Vec<&str> = sites.iter().map(|s| s.to_str().unwrap()).collect();
+    study_run_with(study, &sites, policy, out)
+}
+
 fn study_run_with(
     study: &Path,
     sites: &[&str],

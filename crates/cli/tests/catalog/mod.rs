@@ -20,27 +20,11 @@ const EXACT: &str =
 
 /// A synthetic population of three hospitals in `dir`.
 fn population(dir: &Path, persons: u32) -> Vec<PathBuf> {
-    let (ok, o, e) = medfed(&[
-        "synth",
-        "--persons",
-        &persons.to_string(),
-        "--hospitals",
-        "3",
-        "--snps",
-        "50",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(ok, "{o}{e}");
-    ["hospital_a", "hospital_b", "hospital_c"]
-        .iter()
-        .map(|h| dir.join(h))
-        .collect()
+    super::three_hospitals(dir, persons, 50, &[])
 }
 
 fn run_study(study: &Path, sites: &[PathBuf], policy: Option<&Path>, out: &Path) -> Value {
-    let sites: Vec<&str> = sites.iter().map(|s| s.to_str().unwrap()).collect();
-    super::study_run_with(study, &sites, policy, out)
+    super::study_run_on(study, sites, policy, out)
 }
 
 /// The pooled cohort rows of each cohort of the study, from `medfed cohort generate` at every site.

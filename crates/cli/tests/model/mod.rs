@@ -20,29 +20,11 @@ fn study_file() -> PathBuf {
 
 /// Three hospitals, 60,000 persons, everyone genotyped (so the causal variants can be covariates).
 fn population(dir: &Path) -> Vec<PathBuf> {
-    let (ok, o, e) = medfed(&[
-        "synth",
-        "--persons",
-        "60000",
-        "--hospitals",
-        "3",
-        "--snps",
-        "20",
-        "--genotyped-share",
-        "1.0",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(ok, "{o}{e}");
-    ["hospital_a", "hospital_b", "hospital_c"]
-        .iter()
-        .map(|h| dir.join(h))
-        .collect()
+    super::three_hospitals(dir, 60_000, 20, &["--genotyped-share", "1.0"])
 }
 
 fn run(study: &Path, sites: &[PathBuf], policy: Option<&Path>, out: &Path) -> Value {
-    let sites: Vec<&str> = sites.iter().map(|s| s.to_str().unwrap()).collect();
-    super::study_run_with(study, &sites, policy, out)
+    super::study_run_on(study, sites, policy, out)
 }
 
 fn result<'a>(results: &'a Value, id: &str) -> &'a Value {
