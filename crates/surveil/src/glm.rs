@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)] // small dense linear algebra reads best with indices
 //! The quasi-Poisson log-linear fit Farrington's method needs, computed as R's `glm.fit` does (start
 //! at `y + 0.1`, IRLS until the relative deviance change is below 1e-8, at most 25 iterations), and
 //! reporting what `summary.glm`, `hatvalues` and `predict.glm` report: they use the working weights of
