@@ -14,6 +14,8 @@ pub mod combine;
 pub mod local;
 pub mod pooled;
 pub mod regression;
+pub mod secure;
+pub mod surveil;
 mod tables;
 
 pub use combine::{combine, PooledResult, SiteContribution, SiteInput, SiteOutcome};

@@ -550,7 +550,11 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
                 "prior_observation_days": dist(get("prior_observation_days")),
             })
         }
-        A::CrossTab(_) | A::PersonCount(_) | A::CohortCount(_) | A::Regression(_) => Value::Null,
+        A::CrossTab(_)
+        | A::PersonCount(_)
+        | A::CohortCount(_)
+        | A::Regression(_)
+        | A::Surveillance(_) => Value::Null,
     }
 }
 
@@ -590,6 +594,68 @@ pub fn flatten(r: &crate::PooledResult) -> Vec<StatRow> {
         withheld_at: withheld,
     };
     let mut out = Vec::new();
+    if r.kind == "surveillance" {
+        // Weekly national cases by syndrome × group (withheld 1..9 as NULL, marked "hub"), and each
+        // alert's severity and published case count.
+        let v = &r.value;
+        let weeks: Vec<&str> = v["week_ends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for s in v["weekly"].as_array().into_iter().flatten() {
+            for (w, c) in s["counts"].as_array().into_iter().flatten().enumerate() {
+                out.push(row(
+                    "weekly",
+                    format!(
+                        "syndrome={};group={};week_ending={}",
+                        s["syndrome"].as_str().unwrap_or(""),
+                        s["group"].as_str().unwrap_or(""),
+                        weeks.get(w).copied().unwrap_or("")
+                    ),
+                    "cases".into(),
+                    c.as_f64(),
+                    r.sites.len(),
+                    if c.is_null() {
+                        "hub".into()
+                    } else {
+                        String::new()
+                    },
+                ));
+            }
+        }
+        for a in v["alerts"].as_array().into_iter().flatten() {
+            let stratum = format!(
+                "alert={};group={};syndrome={};first_day={}",
+                a["id"],
+                a["group"].as_str().unwrap_or(""),
+                a["syndrome"].as_str().unwrap_or(""),
+                a["first_day"].as_str().unwrap_or("")
+            );
+            out.push(row(
+                "alerts",
+                stratum.clone(),
+                "severity".into(),
+                a["severity"].as_f64(),
+                r.sites.len(),
+                String::new(),
+            ));
+            out.push(row(
+                "alerts",
+                stratum,
+                "cases".into(),
+                a["observed"].as_f64(),
+                r.sites.len(),
+                if a["observed"].is_null() {
+                    "hub".into()
+                } else {
+                    String::new()
+                },
+            ));
+        }
+        return out;
+    }
     let tables: Option<Vec<PooledTable>> = r
         .value
         .get("tables")

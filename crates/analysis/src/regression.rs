@@ -12,7 +12,6 @@ use arrow::record_batch::RecordBatch;
 use medfed_engine::SiteEngine;
 use medfed_model::{Family, ModelError, Rows, SiteSums};
 use medfed_privacy::{Measure, Policy, SiteStatistic, Table};
-use medfed_protocol::regression::SecaggMessage;
 use medfed_protocol::study::{
     AnalysisSpec, FeatureKind, MeasurementSpec, ModelOutcome, ModelStep, Regression, Window,
 };
@@ -623,18 +622,8 @@ pub struct FitState {
     pub secagg: Option<SecaggState>,
 }
 
-/// The hub's side of one secure aggregation (one Newton round's sums).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SecaggState {
-    pub session: String,
-    pub coefficients: Vec<f64>,
-    /// Participant id of each site.
-    pub ids: BTreeMap<String, u32>,
-    pub threshold: u32,
-    pub adverts: Vec<medfed_secagg::Advert>,
-    pub sharers: Vec<u32>,
-    pub masked: BTreeMap<u32, Vec<u64>>,
-}
+use crate::secure::Phase;
+pub use crate::secure::SecaggState;
 
 /// Fixed-point fraction bits of sums added under secure aggregation, in the two-word encoding
 /// (`FixedPoint::encode_wide`): resolution 2^-40, per-site sums up to 2^44 in magnitude. The secure
@@ -676,38 +665,8 @@ fn sums_round_steps(
     if !state.secure {
         return to_all(nodes, ModelStep::Sums { coefficients: beta });
     }
-    let session = {
-        let b: [u8; 32] = rand::random();
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    };
-    let ids: BTreeMap<String, u32> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), i as u32 + 1))
-        .collect();
-    // 2t > n: any t sites can unmask, and no minority of the sites with the hub can.
-    let threshold = nodes.len() as u32 / 2 + 1;
-    let steps = nodes
-        .iter()
-        .map(|n| {
-            (
-                n.clone(),
-                ModelStep::SecaggKeys {
-                    coefficients: beta.clone(),
-                    session: session.clone(),
-                    id: ids[n],
-                    threshold,
-                },
-            )
-        })
-        .collect();
-    state.secagg = Some(SecaggState {
-        session,
-        coefficients: beta,
-        ids,
-        threshold,
-        ..SecaggState::default()
-    });
+    let (sa, steps) = crate::secure::start(nodes, beta, None);
+    state.secagg = Some(sa);
     steps
 }
 
@@ -746,16 +705,6 @@ pub fn advance(
     }
 }
 
-/// The secure-aggregation message a site sent, or why it did not take part.
-fn message<'a>(input: &'a crate::SiteInput<'_>) -> Result<&'a SecaggMessage, String> {
-    match input {
-        crate::SiteInput::Secagg(m) => Ok(m),
-        other => Err(outcome_of(other)
-            .err()
-            .unwrap_or_else(|| "answered a secure-aggregation phase with plain sums".into())),
-    }
-}
-
 /// One phase of a secure aggregation: collect what the sites sent and start the next phase; after the
 /// last, unmask the network's sums and take the Newton step.
 fn secagg_phase(
@@ -771,146 +720,22 @@ fn secagg_phase(
         );
     };
     let first = state.history.is_empty();
-    let t = sa.threshold as usize;
-    let node_of = |id: u32| {
-        sa.ids
-            .iter()
-            .find(|(_, v)| **v == id)
-            .map(|(k, _)| k.clone())
-    };
     let mut excluded = Vec::new();
-    // Sites the phase went to that did not answer in time have dropped out.
-    let expected: Vec<u32> = match step {
-        ModelStep::SecaggKeys { .. } => sa.ids.values().copied().collect(),
-        ModelStep::SecaggShares { .. } => sa.adverts.iter().map(|a| a.id).collect(),
-        ModelStep::SecaggMasked { .. } => sa.sharers.clone(),
-        _ => sa.masked.keys().copied().collect(),
-    };
-    for id in expected {
-        if let Some(n) = node_of(id).filter(|n| !inputs.iter().any(|(s, _)| s == n)) {
-            excluded.push((n, "did not answer in time (dropped out)".to_string()));
+    let next = match crate::secure::phase(
+        &mut sa,
+        step,
+        inputs,
+        &mut excluded,
+        crate::secure::Encoding::Wide {
+            frac_bits: FRAC_BITS,
+        },
+        1,
+    ) {
+        Phase::Failed(why) => {
+            return fail(state, format!("round {}: {why}", state.history.len() + 1))
         }
-    }
-    let next: Vec<(String, ModelStep)> = match step {
-        ModelStep::SecaggKeys { .. } => {
-            for (site, input) in inputs {
-                match message(input) {
-                    Ok(SecaggMessage::Keys { advert }) if sa.ids.get(site) == Some(&advert.id) => {
-                        sa.adverts.push(advert.clone())
-                    }
-                    Ok(_) => excluded.push((site.clone(), "sent the wrong phase's message".into())),
-                    Err(why) => excluded.push((site.clone(), why)),
-                }
-            }
-            let to: Vec<u32> = sa.adverts.iter().map(|a| a.id).collect();
-            to.iter()
-                .filter_map(|id| node_of(*id))
-                .map(|n| {
-                    (
-                        n,
-                        ModelStep::SecaggShares {
-                            session: sa.session.clone(),
-                            adverts: sa.adverts.clone(),
-                        },
-                    )
-                })
-                .collect()
-        }
-        ModelStep::SecaggShares { .. } => {
-            let mut sealed = Vec::new();
-            for (site, input) in inputs {
-                match message(input) {
-                    Ok(SecaggMessage::Shares { sealed: s }) => {
-                        if let Some(&id) = sa.ids.get(site) {
-                            sa.sharers.push(id);
-                            sealed.extend(s.iter().filter(|x| x.from == id).cloned());
-                        }
-                    }
-                    Ok(_) => excluded.push((site.clone(), "sent the wrong phase's message".into())),
-                    Err(why) => excluded.push((site.clone(), why)),
-                }
-            }
-            sa.sharers.sort_unstable();
-            sa.sharers
-                .iter()
-                .filter_map(|id| node_of(*id).map(|n| (n, *id)))
-                .map(|(n, id)| {
-                    (
-                        n,
-                        ModelStep::SecaggMasked {
-                            session: sa.session.clone(),
-                            shares: sealed.iter().filter(|x| x.to == id).cloned().collect(),
-                            sharers: sa.sharers.clone(),
-                            frac_bits: FRAC_BITS,
-                        },
-                    )
-                })
-                .collect()
-        }
-        ModelStep::SecaggMasked { .. } => {
-            for (site, input) in inputs {
-                match message(input) {
-                    Ok(SecaggMessage::Masked { masked }) => {
-                        if let Some(&id) = sa.ids.get(site) {
-                            sa.masked.insert(id, masked.values().to_vec());
-                        }
-                    }
-                    Ok(_) => excluded.push((site.clone(), "sent the wrong phase's message".into())),
-                    Err(why) => excluded.push((site.clone(), why)),
-                }
-            }
-            let survivors: Vec<u32> = sa.masked.keys().copied().collect();
-            let dropped: Vec<u32> = sa
-                .sharers
-                .iter()
-                .copied()
-                .filter(|id| !sa.masked.contains_key(id))
-                .collect();
-            survivors
-                .iter()
-                .filter_map(|id| node_of(*id))
-                .map(|n| {
-                    (
-                        n,
-                        ModelStep::SecaggUnmask {
-                            session: sa.session.clone(),
-                            survivors: survivors.clone(),
-                            dropped: dropped.clone(),
-                        },
-                    )
-                })
-                .collect()
-        }
-        _ => {
-            let mut reveals = Vec::new();
-            for (site, input) in inputs {
-                match message(input) {
-                    Ok(SecaggMessage::Unmask { reveals: rv }) => reveals.extend(rv.iter().cloned()),
-                    Ok(_) => excluded.push((site.clone(), "sent the wrong phase's message".into())),
-                    Err(why) => excluded.push((site.clone(), why)),
-                }
-            }
-            let survivors: Vec<String> = sa.masked.keys().filter_map(|id| node_of(*id)).collect();
-            let session = match hex32(&sa.session) {
-                Some(s) => s,
-                None => return fail(state, "malformed session".into()),
-            };
-            let total = medfed_secagg::unmask_sum(
-                session,
-                &sa.adverts,
-                t,
-                &sa.sharers,
-                &sa.masked,
-                &reveals,
-            );
-            let fp = medfed_secagg::FixedPoint {
-                frac_bits: FRAC_BITS,
-            };
+        Phase::Sum { total, survivors } => {
             let p = sa.coefficients.len();
-            let total = match total {
-                Ok(v) => fp.decode_wide(&v),
-                Err(e) => return fail(state, format!("round {}: {e}", state.history.len() + 1)),
-            };
             let Some(total) = SiteSums::from_vec(p, &total) else {
                 return fail(state, "unmasked sums of the wrong length".into());
             };
@@ -932,6 +757,7 @@ fn secagg_phase(
             state.secagg = None;
             return newton(r, state, &beta, total);
         }
+        Phase::Next(next) => next,
     };
     // A site that left during an aggregation: in the first Newton round it is left out of the fit
     // (the survivors' sums are still exact); later, the fit cannot stay exact.
@@ -953,29 +779,9 @@ fn secagg_phase(
             );
         }
     }
-    if next.len() < t {
-        return fail(
-            state,
-            format!(
-                "secure aggregation needs {t} sites to go on; {} remain",
-                next.len()
-            ),
-        );
-    }
     state.round += 1;
     state.secagg = Some(sa);
     Next::Round(next)
-}
-
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn fail(state: &mut FitState, why: String) -> Next {

@@ -692,6 +692,10 @@ pub async fn run_tables(
         A::IncidenceRate(r) => incidence_rate(engine, spec, r).await,
         A::KaplanMeier(k) => kaplan_meier(engine, spec, k).await,
         A::ComparativeCohort(c) => comparative(engine, spec, c).await,
+        A::Surveillance(_) => Err(shape(
+            spec.id(),
+            "surveillance counts are only ever added under secure aggregation; this task carries no aggregation step",
+        )),
         A::PersonCount(_) | A::CohortCount(_) | A::Regression(_) => {
             Err(shape(spec.id(), "not a table analysis"))
         }

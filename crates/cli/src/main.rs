@@ -41,12 +41,18 @@ enum Command {
     Study(cmd::study::Args),
     /// Risk models: the hub's registry, export, scoring, and a site's design matrix.
     Model(cmd::model::Args),
+    /// Syndromic surveillance of vulnerable groups: counts added over hospitals under secure
+    /// aggregation, EARS/CUSUM/Farrington/space-time scan at the hub, grouped alerts.
+    Surveil(cmd::surveil::Args),
     /// Benchmark: hub throughput for result posts under load from many simulated nodes.
     #[command(hide = true)]
     BenchHub(cmd::bench::Args),
     /// Benchmark: the federated logistic fit's compute and secure aggregation at pilot scale.
     #[command(hide = true)]
     BenchModel(cmd::bench_model::Args),
+    /// Benchmark: the hub's full detector run on five years of daily counts at pilot scale.
+    #[command(hide = true)]
+    BenchSurveil(cmd::bench_surveil::Args),
 }
 
 fn main() {
@@ -62,8 +68,10 @@ fn main() {
         Command::Catalog(a) => cmd::catalog::run(a),
         Command::Cohort(a) => cmd::cohort::run(a),
         Command::Model(a) => cmd::model::run(a),
+        Command::Surveil(a) => cmd::surveil::run(a),
         Command::BenchHub(a) => cmd::bench::run(a),
         Command::BenchModel(a) => cmd::bench_model::run(a),
+        Command::BenchSurveil(a) => cmd::bench_surveil::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

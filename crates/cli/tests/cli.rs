@@ -4,6 +4,7 @@ mod catalog;
 mod cohort;
 mod model;
 mod network;
+mod surveil;
 
 use std::path::Path;
 use std::process::Command;
@@ -47,6 +48,7 @@ fn every_command_has_help() {
         "model export",
         "model score",
         "model features",
+        "surveil",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");

@@ -173,7 +173,24 @@ impl Hub {
                         ..FitState::default()
                     };
                     let steps = regression::first_round(r, &mut state, &nodes);
-                    fits.push((a.id().to_string(), state));
+                    fits.push((
+                        a.id().to_string(),
+                        serde_json::to_value(&state).expect("states serialise"),
+                    ));
+                    steps.into_iter().map(|(n, s)| (n, Some(s))).collect()
+                }
+                AnalysisSpec::Surveillance(s) => {
+                    if nodes.len() < 2 {
+                        return Err(HubError::Conflict(
+                            "a surveillance analysis needs at least two nodes: the hub may only see counts added over sites".into(),
+                        ));
+                    }
+                    let mut state = medfed_analysis::surveil::SurveilState::default();
+                    let steps = medfed_analysis::surveil::first_round(s, &mut state, &nodes);
+                    fits.push((
+                        a.id().to_string(),
+                        serde_json::to_value(&state).expect("states serialise"),
+                    ));
                     steps.into_iter().map(|(n, s)| (n, Some(s))).collect()
                 }
                 _ => nodes.iter().map(|n| (n.clone(), None)).collect(),
@@ -280,6 +297,19 @@ impl Hub {
             "study": { "id": study.id, "name": study.name, "status": study.status },
             "results": results,
         }))
+    }
+
+    /// A surveillance stream's network totals (in-process use only; never served).
+    pub fn surveillance_cube(
+        &self,
+        s: &medfed_protocol::surveil::Surveillance,
+    ) -> Result<Option<medfed_analysis::surveil::Cube>, HubError> {
+        Ok(self.store().surveillance_cube(s)?)
+    }
+
+    /// The alerts table of the national statistics DB.
+    pub fn alerts(&self) -> Result<Vec<serde_json::Value>, HubError> {
+        Ok(self.store().alerts()?)
     }
 
     pub fn models(&self) -> Result<Vec<crate::store::ModelRow>, HubError> {

@@ -26,6 +26,13 @@ impl Val {
             _ => None,
         }
     }
+    pub fn float(&self) -> Option<f64> {
+        match self {
+            Val::F(f) => *f,
+            Val::I(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
     pub fn into_text(self) -> String {
         match self {
             Val::T(s) => s,

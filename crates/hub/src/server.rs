@@ -42,7 +42,9 @@ impl IntoResponse for HubError {
 }
 
 /// Largest request body: a study file (1 MiB) with room for JSON escaping.
-const MAX_BODY: usize = 2 << 20;
+/// Large enough for a surveillance chunk's masked vector (250 districts × 5 groups × 5 syndromes ×
+/// 14 days, one word each, base64: about 1.2 MB) with room for bigger geographies.
+const MAX_BODY: usize = 16 << 20;
 
 pub fn router(hub: Arc<Hub>, researcher_token: String) -> Router {
     let state = AppState {

@@ -8,6 +8,7 @@
 //! leaves no trace; the node posts again.
 
 use medfed_analysis::regression::{self, FitState, Next};
+use medfed_analysis::surveil::{self as surveillance, SurveilState};
 use medfed_analysis::{combine, PooledResult, SiteInput};
 use medfed_protocol::regression::ModelStep;
 use medfed_protocol::{AnalysisSpec, Outcome, SecretKey, Signed, Study, Task, TaskResult};
@@ -40,6 +41,14 @@ CREATE TABLE IF NOT EXISTS fits (study_id TEXT NOT NULL, analysis_id TEXT NOT NU
     updated_at BIGINT NOT NULL, PRIMARY KEY (study_id, analysis_id));
 CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, study_id TEXT NOT NULL, analysis_id TEXT NOT NULL,
     name TEXT NOT NULL, family TEXT NOT NULL, created_at BIGINT NOT NULL, model TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS surveil_days (stream TEXT NOT NULL, day BIGINT NOT NULL, layout TEXT NOT NULL,
+    counts TEXT NOT NULL, sites TEXT NOT NULL, study_id TEXT NOT NULL, stored_at BIGINT NOT NULL,
+    PRIMARY KEY (stream, day));
+CREATE TABLE IF NOT EXISTS alerts (study_id TEXT NOT NULL, analysis_id TEXT NOT NULL, alert_id BIGINT NOT NULL,
+    stream TEXT NOT NULL, grp TEXT NOT NULL, syndrome TEXT NOT NULL, districts TEXT NOT NULL,
+    first_day TEXT NOT NULL, last_day TEXT NOT NULL, raised_day TEXT NOT NULL, raised BIGINT NOT NULL,
+    severity DOUBLE PRECISION NOT NULL, level TEXT NOT NULL, detectors TEXT NOT NULL, observed DOUBLE PRECISION,
+    computed_at BIGINT NOT NULL, PRIMARY KEY (study_id, analysis_id, alert_id));
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -327,7 +336,7 @@ impl Store {
         id: &str,
         study: &Study,
         tasks: &[NewTask],
-        fits: &[(String, FitState)],
+        fits: &[(String, serde_json::Value)],
     ) -> Result<(), StoreError> {
         let now = medfed_protocol::now();
         let spec = serde_json::to_string(study).expect("studies serialise");
@@ -472,6 +481,39 @@ impl Store {
     }
 
     /// The model registry, newest first.
+    /// A surveillance stream's network totals (hub-internal: for `medfed surveil` run in process and
+    /// for evaluations; no API serves them, since they hold unpublished small counts).
+    pub fn surveillance_cube(
+        &mut self,
+        s: &medfed_protocol::surveil::Surveillance,
+    ) -> Result<Option<surveillance::Cube>, StoreError> {
+        load_cube(self.db.as_mut(), s)
+    }
+
+    /// Alerts in the national statistics DB, newest study first.
+    pub fn alerts(&mut self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows = self.db.query(
+            "SELECT study_id, analysis_id, alert_id, stream, grp, syndrome, districts, first_day, last_day, raised_day, raised, severity, level, detectors, observed \
+             FROM alerts ORDER BY computed_at DESC, study_id, alert_id",
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let t = |i: usize| r[i].text().unwrap_or_default().to_string();
+                let j =
+                    |i: usize| serde_json::from_str::<serde_json::Value>(&t(i)).unwrap_or_default();
+                serde_json::json!({
+                    "study_id": t(0), "analysis_id": t(1), "alert_id": r[2].int(),
+                    "stream": t(3), "group": t(4), "syndrome": t(5), "districts": j(6),
+                    "first_day": t(7), "last_day": t(8), "raised_day": t(9),
+                    "raised": r[10].int() == Some(1), "severity": r[11].float(), "level": t(12),
+                    "detectors": j(13), "observed": r[14].float(),
+                })
+            })
+            .collect())
+    }
+
     pub fn models(&mut self) -> Result<Vec<ModelRow>, StoreError> {
         let rows = self.db.query(
             "SELECT id, study_id, analysis_id, name, family, created_at FROM models ORDER BY created_at DESC, id",
@@ -763,14 +805,14 @@ fn insert_tasks(
     Ok(())
 }
 
-fn save_fit(
+fn save_fit<T: serde::Serialize>(
     db: &mut dyn Db,
     study: &str,
     analysis: &str,
-    state: &FitState,
+    state: &T,
     now: i64,
 ) -> Result<(), StoreError> {
-    let text = serde_json::to_string(state).expect("fit states serialise");
+    let text = serde_json::to_string(state).expect("round states serialise");
     let n = db.execute(
         "UPDATE fits SET state = $1, updated_at = $2 WHERE study_id = $3 AND analysis_id = $4",
         &[
@@ -789,7 +831,11 @@ fn save_fit(
     Ok(())
 }
 
-fn load_fit(db: &mut dyn Db, study: &str, analysis: &str) -> Result<FitState, StoreError> {
+fn load_fit<T: serde::de::DeserializeOwned>(
+    db: &mut dyn Db,
+    study: &str,
+    analysis: &str,
+) -> Result<T, StoreError> {
     let r = db.query(
         "SELECT state FROM fits WHERE study_id = $1 AND analysis_id = $2",
         &[study.into(), analysis.into()],
@@ -815,7 +861,7 @@ fn advance_fit(
 ) -> Result<(), StoreError> {
     let spec = db.query("SELECT spec FROM studies WHERE id = $1", &[study_id.into()])?;
     let study = parse_stored(&spec[0][0].clone().into_text())?;
-    let Some((k, a @ AnalysisSpec::Regression(r))) = study
+    let Some((k, a)) = study
         .analyses
         .iter()
         .enumerate()
@@ -823,8 +869,12 @@ fn advance_fit(
     else {
         return Ok(());
     };
-    let mut state = load_fit(db, study_id, analysis_id)?;
-    let round = i64::from(state.round);
+    let round = match a {
+        AnalysisSpec::Regression(_) => load_fit::<FitState>(db, study_id, analysis_id)?.round,
+        AnalysisSpec::Surveillance(_) => load_fit::<SurveilState>(db, study_id, analysis_id)?.round,
+        _ => return Ok(()),
+    };
+    let round = i64::from(round);
     let open = db.query(
         "SELECT COUNT(*) FROM tasks WHERE study_id = $1 AND analysis_id = $2 AND round = $3 AND status = 'open'",
         &[study_id.into(), analysis_id.into(), round.into()],
@@ -856,6 +906,14 @@ fn advance_fit(
         .iter()
         .map(|(node, res)| (node.clone(), site_input(res)))
         .collect();
+    let r = match a {
+        AnalysisSpec::Regression(r) => r,
+        AnalysisSpec::Surveillance(sv) => {
+            return advance_surveillance(db, key, study_id, &study, k, sv, &step, &inputs, now)
+        }
+        _ => return Ok(()),
+    };
+    let mut state: FitState = load_fit(db, study_id, analysis_id)?;
     let next = regression::advance(r, &mut state, &step, &inputs);
     let detail = match &next {
         Next::Round(steps) => format!(
@@ -932,13 +990,33 @@ fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), Store
         &[study_id.into()],
     )?;
     let mut parsed: Vec<(String, String, TaskResult)> = Vec::with_capacity(rows.len());
+    // Analyses run in rounds are combined from their round state, not from the results rows (whose
+    // masked vectors may be compacted).
+    let in_rounds: Vec<&str> = study
+        .analyses
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                AnalysisSpec::Regression(_) | AnalysisSpec::Surveillance(_)
+            )
+        })
+        .map(|a| a.id())
+        .collect();
     for r in rows {
+        if in_rounds.contains(&r[1].clone().into_text().as_str()) {
+            continue;
+        }
         let payload = r[2].clone().into_text();
         let res: TaskResult = serde_json::from_str(&payload)
             .map_err(|e| StoreError::Invalid(format!("stored result: {e}")))?;
         parsed.push((r[0].clone().into_text(), r[1].clone().into_text(), res));
     }
     for a in &study.analyses {
+        if let AnalysisSpec::Surveillance(sv) = a {
+            complete_surveillance(db, study_id, sv, now)?;
+            continue;
+        }
         if let AnalysisSpec::Regression(r) = a {
             let state = load_fit(db, study_id, a.id())?;
             register_model(db, study_id, &study, r, &state, now)?;
@@ -960,4 +1038,227 @@ fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), Store
     )?;
     audit(db, "hub", "study_complete", study_id)?;
     Ok(())
+}
+
+/// The minimum count the hub publishes a surveillance count at (the nodes' default
+/// `min_cell_count`): network totals 1..9 appear in no published table, alert or API answer.
+pub const PUBLISH_MIN_COUNT: u64 = 10;
+
+/// Layout of a surveillance stream's stored day vectors; a run whose layout differs from what the
+/// stream holds is refused rather than mixed.
+fn layout(s: &medfed_protocol::surveil::Surveillance) -> String {
+    serde_json::json!({
+        "syndromes": s.syndromes.iter().map(|x| (&x.id, &x.concepts, x.descendants)).collect::<Vec<_>>(),
+        "groups": s.groups,
+        "geography": s.geography,
+    })
+    .to_string()
+}
+
+/// One phase of a surveillance analysis's secure aggregations; a finished chunk's network totals are
+/// stored by day in the stream, in the same transaction.
+#[allow(clippy::too_many_arguments)]
+fn advance_surveillance(
+    db: &mut dyn Db,
+    key: &SecretKey,
+    study_id: &str,
+    study: &Study,
+    k: usize,
+    s: &medfed_protocol::surveil::Surveillance,
+    step: &ModelStep,
+    inputs: &[(String, SiteInput<'_>)],
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut state: SurveilState = load_fit(db, study_id, &s.id)?;
+    let (next, totals) = surveillance::advance(s, &mut state, step, inputs);
+    if let Some(t) = &totals {
+        let lay = layout(s);
+        let held = db.query(
+            "SELECT layout FROM surveil_days WHERE stream = $1 LIMIT 1",
+            &[s.stream().into()],
+        )?;
+        if let Some(other) = held.first().map(|r| r[0].clone().into_text()) {
+            if other != lay {
+                state.error = Some(format!(
+                    "stream {} holds counts of other syndromes, groups or districts; use a new stream",
+                    s.stream()
+                ));
+            }
+        }
+        if state.error.is_none() {
+            let len = (t.last - t.first + 1) as usize;
+            let per_day = t.values.len() / len.max(1);
+            let sites = serde_json::to_string(&t.sites).expect("names serialise");
+            for d in 0..len {
+                // Sparse: [index, count] for the non-zero cells of the day.
+                let cells: Vec<(usize, f64)> = (0..per_day)
+                    .map(|i| (i, t.values[i * len + d]))
+                    .filter(|(_, v)| *v != 0.0)
+                    .collect();
+                let day = t.first + d as i64;
+                db.execute(
+                    "DELETE FROM surveil_days WHERE stream = $1 AND day = $2",
+                    &[s.stream().into(), day.into()],
+                )?;
+                db.execute(
+                    "INSERT INTO surveil_days (stream, day, layout, counts, sites, study_id, stored_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        s.stream().into(),
+                        day.into(),
+                        lay.as_str().into(),
+                        serde_json::to_string(&cells).expect("numbers serialise").into(),
+                        sites.as_str().into(),
+                        study_id.into(),
+                        now.into(),
+                    ],
+                )?;
+            }
+        }
+    }
+    if totals.is_some() {
+        compact_masked(db, study_id, &s.id)?;
+    }
+    let detail = match (&next, &state.error) {
+        (_, Some(e)) => format!("{study_id} {}: stopped: {e}", s.id),
+        (surveillance::Next::Round(_), None) => format!(
+            "{study_id} {}: chunk {} of {}, round {}",
+            s.id,
+            state.chunk + 1,
+            s.chunks().len(),
+            state.round
+        ),
+        (surveillance::Next::Done, None) => {
+            format!("{study_id} {}: {} chunks added", s.id, state.chunks_done)
+        }
+    };
+    if let (surveillance::Next::Round(steps), None) = (next, &state.error) {
+        let steps: Vec<(String, Option<ModelStep>)> =
+            steps.into_iter().map(|(n, s)| (n, Some(s))).collect();
+        let ttl = round_ttl(study, &steps);
+        let a = &study.analyses[k];
+        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl);
+        insert_tasks(db, study_id, &tasks, now)?;
+    }
+    save_fit(db, study_id, &s.id, &state, now)?;
+    audit(db, "hub", "surveillance_round", &detail)
+}
+
+/// Once a chunk is summed, its masked vectors (uniform noise to the hub, a megabyte or more per site)
+/// are replaced in `results` by their SHA-256 and size; the signature stays with the row, the
+/// network totals are in `surveil_days`.
+fn compact_masked(db: &mut dyn Db, study_id: &str, analysis_id: &str) -> Result<(), StoreError> {
+    use sha2::Digest;
+    let rows = db.query(
+        "SELECT task_id, payload FROM results WHERE study_id = $1 AND analysis_id = $2 AND LENGTH(payload) > 65536",
+        &[study_id.into(), analysis_id.into()],
+    )?;
+    for r in rows {
+        let (task, payload) = (r[0].clone().into_text(), r[1].clone().into_text());
+        let digest = hex::encode(sha2::Sha256::digest(payload.as_bytes()));
+        let note = serde_json::json!({"compacted": {"sha256": digest, "bytes": payload.len()}})
+            .to_string();
+        db.execute(
+            "UPDATE results SET payload = $1 WHERE task_id = $2",
+            &[note.into(), task.as_str().into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// The stream's network totals from its first stored day to the analysis's last day.
+pub(crate) fn load_cube(
+    db: &mut dyn Db,
+    s: &medfed_protocol::surveil::Surveillance,
+) -> Result<Option<surveillance::Cube>, StoreError> {
+    let lay = layout(s);
+    let rows = db.query(
+        "SELECT day, counts FROM surveil_days WHERE stream = $1 AND layout = $2 AND day <= $3 ORDER BY day",
+        &[s.stream().into(), lay.as_str().into(), s.last_day().into()],
+    )?;
+    let Some(first) = rows.first().and_then(|r| r[0].int()) else {
+        return Ok(None);
+    };
+    let days = (s.last_day() - first + 1).max(1) as usize;
+    let mut cube = surveillance::Cube::new(s, first, days);
+    let per_day = s.vector_len(1);
+    let mut seen = vec![false; days];
+    for r in rows {
+        let day = r[0].int().unwrap_or(first);
+        let cells: Vec<(usize, f64)> = serde_json::from_str(&r[1].clone().into_text())
+            .map_err(|e| StoreError::Invalid(format!("stored surveillance day: {e}")))?;
+        let mut v = vec![0.0; per_day];
+        for (i, x) in cells {
+            if i < per_day {
+                v[i] = x;
+            }
+        }
+        cube.put_chunk(day, 1, &v);
+        seen[(day - first) as usize] = true;
+    }
+    cube.missing_days = (0..days)
+        .filter(|&d| !seen[d])
+        .map(|d| first + d as i64)
+        .collect();
+    Ok(Some(cube))
+}
+
+/// Run the detectors over the stream and publish the result and its alerts.
+fn complete_surveillance(
+    db: &mut dyn Db,
+    study_id: &str,
+    s: &medfed_protocol::surveil::Surveillance,
+    now: i64,
+) -> Result<(), StoreError> {
+    let state: SurveilState = load_fit(db, study_id, &s.id)?;
+    let a = AnalysisSpec::Surveillance(s.clone());
+    let Some(cube) = load_cube(db, s)? else {
+        let pooled = medfed_analysis::PooledResult {
+            id: s.id.clone(),
+            kind: "surveillance".into(),
+            value: serde_json::Value::Null,
+            sites: Vec::new(),
+            notes: vec![format!(
+                "no counts were added: {}",
+                state.error.as_deref().unwrap_or("no chunk completed")
+            )],
+        };
+        return write_pooled(db, study_id, &a, &pooled, now);
+    };
+    let det = surveillance::detect(s, &cube, &|_| {});
+    let pooled = surveillance::pooled(s, &cube, &det, &state, PUBLISH_MIN_COUNT);
+    write_pooled(db, study_id, &a, &pooled, now)?;
+    for al in pooled.value["alerts"].as_array().into_iter().flatten() {
+        let text = |k: &str| al[k].as_str().unwrap_or_default().to_string();
+        db.execute(
+            "INSERT INTO alerts (study_id, analysis_id, alert_id, stream, grp, syndrome, districts, first_day, last_day, raised_day, raised, severity, level, detectors, observed, computed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            &[
+                study_id.into(),
+                s.id.as_str().into(),
+                al["id"].as_i64().unwrap_or(0).into(),
+                s.stream().into(),
+                text("group").into(),
+                text("syndrome").into(),
+                al["districts"].to_string().into(),
+                text("first_day").into(),
+                text("last_day").into(),
+                text("raised_day").into(),
+                i64::from(al["raised"].as_bool().unwrap_or(false)).into(),
+                Val::F(al["severity"].as_f64()),
+                text("level").into(),
+                al["detectors"].to_string().into(),
+                Val::F(al["observed"].as_f64()),
+                now.into(),
+            ],
+        )?;
+    }
+    audit(
+        db,
+        "hub",
+        "surveillance_alerts",
+        &format!(
+            "{study_id} {}: {} alerts raised, {} signals",
+            s.id, pooled.value["alerts_raised"], pooled.value["signals_not_raised"]
+        ),
+    )
 }

@@ -407,8 +407,26 @@ impl<T: Transport> Node<T> {
             reason: e.to_string(),
         };
         let session = step.session().unwrap_or_default().to_string();
-        if let ModelStep::SecaggKeys { id, threshold, .. } = step {
-            let stat = match self.model_step(task, policy).await {
+        if let ModelStep::SecaggKeys {
+            id,
+            threshold,
+            days,
+            ..
+        } = step
+        {
+            let stat = match (&task.analysis, days) {
+                (AnalysisSpec::Surveillance(s), Some((a, b))) => {
+                    match self.surveillance_counts(s, a, b).await {
+                        Ok(c) => Ok(c),
+                        Err(e) => return refused(format!("analysis failed at the site: {e}")),
+                    }
+                }
+                (AnalysisSpec::Surveillance(_), None) => {
+                    return refused("a surveillance task without its days".into())
+                }
+                _ => self.model_step(task, policy).await,
+            };
+            let stat = match stat {
                 Ok(s) => s,
                 Err(e) => return refused(format!("analysis failed at the site: {e}")),
             };
@@ -423,7 +441,7 @@ impl<T: Transport> Node<T> {
                 Ok(p) => p.released,
                 Err(reason) => return refused(reason),
             };
-            if released.vector().is_none() {
+            if released.maskable().is_none() {
                 // Withheld by the policy: the site says so and takes no part in the aggregation.
                 return Outcome::Released {
                     statistic: released,
@@ -469,6 +487,7 @@ impl<T: Transport> Node<T> {
                 shares,
                 sharers,
                 frac_bits,
+                integer,
                 ..
             } => {
                 failpoint("node:secagg_masked");
@@ -480,7 +499,13 @@ impl<T: Transport> Node<T> {
                 };
                 let client = &st.client;
                 let masked = st.released.mask(|v| {
-                    let enc = fp.encode_wide(v)?;
+                    let enc = if *integer {
+                        v.iter()
+                            .map(|x| fp.encode(*x))
+                            .collect::<Result<Vec<u64>, _>>()?
+                    } else {
+                        fp.encode_wide(v)?
+                    };
                     client.masked_input(&enc, sharers)
                 });
                 match masked {
@@ -509,6 +534,34 @@ impl<T: Transport> Node<T> {
 
     /// A round of a regression: the site's design matrix (extracted once per analysis), then the
     /// step the task asks for.
+    /// A surveillance chunk's counts, as aggregate-only: they leave this node only masked.
+    async fn surveillance_counts(
+        &mut self,
+        s: &medfed_protocol::surveil::Surveillance,
+        first: &str,
+        last: &str,
+    ) -> Result<medfed_privacy::SiteStatistic, String> {
+        use medfed_protocol::surveil::parse_day;
+        let (Some(a), Some(b)) = (parse_day(first), parse_day(last)) else {
+            return Err(format!("bad days {first:?}..{last:?}"));
+        };
+        if a < s.first_day() || b > s.last_day() {
+            return Err(format!(
+                "days {first}..{last} are outside the analysis's range"
+            ));
+        }
+        let c = medfed_analysis::surveil::site_counts(&self.engine, s, a, b)
+            .await
+            .map_err(|e| e.to_string())?;
+        if c.unplaced > 0 {
+            self.say(&format!(
+                "{}: {} of {} syndromic person-days {first}..{last} have no district in {} and are not counted",
+                s.id, c.unplaced, c.cases, s.geography
+            ));
+        }
+        Ok(medfed_privacy::SiteStatistic::aggregate_only(c.values))
+    }
+
     async fn model_step(
         &mut self,
         task: &Task,

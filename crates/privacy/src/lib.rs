@@ -47,6 +47,10 @@ enum Inner {
         events: Option<u64>,
         non_events: Option<u64>,
     },
+    /// Counts that only ever leave the site masked for secure aggregation (syndromic surveillance).
+    AggregateOnly {
+        values: Vec<f64>,
+    },
 }
 
 impl SiteStatistic {
@@ -97,13 +101,24 @@ impl SiteStatistic {
         })
     }
 
+    /// Counts (e.g. syndrome cases by district × group × day) that the hub may only ever see added
+    /// over sites. They are released without the small-cell rule — the rule applies to the network
+    /// totals the hub publishes — and the released value cannot be serialised: the only way it leaves
+    /// the site is [`Released::mask`], as one input of a secure aggregation.
+    pub fn aggregate_only(values: Vec<f64>) -> SiteStatistic {
+        SiteStatistic(Inner::AggregateOnly { values })
+    }
+
     /// The person set behind a count or a cohort's tables, for the node's local release history
     /// (never sent).
     pub fn person_set(&self) -> Option<&[i64]> {
         match &self.0 {
             Inner::Persons(p) => Some(p),
             Inner::Tables { base: Some(b), .. } => Some(b),
-            Inner::Count(_) | Inner::Tables { base: None, .. } | Inner::ModelSums { .. } => None,
+            Inner::Count(_)
+            | Inner::Tables { base: None, .. }
+            | Inner::ModelSums { .. }
+            | Inner::AggregateOnly { .. } => None,
         }
     }
 }
@@ -225,6 +240,12 @@ enum ReleasedKind {
     Vector {
         values: Vec<f64>,
     },
+    /// Counts for secure aggregation. `skip`: serde refuses to serialise (or read) this variant, so
+    /// these values cannot be put on the wire except masked.
+    #[serde(skip)]
+    AggregateOnly {
+        values: Vec<f64>,
+    },
 }
 
 impl Released {
@@ -232,7 +253,9 @@ impl Released {
     pub fn count(&self) -> Option<u64> {
         match &self.kind {
             ReleasedKind::Count { value } => *value,
-            ReleasedKind::Tables { .. } | ReleasedKind::Vector { .. } => None,
+            ReleasedKind::Tables { .. }
+            | ReleasedKind::Vector { .. }
+            | ReleasedKind::AggregateOnly { .. } => None,
         }
     }
 
@@ -244,11 +267,27 @@ impl Released {
         }
     }
 
+    /// What a secure aggregation may mask: a released model-sums vector or aggregate-only counts.
+    pub fn maskable(&self) -> Option<&[f64]> {
+        match (&self.kind, &self.suppressed) {
+            (ReleasedKind::Vector { values }, None)
+            | (ReleasedKind::AggregateOnly { values }, None) => Some(values),
+            _ => None,
+        }
+    }
+
+    /// Whether this release may only leave the site masked.
+    pub fn is_aggregate_only(&self) -> bool {
+        matches!(self.kind, ReleasedKind::AggregateOnly { .. })
+    }
+
     /// The released tables, `None` when this is a count.
     pub fn tables(&self) -> Option<&[ReleasedTable]> {
         match &self.kind {
             ReleasedKind::Tables { tables } => Some(tables),
-            ReleasedKind::Count { .. } | ReleasedKind::Vector { .. } => None,
+            ReleasedKind::Count { .. }
+            | ReleasedKind::Vector { .. }
+            | ReleasedKind::AggregateOnly { .. } => None,
         }
     }
 
@@ -262,6 +301,11 @@ impl Released {
             (ReleasedKind::Vector { values }, None) => {
                 format!("released model sums ({} numbers)", values.len())
             }
+            (ReleasedKind::AggregateOnly { values }, None) => format!(
+                "counts for secure aggregation ({} numbers, {} in total), sent only masked",
+                values.len(),
+                values.iter().sum::<f64>()
+            ),
             (ReleasedKind::Tables { tables }, None) => {
                 let mut withheld: std::collections::BTreeMap<String, usize> = Default::default();
                 let mut cells = 0;
@@ -290,7 +334,9 @@ impl Released {
         match &self.kind {
             ReleasedKind::Count { value } => value.is_some(),
             ReleasedKind::Tables { tables } => tables.iter().all(|t| t.suppressed.is_none()),
-            ReleasedKind::Vector { .. } => self.suppressed.is_none(),
+            ReleasedKind::Vector { .. } | ReleasedKind::AggregateOnly { .. } => {
+                self.suppressed.is_none()
+            }
         }
     }
 
@@ -313,7 +359,36 @@ impl Released {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Masked {
+    #[serde(with = "words_b64")]
     values: Vec<u64>,
+}
+
+/// Masked words on the wire: base64 of their little-endian bytes (a surveillance chunk is a few
+/// hundred thousand uniformly random words; decimal JSON would be three times the size).
+mod words_b64 {
+    use base64::Engine;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = v.iter().flat_map(|w| w.to_le_bytes()).collect();
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| D::Error::custom(format!("masked values: {e}")))?;
+        if bytes.len() % 8 != 0 {
+            return Err(D::Error::custom(
+                "masked values: not a whole number of 64-bit words",
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
 }
 
 impl Masked {
@@ -323,13 +398,13 @@ impl Masked {
 }
 
 impl Released {
-    /// Mask a released (not withheld) vector with `mask` (fixed-point encoding and the pairwise and
-    /// self masks); `None` when this is not a released vector.
+    /// Mask a released (not withheld) vector or aggregate-only counts with `mask` (fixed-point
+    /// encoding and the pairwise and self masks); `None` when there is nothing to mask.
     pub fn mask<E>(
         &self,
         mask: impl FnOnce(&[f64]) -> Result<Vec<u64>, E>,
     ) -> Option<Result<Masked, E>> {
-        self.vector()
+        self.maskable()
             .map(|v| mask(v).map(|values| Masked { values }))
     }
 }
@@ -387,6 +462,13 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
                 noise: None,
             };
         }
+        Inner::AggregateOnly { values } => {
+            return Released {
+                kind: ReleasedKind::AggregateOnly { values },
+                suppressed: None,
+                noise: None,
+            };
+        }
         Inner::Count(n) => n,
         Inner::Persons(p) => {
             let n = p.len() as u64;
@@ -427,6 +509,10 @@ pub fn dp_cost(stat: &SiteStatistic, d: &dp::DpPolicy) -> Result<f64, String> {
         Inner::Count(_) | Inner::Persons(_) => Ok(d.epsilon),
         Inner::ModelSums { .. } => Err(
             "model sums cannot be released under differential privacy in this build: their sensitivity to one person is not bounded"
+                .into(),
+        ),
+        Inner::AggregateOnly { .. } => Err(
+            "surveillance counts are added under secure aggregation, not released under differential privacy, in this build"
                 .into(),
         ),
         Inner::Tables { tables, .. } => {
@@ -492,8 +578,8 @@ pub fn release_private(
     }
     let mut noisy = |n: f64| (n + d.noise(rng)).round().max(0.0);
     let stat = match stat.0 {
-        Inner::ModelSums { .. } => {
-            return Err("model sums cannot be released under differential privacy".into())
+        Inner::ModelSums { .. } | Inner::AggregateOnly { .. } => {
+            unreachable!("dp_cost refuses these")
         }
         Inner::Count(n) => SiteStatistic::count(noisy(n as f64) as u64),
         Inner::Persons(p) => SiteStatistic::count(noisy(p.len() as f64) as u64),
@@ -639,5 +725,26 @@ mod tests {
         assert!(
             serde_json::from_str::<Released>(r#"{"kind":{"type":"rows","value":[1]}}"#).is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod aggregate_only_tests {
+    use super::*;
+
+    #[test]
+    fn aggregate_only_counts_cannot_be_serialised_only_masked() {
+        let policy = Policy::default();
+        let r = release(SiteStatistic::aggregate_only(vec![0.0, 3.0, 1.0]), &policy);
+        // No small-cell rule on the way to the aggregation…
+        assert_eq!(r.maskable(), Some(&[0.0, 3.0, 1.0][..]));
+        assert!(r.vector().is_none() && r.count().is_none() && r.is_aggregate_only());
+        // …and no way onto the wire but masked.
+        assert!(serde_json::to_string(&r).is_err());
+        let m = r.mask(|v| Ok::<_, ()>(v.iter().map(|x| *x as u64 ^ 0xdead_beef).collect()));
+        let m = m.unwrap().unwrap();
+        let wire = serde_json::to_string(&m).unwrap();
+        let back: Masked = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back.values(), m.values());
     }
 }

@@ -62,6 +62,7 @@ pub const CATALOG_TYPES: &[&str] = &[
     "kaplan_meier",
     "comparative_cohort",
     "regression",
+    "surveillance",
 ];
 
 fn default_min_cell() -> u64 {
@@ -168,6 +169,9 @@ impl Policy {
          comparative_cohort = \"allow\"\n\
          # Federated regression: the site releases model sums (score, information) each round.\n\
          regression = \"allow\"\n\n\
+         # Syndromic surveillance: daily counts by district x vulnerable group x syndrome, sent only\n\
+         # masked for secure aggregation (the hub sees network totals, never this site's).\n\
+         surveillance = \"allow\"\n\n\
          # Optional differential privacy for released counts (see docs/PRIVACY.md). Uncomment to\n\
          # add noise to every count and keep a per-study and lifetime epsilon ledger.\n\
          # [dp]\n\

@@ -355,6 +355,7 @@ pub(crate) fn check(spec: &crate::AnalysisSpec, path: &str) -> Result<(), StudyE
             check_label(&c.label, path)
         }
         A::Regression(r) => crate::regression::check(r, path),
+        A::Surveillance(s) => s.check(path),
         A::PersonCount(_) | A::CohortCount(_) => Ok(()),
     }
 }

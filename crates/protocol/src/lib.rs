@@ -15,6 +15,7 @@ pub mod keys;
 pub mod regression;
 pub mod request;
 pub mod study;
+pub mod surveil;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 

@@ -231,6 +231,10 @@ pub enum ModelStep {
         session: String,
         id: u32,
         threshold: u32,
+        /// For a `surveillance` analysis: the days (first, last, `YYYY-MM-DD`) whose counts this
+        /// aggregation adds; `coefficients` is then empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        days: Option<(String, String)>,
     },
     /// Phase 2: every participant's keys; the site secret-shares its mask key and self-mask seed
     /// among them, each share sealed for its recipient.
@@ -245,6 +249,10 @@ pub enum ModelStep {
         /// Participants whose shares the hub received (the masks are agreed among them).
         sharers: Vec<u32>,
         frac_bits: u32,
+        /// Integer counts: one ring word per value (`FixedPoint` with no fraction bits) instead of
+        /// the two-word encoding of model sums.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        integer: bool,
     },
     /// Phase 4: who sent a masked vector and who dropped out; the site reveals, per participant, the
     /// share of its self-mask seed (survivors) or of its mask key (dropped), never both.

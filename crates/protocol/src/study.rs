@@ -103,6 +103,7 @@ pub enum AnalysisSpec {
     KaplanMeier(KaplanMeier),
     ComparativeCohort(ComparativeCohort),
     Regression(Regression),
+    Surveillance(crate::surveil::Surveillance),
 }
 
 /// Distinct persons in a cohort of the study (a Circe definition), counted at each site.
@@ -134,6 +135,7 @@ impl AnalysisSpec {
             A::KaplanMeier(k) => &k.id,
             A::ComparativeCohort(c) => &c.id,
             A::Regression(r) => &r.id,
+            A::Surveillance(s) => &s.id,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -149,6 +151,7 @@ impl AnalysisSpec {
             A::KaplanMeier(_) => "kaplan_meier",
             A::ComparativeCohort(_) => "comparative_cohort",
             A::Regression(_) => "regression",
+            A::Surveillance(_) => "surveillance",
         }
     }
 
@@ -156,7 +159,9 @@ impl AnalysisSpec {
     pub fn cohort_refs(&self) -> Vec<&str> {
         use AnalysisSpec as A;
         match self {
-            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) => Vec::new(),
+            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) | A::Surveillance(_) => {
+                Vec::new()
+            }
             A::CohortCharacterization(c) => vec![c.cohort.as_str()],
             A::CrossTab(c) => c.cohort.iter().map(String::as_str).collect(),
             A::Descriptive(d) => d.cohort.iter().map(String::as_str).collect(),
@@ -173,7 +178,9 @@ impl AnalysisSpec {
     pub fn definitions(&self) -> Option<&BTreeMap<String, Value>> {
         use AnalysisSpec as A;
         match self {
-            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) => None,
+            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) | A::Surveillance(_) => {
+                None
+            }
             A::CohortCharacterization(c) => Some(&c.definitions),
             A::CrossTab(c) => Some(&c.definitions),
             A::Descriptive(d) => Some(&d.definitions),
@@ -187,7 +194,9 @@ impl AnalysisSpec {
     fn definitions_mut(&mut self) -> Option<&mut BTreeMap<String, Value>> {
         use AnalysisSpec as A;
         match self {
-            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) => None,
+            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) | A::Surveillance(_) => {
+                None
+            }
             A::CohortCharacterization(c) => Some(&mut c.definitions),
             A::CrossTab(c) => Some(&mut c.definitions),
             A::Descriptive(d) => Some(&mut d.definitions),
@@ -296,6 +305,7 @@ pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError>
         "kaplan_meier" => A::KaplanMeier(de(rest, path)?),
         "comparative_cohort" => A::ComparativeCohort(de(rest, path)?),
         "regression" => A::Regression(de(rest, path)?),
+        "surveillance" => A::Surveillance(de(rest, path)?),
         other => {
             return Err(err(
                 format!("{path}.type"),
@@ -342,6 +352,7 @@ fn check_analysis(spec: &AnalysisSpec, path: &str) -> Result<(), StudyError> {
                 check_text(l, &format!("{path}.label"))?;
             }
         }
+        AnalysisSpec::Surveillance(s) => s.check(path)?,
         other => crate::catalog::check(other, path)?,
     }
     Ok(())
@@ -476,15 +487,16 @@ pub fn parse_study(text: &str) -> Result<Study, StudyError> {
     if privacy.secure_aggregation {
         // Only the regression rounds are added under secure aggregation in this build; a study that
         // asks for it must not have other analyses released site by site without noticing.
-        if let Some((i, a)) = analyses
-            .iter()
-            .enumerate()
-            .find(|(_, a)| !matches!(a, AnalysisSpec::Regression(_)))
-        {
+        if let Some((i, a)) = analyses.iter().enumerate().find(|(_, a)| {
+            !matches!(
+                a,
+                AnalysisSpec::Regression(_) | AnalysisSpec::Surveillance(_)
+            )
+        }) {
             return Err(err(
                 format!("$.analyses[{i}]"),
                 format!(
-                    "{} would be released site by site: secure aggregation covers regression analyses only in this build",
+                    "{} would be released site by site: secure aggregation covers regression and surveillance analyses only in this build",
                     a.type_name()
                 ),
             ));

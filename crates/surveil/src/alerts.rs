@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Detector families: EARS C1–C3 on one series are one family (they share a baseline).
+/// [`Family::evidence`] puts EARS and CUSUM together: both look at the same daily counts, so the two
+/// firing on one day is one piece of evidence, not two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
@@ -17,6 +19,18 @@ pub enum Family {
     Cusum,
     Farrington,
     Scan,
+}
+
+impl Family {
+    /// Independent lines of evidence: daily aberration (EARS, CUSUM), the weekly seasonal model
+    /// (Farrington), and the spatial cluster (scan).
+    pub fn evidence(self) -> u8 {
+        match self {
+            Family::Ears | Family::Cusum => 0,
+            Family::Farrington => 1,
+            Family::Scan => 2,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,8 +56,8 @@ pub struct GroupingControl {
     pub gap_days: usize,
     /// Districts whose centroids are this close are "nearby".
     pub link_km: f64,
-    /// Raise an alert with this many detector families agreeing (a significant scan cluster is
-    /// enough on its own).
+    /// Raise an alert with this many independent lines of evidence agreeing ([`Family::evidence`];
+    /// a significant scan cluster is enough on its own).
     pub min_families: usize,
 }
 
@@ -87,10 +101,10 @@ pub enum Level {
     High,
 }
 
-/// Severity 0–100: agreement (30 × (families − 1) / 3), size (30 × log10 of observed/expected, to
+/// Severity 0–100: agreement (30 × (lines of evidence − 1) / 2), size (30 × log10 of observed/expected, to
 /// 10×), persistence (20 × days / 7, to a week) and a significant scan cluster (20).
 pub fn severity(families: usize, ratio: f64, days: usize, scan_significant: bool) -> f64 {
-    let agree = 30.0 * (families.saturating_sub(1) as f64 / 3.0).min(1.0);
+    let agree = 30.0 * (families.saturating_sub(1) as f64 / 2.0).min(1.0);
     let size = 30.0 * ratio.max(1.0).log10().min(1.0);
     let persist = 20.0 * (days as f64 / 7.0).min(1.0);
     agree + size + persist + if scan_significant { 20.0 } else { 0.0 }
@@ -167,12 +181,14 @@ pub fn group(
             let mut min_p: Option<f64> = None;
             let mut raised_day = None;
             let mut fam_so_far = BTreeSet::new();
+            let mut evidence = BTreeSet::new();
             let mut scan_sig = false;
             for &i in &members {
                 let s = &signals[i];
                 districts.extend(s.districts.iter().copied());
                 detectors.insert(s.detector.clone());
                 fam_so_far.insert(s.family);
+                evidence.insert(s.family.evidence());
                 first = first.min(s.start.min(s.day));
                 last = last.max(s.day);
                 if s.expected > 0.0 {
@@ -186,11 +202,11 @@ pub fn group(
                 if s.family == Family::Scan && s.p_value.is_some_and(|p| p <= scan_alpha) {
                     scan_sig = true;
                 }
-                if raised_day.is_none() && (fam_so_far.len() >= ctl.min_families || scan_sig) {
+                if raised_day.is_none() && (evidence.len() >= ctl.min_families || scan_sig) {
                     raised_day = Some(s.day);
                 }
             }
-            let sev = severity(fam_so_far.len(), ratio, last + 1 - first, scan_sig);
+            let sev = severity(evidence.len(), ratio, last + 1 - first, scan_sig);
             Alert {
                 group: s0.group,
                 syndrome: s0.syndrome,
@@ -246,7 +262,8 @@ mod tests {
     #[test]
     fn one_outbreak_is_one_alert() {
         // Three EARS variants on days 10–14 in district 3, CUSUM on day 12, Farrington for the
-        // neighbouring district 4 on day 13: one alert, raised on day 12 when CUSUM agreed.
+        // neighbouring district 4 on day 13: one alert, raised on day 13 when the weekly model
+        // agreed with the daily detectors (CUSUM agreeing with EARS is the same evidence).
         let mut s: Vec<Signal> = (10..15)
             .flat_map(|d| ["ears_c1", "ears_c2", "ears_c3"].map(|m| sig(m, Family::Ears, 3, d)))
             .collect();
@@ -261,7 +278,7 @@ mod tests {
         let main = &alerts[0];
         assert_eq!(main.districts, vec![3, 4]);
         assert_eq!((main.first_day, main.last_day), (10, 14));
-        assert_eq!(main.raised_day, Some(12));
+        assert_eq!(main.raised_day, Some(13));
         assert_eq!(main.families.len(), 3);
         assert_eq!(main.signals, 17);
         assert!(main.raised && !alerts[1].raised && !alerts[2].raised);

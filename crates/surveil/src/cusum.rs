@@ -57,3 +57,45 @@ pub fn cusum(
     }
     Ok(out)
 }
+
+/// The CUSUM for long daily series, as syndromic systems run it: the baseline mean is the mean of
+/// the `baseline` days ending `lag` days before each day (floored at `min_mean`, so that a quiet
+/// series does not divide by zero), and the sum restarts after each alarm.
+pub fn cusum_moving(
+    obs: &[f64],
+    range: std::ops::Range<usize>,
+    ctl: &CusumControl,
+    baseline: usize,
+    lag: usize,
+    min_mean: f64,
+) -> Result<Vec<Point>, SurveilError> {
+    if range.end > obs.len() || range.start < baseline + lag || baseline == 0 {
+        return Err(SurveilError::TooShort {
+            needed: baseline + lag,
+            first: range.start,
+        });
+    }
+    let mut s = 0.0f64;
+    let mut out = Vec::with_capacity(range.len());
+    // Running sum of the baseline window.
+    let mut win: f64 = obs[range.start - lag - baseline..range.start - lag]
+        .iter()
+        .sum();
+    for t in range.clone() {
+        if t > range.start {
+            win += obs[t - 1 - lag] - obs[t - 1 - lag - baseline];
+        }
+        let m = (win / baseline as f64).max(min_mean);
+        let prev = s;
+        let ub = (m.sqrt() * (ctl.h + ctl.k - prev) + m).ceil().max(0.0);
+        s = (prev + (obs[t] - m) / m.sqrt() - ctl.k).max(0.0);
+        let mut p = Point::new(t, obs[t], ub, m);
+        p.alarm = s >= ctl.h;
+        p.score = Some(s);
+        if ctl.reset && p.alarm {
+            s = 0.0;
+        }
+        out.push(p);
+    }
+    Ok(out)
+}

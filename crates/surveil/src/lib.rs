@@ -20,7 +20,7 @@ pub mod scan;
 
 use serde::{Deserialize, Serialize};
 
-pub use cusum::{cusum, CusumControl};
+pub use cusum::{cusum, cusum_moving, CusumControl};
 pub use ears::{ears, EarsControl, EarsMethod};
 pub use farrington::{farrington_flexible, FarringtonControl, Series, Threshold};
 

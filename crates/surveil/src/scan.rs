@@ -65,8 +65,9 @@ pub struct ScanControl {
     /// Days before the scanned window that give each district's share.
     pub baseline_days: usize,
     pub replications: usize,
-    /// Stop the Monte Carlo once this many null maxima reach the observed one (the p-value is then
-    /// certainly above `alpha`).
+    /// Stop the Monte Carlo once this many null maxima reach the observed one (it also stops as soon
+    /// as the p-value can no longer reach `alpha`); p-values of stopped runs are Besag–Clifford's
+    /// estimate from the replications run.
     pub stop_after: usize,
     pub alpha: f64,
     pub seed: u64,
@@ -117,29 +118,44 @@ fn llr(c: f64, e: f64, total: f64) -> f64 {
     v
 }
 
-/// Maximum LLR over all cylinders; `counts[d][w]` = cases of district `d` over the last `w+1` days,
-/// `expect[d][w]` likewise, `totals[w]` the network's.
+/// Maximum LLR over all cylinders; `counts[d * days + w]` = cases of district `d` over the last
+/// `w + 1` days, `expect` likewise, `totals[w]` the network's.
 fn best(
     circles: &[Vec<usize>],
-    counts: &[Vec<f64>],
-    expect: &[Vec<f64>],
+    counts: &[f64],
+    expect: &[f64],
     totals: &[f64],
 ) -> (f64, usize, usize, usize) {
+    let days = totals.len();
     let mut top = (0.0, 0, 0, 0);
     for (c, circle) in circles.iter().enumerate() {
-        for w in 0..totals.len() {
+        for (w, &total) in totals.iter().enumerate() {
             let (mut oc, mut ec) = (0.0, 0.0);
             for (k, &d) in circle.iter().enumerate() {
-                oc += counts[d][w];
-                ec += expect[d][w];
-                let v = llr(oc, ec, totals[w]);
-                if v > top.0 {
-                    top = (v, c, k + 1, w);
+                oc += counts[d * days + w];
+                ec += expect[d * days + w];
+                if oc > ec {
+                    let v = llr(oc, ec, total);
+                    if v > top.0 {
+                        top = (v, c, k + 1, w);
+                    }
                 }
             }
         }
     }
     top
+}
+
+/// Cumulative windows ending today: `out[d * days + w]` = sum of `per_day(d, i)` over the last
+/// `w + 1` days (`i` counts from the window's first day).
+fn windows(nd: usize, days: usize, per_day: impl Fn(usize, usize) -> f64, out: &mut [f64]) {
+    for d in 0..nd {
+        let mut acc = 0.0;
+        for w in 0..days {
+            acc += per_day(d, days - 1 - w);
+            out[d * days + w] = acc;
+        }
+    }
 }
 
 /// Scan day `day` of `counts[district][day]` (network totals of one group × syndrome).
@@ -168,22 +184,10 @@ pub fn scan_day(
     let daily: Vec<f64> = (first..=day)
         .map(|t| counts.iter().map(|r| r[t]).sum())
         .collect();
-    // Windows ending today: w = 0 is today only.
-    let window = |per_day: &dyn Fn(usize, usize) -> f64| -> Vec<Vec<f64>> {
-        (0..nd)
-            .map(|d| {
-                let mut acc = 0.0;
-                (0..days)
-                    .map(|w| {
-                        acc += per_day(d, days - 1 - w);
-                        acc
-                    })
-                    .collect()
-            })
-            .collect()
-    };
-    let obs = window(&|d, i| counts[d][first + i]);
-    let exp = window(&|d, i| daily[i] * share[d]);
+    let mut obs = vec![0.0; nd * days];
+    let mut exp = vec![0.0; nd * days];
+    windows(nd, days, |d, i| counts[d][first + i], &mut obs);
+    windows(nd, days, |d, i| daily[i] * share[d], &mut exp);
     let totals: Vec<f64> = (0..days)
         .map(|w| daily[days - 1 - w..].iter().sum())
         .collect();
@@ -192,8 +196,8 @@ pub fn scan_day(
     let mut cluster = Cluster {
         day,
         center: c,
-        observed: districts.iter().map(|&d| obs[d][w]).sum(),
-        expected: districts.iter().map(|&d| exp[d][w]).sum(),
+        observed: districts.iter().map(|&d| obs[d * days + w]).sum(),
+        expected: districts.iter().map(|&d| exp[d * days + w]).sum(),
         districts,
         start: day - w,
         llr: top,
@@ -214,21 +218,24 @@ pub fn scan_day(
         .collect();
     let mut rng =
         ChaCha8Rng::seed_from_u64(ctl.seed ^ (day as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut sim = vec![vec![0.0; days]; nd];
+    // Sequential Monte Carlo: an alarm needs (exceed + 1) / (R + 1) <= alpha, so once `limit`
+    // replications reach the observed maximum the answer is "no alarm" and the rest need not run.
+    let limit = ((ctl.alpha * (ctl.replications + 1) as f64).floor() as usize)
+        .clamp(1, ctl.stop_after.max(1));
+    let mut sim = vec![0.0; nd * days];
+    let mut so = vec![0.0; nd * days];
     let mut exceed = 0;
     let mut reps = 0;
-    while reps < ctl.replications && exceed < ctl.stop_after {
-        for r in sim.iter_mut() {
-            r.iter_mut().for_each(|x| *x = 0.0);
-        }
+    while reps < ctl.replications && exceed < limit {
+        sim.iter_mut().for_each(|x| *x = 0.0);
         for (i, &n) in daily.iter().enumerate() {
             for _ in 0..n as u64 {
                 let u: f64 = rng.random::<f64>() * cum[nd - 1];
                 let d = cum.partition_point(|&x| x <= u).min(nd - 1);
-                sim[d][i] += 1.0;
+                sim[d * days + i] += 1.0;
             }
         }
-        let so = window(&|d, i| sim[d][i]);
+        windows(nd, days, |d, i| sim[d * days + i], &mut so);
         if best(circles, &so, &exp, &totals).0 >= top {
             exceed += 1;
         }
@@ -282,8 +289,8 @@ mod tests {
         assert!(quiet <= 1, "{quiet} false alarms in 20 quiet days");
         // Three neighbouring districts get 4 extra cases a day for the last 4 days.
         for d in [27, 28, 35] {
-            for t in 396..400 {
-                counts[d][t] += 4.0;
+            for c in &mut counts[d][396..400] {
+                *c += 4.0;
             }
         }
         let c = scan_day(&counts, &circles, 399, &ctl).unwrap();

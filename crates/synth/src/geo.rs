@@ -241,3 +241,30 @@ mod tests {
         assert!((0.17..0.22).contains(&seoul), "Seoul share {seoul}");
     }
 }
+
+#[cfg(test)]
+mod district_table {
+    use super::*;
+
+    /// The district table the surveillance studies name as `kr_sigungu` (embedded in the protocol
+    /// crate) is this geography: code, name, province, centroid. `MEDFED_WRITE_GEO=1` rewrites it.
+    #[test]
+    fn protocol_district_table_is_this_geography() {
+        let g = Geography::korea();
+        let mut csv = String::from("code,name,province,lat,lon\n");
+        for d in &g.districts {
+            csv.push_str(&format!(
+                "{},{},{},{:.4},{:.4}\n",
+                d.code, d.name, g.provinces[d.province].name, d.lat, d.lon
+            ));
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../protocol/data/kr_sigungu.csv"
+        );
+        if std::env::var_os("MEDFED_WRITE_GEO").is_some() {
+            std::fs::write(path, &csv).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(path).unwrap(), csv);
+    }
+}

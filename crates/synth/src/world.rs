@@ -376,7 +376,9 @@ impl World {
     }
 
     /// Outbreaks: one per 4,000 persons (at least 8, at most 60), in 2021–2024, sized so that the excess is
-    /// several times the cell's baseline and at least 6 cases.
+    /// several times the cell's baseline and at least 12 cases: a cluster public-health staff would
+    /// act on. (With 6, a 100,000-person population realised 2 to 9 extra cases over one to three
+    /// weeks, which no detector can tell from noise in a cell with a baseline near zero.)
     fn plant_outbreaks(&self, rng: &mut ChaCha8Rng) -> Vec<Outbreak> {
         let n = ((self.cfg.persons / 4_000) as usize).clamp(8, 60);
         let mut out = Vec::new();
@@ -428,7 +430,7 @@ impl World {
             };
             let rate = SYNDROMES[syndrome].rate_per_year(age_for_rate, false);
             let baseline = cell * rate * self.season.mass(syndrome, start, start + days - 1);
-            let excess = (4.0 * baseline).max(6.0);
+            let excess = (4.0 * baseline).max(12.0);
             out.push(Outbreak {
                 id: out.len(),
                 district,

@@ -72,7 +72,7 @@ fn write_npy(path: &std::path::Path, shape: &str, values: &[f64]) -> anyhow::Res
     Ok(())
 }
 
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -1,5 +1,5 @@
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use arrow::array::{Array, Int64Array};
@@ -221,6 +221,11 @@ struct NetworkRun {
     /// Pooled results of the risk-model study.
     models: serde_json::Value,
     models_latency_s: f64,
+    /// Pooled results of the surveillance study, and its detectors scored against the planted
+    /// outbreaks (from the hub's internal store, which only the operator on this machine can read).
+    surveil: serde_json::Value,
+    surveil_latency_s: f64,
+    surveil_scores: Option<serde_json::Value>,
     running: Option<super::network::LocalNetwork>,
 }
 
@@ -317,7 +322,30 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
     println!("risk models fitted in {models_latency_s:.2} s");
     super::study::write_results(&a.out.join("results/models"), &models)?;
     super::study::print_summary(&models);
+    // Syndromic surveillance: four secure-aggregation phases per chunk of days.
+    let surveil_path = a.out.join("network/surveillance.json");
+    std::fs::write(&surveil_path, super::surveil::DEFAULT_STUDY)?;
+    let t3 = std::time::Instant::now();
+    let ack = client.submit(super::study::load_study(&surveil_path)?)?;
+    println!(
+        "surveillance study {} submitted: syndromes by district × vulnerable group, 2020–2024, added under secure aggregation",
+        ack.study_id
+    );
+    let bar = super::progress::spinner("surveillance: counting under secure aggregation");
+    let surveil = client.wait(
+        &ack.study_id,
+        std::time::Duration::from_secs(3 * 3600),
+        |d, _| bar.set_message(format!("surveillance: {d} tasks answered")),
+    )?;
+    bar.finish_and_clear();
+    let surveil_latency_s = t3.elapsed().as_secs_f64();
+    println!("surveillance alerts in {surveil_latency_s:.2} s");
+    super::study::write_results(&a.out.join("results/surveillance"), &surveil)?;
+    super::surveil::print_alerts(&surveil);
     let hub_db = net.hub_dir.join("hub.sqlite");
+    let surveil_scores = score_surveillance(&hub_db, &a.out.join("population/ground_truth.json"))
+        .map_err(|e| println!("(surveillance not scored: {e:#})"))
+        .ok();
     let url = net.url.clone();
     let running = if a.serve.is_some() {
         Some(net)
@@ -336,8 +364,35 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         catalog_latency_s,
         models,
         models_latency_s,
+        surveil,
+        surveil_latency_s,
+        surveil_scores,
         running,
     })
+}
+
+/// The demo's detectors against the planted outbreaks: the stream's totals read from the hub's own
+/// database (the operator's view on this machine; no API serves them).
+fn score_surveillance(hub_db: &Path, truth: &Path) -> anyhow::Result<serde_json::Value> {
+    let study = medfed_protocol::study::parse_study(super::surveil::DEFAULT_STUDY)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let known = super::surveil::planted(truth)?;
+    let mut store = medfed_hub::store::Store::new(Box::new(medfed_hub::db::Sqlite::open(
+        &hub_db.to_string_lossy(),
+    )?))?;
+    let mut out = serde_json::Map::new();
+    for a in &study.analyses {
+        if let medfed_protocol::AnalysisSpec::Surveillance(s) = a {
+            let Some(cube) = store.surveillance_cube(s)? else {
+                continue;
+            };
+            let det = medfed_analysis::surveil::detect(s, &cube, &|_| {});
+            let scores = medfed_analysis::surveil::evaluate(&det, &cube, &known, 7);
+            super::surveil::print_scores(&s.id, &scores);
+            out.insert(s.id.clone(), serde_json::to_value(&scores)?);
+        }
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 /// Horizontal bars of a percentage per site, with an optional target line.
@@ -443,6 +498,11 @@ fn render(
         &net.models,
         truth,
         net.models_latency_s,
+    ));
+    h.push_str(&super::report::surveillance_section(
+        &net.surveil,
+        net.surveil_scores.as_ref(),
+        net.surveil_latency_s,
     ));
     h.push_str("<h2>Hospitals (site-side summary)</h2><p>Computed by each site's data steward with <code>medfed sql</code> on the local store; in the network these become catalog analyses.</p><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
     for s in stats {

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod bench_model;
+pub mod bench_surveil;
 pub mod catalog;
 pub mod cohort;
 pub mod demo;
@@ -13,6 +14,7 @@ pub mod progress;
 pub mod report;
 pub mod sql;
 pub mod study;
+pub mod surveil;
 pub mod synth;
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -528,3 +528,363 @@ pub fn models_section(results: &Value, truth: &Value, latency_s: f64) -> String 
     }
     h
 }
+
+/// One small epidemic curve: weekly national counts (bars; withheld 1..9 drawn as a hatched stub),
+/// the Farrington Flexible threshold (line), its alarms (red dots) and raised alerts (shaded weeks).
+fn epicurve_svg(s: &Value, week_ends: &[String], alert_weeks: &[bool], title: &str) -> String {
+    let counts: Vec<Option<f64>> = s["counts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::as_f64)
+        .collect();
+    let upper: Vec<Option<f64>> = s["farrington_upper"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::as_f64)
+        .collect();
+    let alarm: Vec<bool> = s["farrington_alarm"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v.as_bool().unwrap_or(false))
+        .collect();
+    let n = counts.len().max(1);
+    let (w, h, l, b) = (300.0, 110.0, 30.0, 16.0);
+    let top = counts
+        .iter()
+        .chain(upper.iter())
+        .flatten()
+        .fold(10.0f64, |m, v| m.max(*v));
+    let x = |i: usize| l + (w - l - 4.0) * i as f64 / n as f64;
+    let y = |v: f64| h - b - (h - b - 14.0) * v / top;
+    let bw = ((w - l - 4.0) / n as f64).max(0.6);
+    let mut o = format!(
+        r##"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg" font-size="9"><defs><pattern id="hatch" width="3" height="3" patternUnits="userSpaceOnUse"><path d="M0,3 l3,-3" stroke="#999" stroke-width="0.6"/></pattern></defs><text x="{l}" y="10" font-weight="bold">{}</text>"##,
+        esc(title)
+    );
+    for (i, a) in alert_weeks.iter().enumerate() {
+        if *a {
+            let _ = write!(
+                o,
+                r##"<rect x="{:.1}" y="12" width="{bw:.1}" height="{:.1}" fill="#ffe0b2"/>"##,
+                x(i),
+                h - b - 12.0
+            );
+        }
+    }
+    for (i, c) in counts.iter().enumerate() {
+        match c {
+            Some(v) if *v > 0.0 => {
+                let _ = write!(
+                    o,
+                    r##"<rect x="{:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="#4f81bd"/>"##,
+                    x(i),
+                    y(*v),
+                    h - b - y(*v)
+                );
+            }
+            Some(_) => {}
+            None => {
+                let _ = write!(
+                    o,
+                    r##"<rect x="{:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="url(#hatch)"/>"##,
+                    x(i),
+                    y(9.0),
+                    h - b - y(9.0)
+                );
+            }
+        }
+    }
+    let mut path = String::new();
+    for (i, u) in upper.iter().enumerate() {
+        if let Some(u) = u {
+            let _ = write!(
+                path,
+                "{}{:.1},{:.1} ",
+                if path.is_empty() || upper[i.saturating_sub(1)].is_none() {
+                    "M"
+                } else {
+                    "L"
+                },
+                x(i) + bw / 2.0,
+                y(*u)
+            );
+        }
+    }
+    let _ = write!(
+        o,
+        r##"<path d="{path}" fill="none" stroke="#c0504d" stroke-width="0.8"/>"##
+    );
+    for (i, a) in alarm.iter().enumerate() {
+        if *a {
+            let _ = write!(
+                o,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="1.8" fill="#c00"/>"##,
+                x(i) + bw / 2.0,
+                y(counts[i].unwrap_or(9.0)) - 3.0
+            );
+        }
+    }
+    let _ = write!(
+        o,
+        r##"<line x1="{l}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333" stroke-width="0.5"/><text x="2" y="{:.1}">{}</text><text x="2" y="{:.1}">0</text>"##,
+        h - b,
+        w - 4.0,
+        h - b,
+        y(top) + 3.0,
+        fmt_num(top),
+        h - b
+    );
+    // Year ticks.
+    let mut last_year = "";
+    for (i, d) in week_ends.iter().enumerate() {
+        let yr = d.get(0..4).unwrap_or("");
+        if yr != last_year {
+            if !last_year.is_empty() {
+                let _ = write!(
+                    o,
+                    r##"<text x="{:.1}" y="{:.1}" fill="#555">{yr}</text>"##,
+                    x(i),
+                    h - 4.0
+                );
+            }
+            last_year = yr;
+        }
+    }
+    o.push_str("</svg>");
+    o
+}
+
+/// District map: every district's centroid, coloured by its highest raised alert in the window.
+fn district_map_svg(levels: &HashMap<String, (u8, String)>) -> String {
+    let Some(geo) = medfed_protocol::surveil::geography("kr_sigungu") else {
+        return String::new();
+    };
+    let (w, h) = (360.0, 420.0);
+    let (lat0, lat1, lon0, lon1) = (33.0, 38.7, 124.5, 130.0);
+    let x = |lon: f64| 10.0 + (w - 20.0) * (lon - lon0) / (lon1 - lon0);
+    let y = |lat: f64| 10.0 + (h - 40.0) * (lat1 - lat) / (lat1 - lat0);
+    let mut o = format!(
+        r##"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg" font-size="10">"##
+    );
+    let mut labelled = Vec::new();
+    for d in &geo {
+        let (fill, r) = match levels.get(&d.code).map(|(l, _)| *l) {
+            Some(3) => ("#c00000", 6.0),
+            Some(2) => ("#ff8c00", 5.0),
+            Some(1) => ("#f2c200", 4.0),
+            _ => ("#d0d0d0", 2.2),
+        };
+        let _ = write!(
+            o,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="{r}" fill="{fill}" stroke="#fff" stroke-width="0.4"><title>{} {}</title></circle>"##,
+            x(d.lon),
+            y(d.lat),
+            esc(&d.province),
+            esc(&d.name)
+        );
+        if let Some((l, what)) = levels.get(&d.code) {
+            if *l >= 2 && labelled.len() < 12 {
+                labelled.push((x(d.lon), y(d.lat), format!("{} ({what})", d.name)));
+            }
+        }
+    }
+    for (px, py, t) in labelled {
+        let _ = write!(
+            o,
+            r##"<text x="{:.1}" y="{:.1}">{}</text>"##,
+            px + 7.0,
+            py + 3.0,
+            esc(&t)
+        );
+    }
+    let _ = write!(
+        o,
+        r##"<circle cx="20" cy="{a}" r="6" fill="#c00000"/><text x="30" y="{b}">high</text><circle cx="80" cy="{a}" r="5" fill="#ff8c00"/><text x="90" y="{b}">medium</text><circle cx="150" cy="{a}" r="4" fill="#f2c200"/><text x="160" y="{b}">low</text><circle cx="200" cy="{a}" r="2.2" fill="#d0d0d0"/><text x="210" y="{b}">no alert</text></svg>"##,
+        a = h - 15.0,
+        b = h - 11.0
+    );
+    o
+}
+
+/// The surveillance section: what the hub published (alerts, weekly national totals under the
+/// minimum count) and, when the planted truth is known, how every detector did.
+pub fn surveillance_section(results: &Value, scores: Option<&Value>, latency_s: f64) -> String {
+    let mut h = String::new();
+    for r in result(results, "surveillance") {
+        let v = &r["value"];
+        let _ = write!(
+            h,
+            "<h2>Syndromic surveillance of vulnerable groups</h2><p>Every hospital counted, for each day from {} to {}, the persons with a record of each syndrome by district and by vulnerable group; the counts were added over hospitals under secure aggregation, so the hub held network totals per district × group × syndrome × day and never one hospital's. Detectors ran at the hub from {}: EARS C1/C2/C3 and CUSUM on daily series, Farrington Flexible on weekly series, and a space–time scan over district centroids; their alarms were grouped into alerts. Published counts 1–9 are withheld (hatched). {} sites; {:.1} s from submission to alerts.</p>",
+            esc(v["first_day"].as_str().unwrap_or("")),
+            esc(v["last_day"].as_str().unwrap_or("")),
+            esc(v["evaluated_from"].as_str().unwrap_or("")),
+            super::study::sites_with(r, "released"),
+            latency_s
+        );
+        let alerts: Vec<&Value> = v["alerts"].as_array().into_iter().flatten().collect();
+        let raised: Vec<&&Value> = alerts.iter().filter(|a| a["raised"] == true).collect();
+        let _ = write!(
+            h,
+            "<p><b>{}</b> alerts raised from <b>{}</b> detector alarms ({} grouped signals in all; the rest had one detector family and no significant scan cluster, and stay for review).</p>",
+            raised.len(),
+            v["alarms_by_detector"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>()),
+            alerts.len()
+        );
+        if let Some(sc) = scores.and_then(|s| s[r["id"].as_str().unwrap_or("")].as_array()) {
+            h.push_str("<h3>Detectors against the planted outbreaks</h3><table><tr><th>detector</th><th>outbreaks found</th><th>sensitivity</th><th>false alarms</th><th>per district-year</th><th>median days to detection</th></tr>");
+            for s in sc {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}/{}</td><td>{:.0}%</td><td>{}</td><td>{:.3}</td><td>{}</td></tr>",
+                    esc(s["detector"].as_str().unwrap_or("")),
+                    s["found"],
+                    s["outbreaks"],
+                    100.0 * s["sensitivity"].as_f64().unwrap_or(0.0),
+                    s["false_alarms"],
+                    s["false_per_district_year"].as_f64().unwrap_or(0.0),
+                    s["median_days_to_detection"].as_f64().map(|d| format!("{d:.1}")).unwrap_or_else(|| "–".into())
+                );
+            }
+            h.push_str("</table><p>An outbreak is found by an alarm for its group and syndrome that covers its district, from its first day to a week after its last; raw detectors count false alarms as alarm days, grouped alerts as raised alerts matching no outbreak.</p>");
+        }
+        // Epidemic curves.
+        let week_ends: Vec<String> = v["week_ends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+        h.push_str("<h3>Epidemic curves (weekly national totals, Farrington Flexible threshold in red, its alarms as dots, weeks of raised alerts shaded)</h3><div style=\"display:flex;flex-wrap:wrap;gap:6px\">");
+        for s in v["weekly"].as_array().into_iter().flatten() {
+            let (syn, grp) = (
+                s["syndrome"].as_str().unwrap_or(""),
+                s["group"].as_str().unwrap_or(""),
+            );
+            let shade: Vec<bool> = week_ends
+                .iter()
+                .map(|we| {
+                    raised.iter().any(|a| {
+                        a["syndrome"] == syn
+                            && a["group"] == grp
+                            && a["first_day"].as_str().unwrap_or("") <= we.as_str()
+                            && a["last_day"].as_str().unwrap_or("") >= we.as_str()
+                    })
+                })
+                .collect();
+            h.push_str(&epicurve_svg(
+                s,
+                &week_ends,
+                &shade,
+                &format!("{syn} · {grp}"),
+            ));
+        }
+        h.push_str("</div>");
+        // Map of alerts in the last 90 days of data (or all, when none are that recent).
+        let last = v["last_day"].as_str().unwrap_or("");
+        let since = medfed_protocol::surveil::parse_day(last)
+            .map(|d| medfed_protocol::surveil::day_string(d - 90))
+            .unwrap_or_default();
+        let recent: Vec<&&&Value> = raised
+            .iter()
+            .filter(|a| a["last_day"].as_str().unwrap_or("") >= since.as_str())
+            .collect();
+        let (window, shown): (&str, Vec<&Value>) = if recent.is_empty() {
+            ("all raised alerts", raised.iter().map(|a| **a).collect())
+        } else {
+            (
+                "raised alerts of the last 90 days",
+                recent.iter().map(|a| ***a).collect(),
+            )
+        };
+        let mut levels: HashMap<String, (u8, String)> = HashMap::new();
+        for a in &shown {
+            let l = match a["level"].as_str() {
+                Some("high") => 3,
+                Some("medium") => 2,
+                _ => 1,
+            };
+            let what = format!(
+                "{} {}",
+                a["group"].as_str().unwrap_or(""),
+                a["syndrome"].as_str().unwrap_or("")
+            );
+            for d in a["districts"].as_array().into_iter().flatten() {
+                let e = levels
+                    .entry(d.as_str().unwrap_or("").to_string())
+                    .or_insert((0, what.clone()));
+                if l > e.0 {
+                    *e = (l, what.clone());
+                }
+            }
+        }
+        let _ = write!(h, "<h3>Districts with alerts ({window})</h3>");
+        h.push_str(&district_map_svg(&levels));
+        // Alerts by vulnerable group.
+        h.push_str("<h3>Alerts by vulnerable group</h3><table><tr><th>group</th><th>high</th><th>medium</th><th>low</th><th>signals not raised</th></tr>");
+        let mut groups: Vec<&str> = v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        groups.dedup();
+        for g in groups {
+            let n = |lvl: &str| {
+                raised
+                    .iter()
+                    .filter(|a| a["group"] == g && a["level"] == lvl)
+                    .count()
+            };
+            let quiet = alerts
+                .iter()
+                .filter(|a| a["group"] == g && a["raised"] == false)
+                .count();
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(g),
+                n("high"),
+                n("medium"),
+                n("low"),
+                quiet
+            );
+        }
+        h.push_str("</table><h3>Most severe alerts</h3><table><tr><th>group</th><th>syndrome</th><th>districts</th><th>from</th><th>to</th><th>raised</th><th>severity</th><th>detectors</th><th>cases</th></tr>");
+        let mut top: Vec<&&Value> = raised.clone();
+        top.sort_by(|a, b| {
+            b["severity"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&a["severity"].as_f64().unwrap_or(0.0))
+        });
+        for a in top.iter().take(20) {
+            let list = |k: &str| {
+                a[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} ({})</td><td>{}</td><td>{}</td></tr>",
+                esc(a["group"].as_str().unwrap_or("")),
+                esc(a["syndrome"].as_str().unwrap_or("")),
+                esc(&list("district_names")),
+                esc(a["first_day"].as_str().unwrap_or("")),
+                esc(a["last_day"].as_str().unwrap_or("")),
+                esc(a["raised_day"].as_str().unwrap_or("")),
+                a["severity"].as_f64().unwrap_or(0.0),
+                esc(a["level"].as_str().unwrap_or("")),
+                esc(&list("detectors")),
+                a["observed"].as_f64().map(fmt_num).unwrap_or_else(|| "1–9".into())
+            );
+        }
+        h.push_str("</table>");
+    }
+    h
+}

@@ -544,6 +544,18 @@ pub fn run_in_process(
     policy: Option<&str>,
     out: &Path,
 ) -> anyhow::Result<serde_json::Value> {
+    Ok(run_in_process_keep(study_text, sites, policy, out, None)?.0)
+}
+
+/// [`run_in_process`], keeping the in-memory hub (for what only the hub holds, such as a
+/// surveillance stream's totals); `progress` shows the tasks answered.
+pub fn run_in_process_keep(
+    study_text: &str,
+    sites: &[PathBuf],
+    policy: Option<&str>,
+    out: &Path,
+    progress: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<(serde_json::Value, Arc<Hub>)> {
     let nodes_dir = out.join("nodes");
     if nodes_dir.exists() {
         std::fs::remove_dir_all(&nodes_dir)
@@ -575,13 +587,18 @@ pub fn run_in_process(
             nodes.push(node);
         }
         let ack = hub.submit(study_text)?;
-        for _round in 0..1000 {
+        // Rounds: a fit takes tens; a surveillance analysis four per chunk of days.
+        for _round in 0..100_000 {
             for n in nodes.iter_mut() {
                 n.step(0).await?;
             }
             let st = hub.status(&ack.study_id)?;
+            if let Some(pb) = progress {
+                let done = st.tasks.iter().filter(|t| t.status != "open").count();
+                pb.set_message(format!("{done} tasks answered"));
+            }
             if st.study.status == "complete" {
-                return Ok(hub.results(&ack.study_id)?);
+                return Ok((hub.results(&ack.study_id)?, hub.clone()));
             }
             if st.tasks.iter().all(|t| t.status != "open") {
                 break;

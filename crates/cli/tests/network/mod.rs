@@ -5,6 +5,7 @@
 //! Pooled answers are checked against DuckDB over all sites' Parquet files (an independent engine and
 //! hand-written SQL), and per-site suppression against the node's policy.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1159,11 +1160,7 @@ fn secure_aggregation_over_https_survives_a_dropout_and_hides_each_sites_sums() 
     let mut bits = 0u64;
     for row in rows {
         let res: serde_json::Value = serde_json::from_str(row[0].text().unwrap()).unwrap();
-        for v in res["outcome"]["message"]["masked"]["values"]
-            .as_array()
-            .unwrap()
-        {
-            let v = v.as_u64().unwrap();
+        for v in masked_words(&res["outcome"]["message"]["masked"]["values"]) {
             ones += u64::from(v.count_ones());
             bits += 64;
         }
@@ -1184,4 +1181,191 @@ fn secure_aggregation_over_https_survives_a_dropout_and_hides_each_sites_sums() 
     assert!(a
         .iter()
         .any(|e| e["detail"].as_str().unwrap_or("").contains("masked")));
+}
+
+/// The words of a masked vector as it travels (base64 of little-endian words).
+fn masked_words(v: &serde_json::Value) -> Vec<u64> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("masked values are base64"))
+        .unwrap();
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn surveillance_over_https_adds_counts_so_the_hub_never_holds_a_sites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 20_000, 3);
+    let mut net = Net::new(tmp.path(), &sites, true, None);
+    net.start_nodes(&[]);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut study: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(examples.join("studies/surveillance.json")).unwrap(),
+    )
+    .unwrap();
+    // Eight weeks of winter in 14-day chunks: four aggregations of four phases.
+    let a = &mut study["analyses"][0];
+    a["from"] = "2023-01-02".into();
+    a["to"] = "2023-02-26".into();
+    a["groups"] = serde_json::json!([
+        "elderly",
+        "child_u5",
+        "medical_aid",
+        "disability",
+        "elderly_alone",
+        "all"
+    ]);
+    let file = tmp.path().join("surveillance.json");
+    std::fs::write(&file, study.to_string()).unwrap();
+    let id = net.submit(&file);
+    let results = net.wait_complete(&id, 900);
+    let r = &results["results"][0];
+    assert_eq!(r["type"], "surveillance", "{r}");
+    assert_eq!(r["sites"].as_array().unwrap().len(), 3, "{r}");
+
+    // 1. What the hub holds equals the sum of every site's counts, computed independently.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/surveil.py");
+    let mut args = vec![s(&script), s(&file)];
+    args.extend(sites.iter().map(|p| s(p)));
+    let out = Command::new("python3").args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let per_site: BTreeMap<String, BTreeMap<String, f64>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    for counts in per_site.values() {
+        for (k, v) in counts {
+            *expected.entry(k.clone()).or_default() += v;
+        }
+    }
+    let geo = medfed_protocol::surveil::geography("kr_sigungu").unwrap();
+    let (ng, nd) = (6, geo.len());
+    let mut db = net.db();
+    let rows = db
+        .query(
+            "SELECT day, counts, sites FROM surveil_days WHERE stream = 'syndromic' ORDER BY day",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 56, "one row per day");
+    let mut held: BTreeMap<String, f64> = BTreeMap::new();
+    for row in &rows {
+        let day = medfed_protocol::surveil::day_string(row[0].int().unwrap());
+        let cells: Vec<(usize, f64)> = serde_json::from_str(row[1].text().unwrap()).unwrap();
+        for (i, v) in cells {
+            let (k, rest) = (i / (ng * nd), i % (ng * nd));
+            let (g, d) = (rest / nd, rest % nd);
+            held.insert(format!("{k},{g},{},{day}", geo[d].code), v);
+        }
+        assert!(row[2].text().unwrap().contains("hospital_c"));
+    }
+    assert!(
+        expected.len() > 500,
+        "too few cases to test: {}",
+        expected.len()
+    );
+    assert_eq!(
+        held, expected,
+        "network totals differ from DuckDB's sum over the sites"
+    );
+
+    // 2. No site's count of a district × group cell is anywhere in the hub's database: its answers
+    // are keys, sealed shares, reveals, or masked vectors, and the masked vectors are compacted to
+    // their digest once summed; the round state keeps no vector.
+    let res = db
+        .query(
+            "SELECT payload FROM results WHERE study_id = $1",
+            &[id.as_str().into()],
+        )
+        .unwrap();
+    let (mut compacted, mut messages) = (0, 0);
+    for row in &res {
+        let v: serde_json::Value = serde_json::from_str(row[0].text().unwrap()).unwrap();
+        if v.get("compacted").is_some() {
+            compacted += 1;
+            continue;
+        }
+        let phase = v["outcome"]["message"]["phase"].as_str().unwrap_or("");
+        let text = row[0].text().unwrap();
+        assert!(
+            v["outcome"]["status"] == "secagg" && ["keys", "shares", "unmask"].contains(&phase),
+            "an answer other than a protocol message reached the hub: {}",
+            &text[..300.min(text.len())]
+        );
+        assert!(phase != "masked", "a masked vector was kept after the sum");
+        messages += 1;
+    }
+    assert_eq!(
+        compacted,
+        3 * 4,
+        "one masked vector per site per chunk, compacted"
+    );
+    assert_eq!(messages, 3 * 4 * 3);
+    let state = db
+        .query(
+            "SELECT state FROM fits WHERE study_id = $1",
+            &[id.as_str().into()],
+        )
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_str(state[0][0].text().unwrap()).unwrap();
+    assert!(state["secagg"].is_null(), "{state}");
+    // Each node's audit log: the counts left only masked.
+    for i in 0..3 {
+        let log = net.audit(i);
+        assert!(
+            log.iter().any(|e| e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("sent only masked")),
+            "{log:?}"
+        );
+        assert!(log.iter().all(|e| !e["payload"]
+            .as_str()
+            .unwrap_or("")
+            .contains("aggregate_only")));
+    }
+
+    // 3. Published numbers respect the minimum count: national cells and the result's counts are
+    // 0, at least 10, or withheld.
+    let cells = db
+        .query(
+            "SELECT value FROM national_cells WHERE study_id = $1 AND statistic = 'cases'",
+            &[id.as_str().into()],
+        )
+        .unwrap();
+    assert!(!cells.is_empty());
+    let mut withheld = 0;
+    for c in &cells {
+        match c[0].float() {
+            Some(v) => assert!(v == 0.0 || v >= 10.0, "published {v}"),
+            None => withheld += 1,
+        }
+    }
+    let weekly_elderly_ili: f64 = expected
+        .iter()
+        .filter(|(k, _)| k.starts_with("0,0,"))
+        .map(|(_, v)| v)
+        .sum();
+    let published: f64 = r["value"]["weekly"][0]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .sum();
+    assert!(published <= weekly_elderly_ili);
+    println!(
+        "{} published cells, {withheld} withheld under the minimum count",
+        cells.len()
+    );
+    for a in r["value"]["alerts"].as_array().unwrap() {
+        if let Some(v) = a["observed"].as_f64() {
+            assert!(v == 0.0 || v >= 10.0, "{a}");
+        }
+    }
 }
