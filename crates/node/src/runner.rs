@@ -690,7 +690,7 @@ fn secagg_detail(m: &SecaggMessage) -> String {
             sealed.len()
         ),
         SecaggMessage::Masked { masked } => format!(
-            "secure aggregation: released model sums, masked ({} numbers)",
+            "secure aggregation: the released statistic (model sums or counts), sent only masked ({} ring words)",
             masked.values().len()
         ),
         SecaggMessage::Unmask { reveals } => {
