@@ -121,6 +121,23 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
             .unwrap_or(0);
         assert!(ok && sent >= 22 + 3, "{a}");
     }
+    // Five years of syndromic surveillance ran through the same network under secure aggregation,
+    // with its section in the report: epidemic curves, the district map, alerts by group.
+    for section in [
+        "Syndromic surveillance of vulnerable groups",
+        "Epidemic curves",
+        "Districts with alerts",
+        "Alerts by vulnerable group",
+        "Detectors against the planted outbreaks",
+    ] {
+        assert!(report.contains(section), "report lacks {section}");
+    }
+    let surveil: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results/surveillance/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(surveil["results"][0]["type"], "surveillance");
+    assert_eq!(surveil["results"][0]["sites"].as_array().unwrap().len(), 3);
     // The R&D catalog ran through the same network and its plots are in the report.
     let catalog: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results/catalog/results.json")).unwrap(),
