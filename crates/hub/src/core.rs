@@ -238,7 +238,8 @@ impl Hub {
                     .map(|(_, payload, signature)| Signed { payload, signature })
                     .collect());
             }
-            // Wake on a new study, or re-check once a second for expired leases.
+            // Wake on new tasks (a study, or a round put out by a result), or re-check once a second
+            // for expired leases.
             let step = (deadline - tokio::time::Instant::now()).min(Duration::from_secs(1));
             if step.is_zero() {
                 return Ok(Vec::new());
@@ -276,6 +277,10 @@ impl Hub {
         let applied = store.apply_result(&result, &signed.payload, &signed.signature, &self.key)?;
         drop(store);
         failpoint_hub("hub:after_apply");
+        // A result can complete a round and put out the next round's tasks (regression, secure
+        // aggregation phases): wake the nodes' long polls instead of letting them find the tasks on
+        // their next once-a-second check.
+        self.wake.notify_waiters();
         Ok(applied)
     }
 
