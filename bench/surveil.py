@@ -25,11 +25,11 @@ first <- as.integer(args[2])
 out <- list(); t0 <- proc.time()[["elapsed"]]
 for (s in unique(d$series)) {
   x <- d[d$series == s, ]
-  sts <- new("sts", observed = matrix(x$observed, ncol = 1), start = c(2000, 1), frequency = 52)
+  obj <- sts(observed = matrix(x$observed, ncol = 1), start = c(2000, 1), frequency = 52)
   ctl <- list(range = first:nrow(x), noPeriods = 10, b = 1, w = 3, weightsThreshold = 2.58,
               pastWeeksNotIncluded = 3, pThresholdTrend = 1, thresholdMethod = "nbPlugin",
               alpha = 0.01, trend = TRUE, populationOffset = FALSE, glmWarnings = FALSE)
-  r <- farringtonFlexible(sts, control = ctl)
+  r <- farringtonFlexible(obj, control = ctl)
   out[[length(out) + 1]] <- data.frame(series = s, t = first:nrow(x),
     upperbound = as.vector(upperbound(r)), alarm = as.integer(as.vector(alarms(r))))
 }
@@ -43,13 +43,16 @@ cat(el, "\n")
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, default=100, help="weekly series R runs on")
+    ap.add_argument("--groups", type=int, default=5)
+    ap.add_argument("--syndromes", type=int, default=5)
     ap.add_argument("--work", default="/tmp/medfed-bench-surveil")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     series_csv = work / "weekly.csv"
     t = time.perf_counter()
-    out = subprocess.run([medfed_bin(), "bench-surveil", "--farrington-csv", str(series_csv),
+    out = subprocess.run([medfed_bin(), "bench-surveil", "--groups", str(a.groups),
+                          "--syndromes", str(a.syndromes), "--farrington-csv", str(series_csv),
                           "--farrington-series", str(a.series), "--json"], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(out.stderr)
