@@ -37,15 +37,6 @@ pub struct SiteCounts {
     pub unplaced: u64,
 }
 
-fn civil(days: i64) -> (i64, u32, u32) {
-    let s = day_string(days);
-    (
-        s[0..4].parse().unwrap_or(0),
-        s[5..7].parse().unwrap_or(1),
-        s[8..10].parse().unwrap_or(1),
-    )
-}
-
 fn age_on(birth: (i64, u32, u32), day: (i64, u32, u32)) -> i64 {
     let mut a = day.0 - birth.0;
     if (day.1, day.2) < (birth.1, birth.2) {
@@ -204,7 +195,7 @@ pub async fn site_counts(
             unplaced += 1;
             continue;
         };
-        let age = age_on(c.birth, civil(c.day));
+        let age = age_on(c.birth, sv::farrington::civil(c.day));
         let flag_by = |k: i64| flags.get(&(c.person, k)).is_some_and(|&x| x <= c.day);
         for (g, group) in s.groups.iter().enumerate() {
             let member = match group {
@@ -256,10 +247,7 @@ pub struct ChunkTotals {
     pub sites: Vec<String>,
 }
 
-pub enum Next {
-    Round(Vec<(String, ModelStep)>),
-    Done,
-}
+pub use crate::regression::Next;
 
 fn chunk_steps(
     s: &Surveillance,

@@ -214,25 +214,13 @@ pub fn parse_day(s: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || d == 0 || d > dim[m as usize - 1] {
         return None;
     }
-    let yy = if m <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    Some(era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468)
+    Some(medfed_surveil::farrington::days_from_civil(y, m, d))
 }
 
 /// `YYYY-MM-DD` of days since 1970-01-01.
 pub fn day_string(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}-{m:02}-{d:02}", yoe + era * 400 + i64::from(m <= 2))
+    let (y, m, d) = medfed_surveil::farrington::civil(days);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 impl Surveillance {

@@ -41,11 +41,22 @@ pub fn cusum(
     let m = ctl
         .m
         .unwrap_or_else(|| obs[..range.start].iter().sum::<f64>() / range.start as f64);
+    Ok(run(obs, range, ctl, |_| m))
+}
+
+/// The CUSUM recursion over `range`, with the baseline mean of each day from `mean`.
+fn run(
+    obs: &[f64],
+    range: std::ops::Range<usize>,
+    ctl: &CusumControl,
+    mut mean: impl FnMut(usize) -> f64,
+) -> Vec<Point> {
     let mut s = 0.0f64;
     let mut out = Vec::with_capacity(range.len());
     for t in range {
+        let m = mean(t);
         let prev = s;
-        let ub = ((m.sqrt() * (ctl.h + ctl.k - prev)) + m).ceil();
+        let ub = (m.sqrt() * (ctl.h + ctl.k - prev) + m).ceil();
         s = (prev + (obs[t] - m) / m.sqrt() - ctl.k).max(0.0);
         let mut p = Point::new(t, obs[t], if ub.is_nan() { 0.0 } else { ub.max(0.0) }, m);
         p.alarm = s >= ctl.h;
@@ -55,7 +66,7 @@ pub fn cusum(
         }
         out.push(p);
     }
-    Ok(out)
+    out
 }
 
 /// The CUSUM for long daily series, as syndromic systems run it: the baseline mean is the mean of
@@ -75,27 +86,13 @@ pub fn cusum_moving(
             first: range.start,
         });
     }
-    let mut s = 0.0f64;
-    let mut out = Vec::with_capacity(range.len());
     // Running sum of the baseline window.
-    let mut win: f64 = obs[range.start - lag - baseline..range.start - lag]
-        .iter()
-        .sum();
-    for t in range.clone() {
-        if t > range.start {
+    let start = range.start;
+    let mut win: f64 = obs[start - lag - baseline..start - lag].iter().sum();
+    Ok(run(obs, range, ctl, |t| {
+        if t > start {
             win += obs[t - 1 - lag] - obs[t - 1 - lag - baseline];
         }
-        let m = (win / baseline as f64).max(min_mean);
-        let prev = s;
-        let ub = (m.sqrt() * (ctl.h + ctl.k - prev) + m).ceil().max(0.0);
-        s = (prev + (obs[t] - m) / m.sqrt() - ctl.k).max(0.0);
-        let mut p = Point::new(t, obs[t], ub, m);
-        p.alarm = s >= ctl.h;
-        p.score = Some(s);
-        if ctl.reset && p.alarm {
-            s = 0.0;
-        }
-        out.push(p);
-    }
-    Ok(out)
+        (win / baseline as f64).max(min_mean)
+    }))
 }
