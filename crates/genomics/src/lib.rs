@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+pub mod assoc;
+pub mod dist;
+pub mod plink;
+
 pub const BED_MAGIC: [u8; 3] = [0x6c, 0x1b, 0x01];
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +72,7 @@ pub struct Sample {
 }
 
 /// Genotype counts of one variant over all samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct GenoCounts {
     pub hom_a1: u64,
     pub het: u64,
