@@ -20,6 +20,7 @@ use memmap2::Mmap;
 
 pub mod assoc;
 pub mod dist;
+pub mod glm;
 pub mod plink;
 
 pub const BED_MAGIC: [u8; 3] = [0x6c, 0x1b, 0x01];
@@ -250,6 +251,15 @@ pub fn read_fam(path: &Path) -> Result<Vec<Sample>, GenoError> {
     Ok(out)
 }
 
+/// `prefix.ext`, keeping any dot already in the prefix (`toydata.5chrom` → `toydata.5chrom.bed`,
+/// where `Path::with_extension` would give `toydata.bed`).
+pub fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
 /// A memory-mapped PLINK fileset.
 pub struct Bed {
     pub variants: Vec<Variant>,
@@ -261,9 +271,9 @@ pub struct Bed {
 impl Bed {
     /// Open `prefix.bed/.bim/.fam`; checks the magic bytes and the file size against the counts.
     pub fn open(prefix: &Path) -> Result<Bed, GenoError> {
-        let variants = read_bim(&prefix.with_extension("bim"))?;
-        let samples = read_fam(&prefix.with_extension("fam"))?;
-        let bed_path = prefix.with_extension("bed");
+        let variants = read_bim(&with_suffix(prefix, "bim"))?;
+        let samples = read_fam(&with_suffix(prefix, "fam"))?;
+        let bed_path = with_suffix(prefix, "bed");
         let f = File::open(&bed_path).map_err(|e| io_err(&bed_path, e))?;
         // SAFETY: the file is opened read-only; medfed never writes a .bed in place.
         let map = unsafe { Mmap::map(&f) }.map_err(|e| io_err(&bed_path, e))?;
