@@ -146,6 +146,80 @@ fn best(
     top
 }
 
+/// Whether any cylinder's LLR reaches `top` (the Monte Carlo only needs that, not the maximum).
+/// `ln(x) <= x - 1` bounds the Poisson LLR by `N (c - e)^2 / (e (N - e))`, so a cylinder whose bound
+/// stays below `top` is passed over without a logarithm; under the null nearly all are.
+fn exceeds(
+    circles: &[Vec<usize>],
+    counts: &[f64],
+    expect: &[f64],
+    totals: &[f64],
+    top: f64,
+) -> bool {
+    let days = totals.len();
+    // Leave room for rounding between the bound and the LLR computed with logarithms.
+    let cut = top * (1.0 - 1e-9) - 1e-12;
+    for circle in circles {
+        for (w, &total) in totals.iter().enumerate() {
+            let (mut oc, mut ec) = (0.0, 0.0);
+            for &d in circle {
+                oc += counts[d * days + w];
+                ec += expect[d * days + w];
+                if oc > ec {
+                    let diff = oc - ec;
+                    let rest = total - ec;
+                    if (rest <= 0.0 || total * diff * diff >= cut * ec * rest)
+                        && llr(oc, ec, total) >= top
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Walker's alias table: draws a district in O(1) with the probabilities of `weights`.
+struct Alias {
+    prob: Vec<f64>,
+    alias: Vec<usize>,
+}
+
+impl Alias {
+    fn new(weights: &[f64]) -> Alias {
+        let n = weights.len();
+        let total: f64 = weights.iter().sum();
+        let mut scaled: Vec<f64> = weights.iter().map(|w| w * n as f64 / total).collect();
+        let mut prob = vec![1.0; n];
+        let mut alias: Vec<usize> = (0..n).collect();
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&i| scaled[i] < 1.0);
+        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+            prob[s] = scaled[s];
+            alias[s] = l;
+            scaled[l] -= 1.0 - scaled[s];
+            if scaled[l] < 1.0 {
+                large.pop();
+                small.push(l);
+            }
+        }
+        // Whatever is left holds probability one up to rounding.
+        Alias { prob, alias }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> usize {
+        let n = self.prob.len();
+        let u: f64 = rng.random::<f64>() * n as f64;
+        let i = (u as usize).min(n - 1);
+        if u - (i as f64) < self.prob[i] {
+            i
+        } else {
+            self.alias[i]
+        }
+    }
+}
+
 /// Cumulative windows ending today: `out[d * days + w]` = sum of `per_day(d, i)` over the last
 /// `w + 1` days (`i` counts from the window's first day).
 fn windows(nd: usize, days: usize, per_day: impl Fn(usize, usize) -> f64, out: &mut [f64]) {
@@ -208,14 +282,8 @@ pub fn scan_day(
     if top <= 0.0 {
         return Some(cluster);
     }
-    // Null: each day's cases spread over districts by share (multinomial, by inverse CDF).
-    let cum: Vec<f64> = share
-        .iter()
-        .scan(0.0, |a, s| {
-            *a += s;
-            Some(*a)
-        })
-        .collect();
+    // Null: each day's cases spread over districts by share (multinomial, one alias draw a case).
+    let table = Alias::new(&share);
     let mut rng =
         ChaCha8Rng::seed_from_u64(ctl.seed ^ (day as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     // Sequential Monte Carlo: an alarm needs (exceed + 1) / (R + 1) <= alpha, so once `limit`
@@ -230,13 +298,11 @@ pub fn scan_day(
         sim.iter_mut().for_each(|x| *x = 0.0);
         for (i, &n) in daily.iter().enumerate() {
             for _ in 0..n as u64 {
-                let u: f64 = rng.random::<f64>() * cum[nd - 1];
-                let d = cum.partition_point(|&x| x <= u).min(nd - 1);
-                sim[d * days + i] += 1.0;
+                sim[table.sample(&mut rng) * days + i] += 1.0;
             }
         }
         windows(nd, days, |d, i| sim[d * days + i], &mut so);
-        if best(circles, &so, &exp, &totals).0 >= top {
+        if exceeds(circles, &so, &exp, &totals, top) {
             exceed += 1;
         }
         reps += 1;
@@ -298,6 +364,57 @@ mod tests {
         assert!(c.districts.contains(&28) && c.districts.len() <= 8, "{c:?}");
         assert!(c.start >= 394 && c.start <= 397, "{c:?}");
         assert!(c.observed > c.expected * 2.0);
+    }
+
+    #[test]
+    fn alias_draws_follow_the_weights() {
+        let w = [0.5, 3.0, 0.0, 1.5, 5.0];
+        let t = Alias::new(&w);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let n = 200_000;
+        let mut hits = [0usize; 5];
+        for _ in 0..n {
+            hits[t.sample(&mut rng)] += 1;
+        }
+        assert_eq!(hits[2], 0, "a zero weight is never drawn");
+        for (h, wi) in hits.iter().zip(w) {
+            let p = wi / 10.0;
+            let sd = (n as f64 * p * (1.0 - p)).sqrt();
+            assert!(
+                (*h as f64 - n as f64 * p).abs() <= 5.0 * sd + 1.0,
+                "{hits:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bounded_test_agrees_with_the_maximum() {
+        // Whatever the counts, "some cylinder reaches top" equals "the maximum reaches top".
+        let g = grid(5);
+        let circles = g.circles(6, 30.0);
+        let days = 5;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for round in 0..300 {
+            let counts: Vec<f64> = (0..g.len() * days)
+                .map(|_| Poisson::new(1.5).unwrap().sample(&mut rng))
+                .collect();
+            let expect: Vec<f64> = (0..g.len() * days)
+                .map(|i| 1.0 + (i % 7) as f64 * 0.2)
+                .collect();
+            let mut totals: Vec<f64> = (0..days)
+                .map(|w| (0..g.len()).map(|d| counts[d * days + w]).sum::<f64>())
+                .collect();
+            if round % 10 == 0 {
+                // Totals no larger than some cylinder's expectation exercise the guard.
+                totals.iter_mut().for_each(|t| *t = 1.0);
+            }
+            let top = best(&circles, &counts, &expect, &totals).0;
+            assert!(top > 0.0, "round {round}");
+            for f in [0.5, 0.999_999, 1.0, 1.000_001, 2.0] {
+                let got = exceeds(&circles, &counts, &expect, &totals, top * f);
+                assert_eq!(got, f <= 1.0, "round {round}, top {top}, f {f}");
+            }
+        }
     }
 
     #[test]
