@@ -51,6 +51,16 @@ enum Inner {
     AggregateOnly {
         values: Vec<f64>,
     },
+    /// Per-variant sums of a genetic association, `width` values a variant, with each variant's
+    /// minor-allele count at the site.
+    VariantSums {
+        values: Vec<f64>,
+        width: usize,
+        mac: Vec<u64>,
+        rows: u64,
+        classes: Vec<u64>,
+        min_mac: u64,
+    },
 }
 
 impl SiteStatistic {
@@ -109,6 +119,30 @@ impl SiteStatistic {
         SiteStatistic(Inner::AggregateOnly { values })
     }
 
+    /// Per-variant sums of a genetic association (genotype tables or regression sums), `width` values
+    /// a variant, over `rows` samples in phenotype `classes` (cases and controls; empty for a
+    /// quantitative trait). The whole vector is withheld when the samples make too small a cohort or a
+    /// class is under the minimum cell count; otherwise each variant whose minor-allele count here is
+    /// 1..T−1 is withheld (its values zeroed and its index listed), T the larger of the site's
+    /// `min_minor_allele_count` and the study's `min_mac`.
+    pub fn variant_sums(
+        values: Vec<f64>,
+        width: usize,
+        mac: Vec<u64>,
+        rows: u64,
+        classes: Vec<u64>,
+        min_mac: u64,
+    ) -> SiteStatistic {
+        SiteStatistic(Inner::VariantSums {
+            values,
+            width,
+            mac,
+            rows,
+            classes,
+            min_mac,
+        })
+    }
+
     /// The person set behind a count or a cohort's tables, for the node's local release history
     /// (never sent).
     pub fn person_set(&self) -> Option<&[i64]> {
@@ -118,7 +152,8 @@ impl SiteStatistic {
             Inner::Count(_)
             | Inner::Tables { base: None, .. }
             | Inner::ModelSums { .. }
-            | Inner::AggregateOnly { .. } => None,
+            | Inner::AggregateOnly { .. }
+            | Inner::VariantSums { .. } => None,
         }
     }
 }
@@ -240,6 +275,12 @@ enum ReleasedKind {
     Vector {
         values: Vec<f64>,
     },
+    /// Per-variant sums; `withheld` variants' values are zero. Empty when withheld whole.
+    Variants {
+        values: Vec<f64>,
+        width: usize,
+        withheld: Vec<u32>,
+    },
     /// Counts for secure aggregation. `skip`: serde refuses to serialise (or read) this variant, so
     /// these values cannot be put on the wire except masked.
     #[serde(skip)]
@@ -255,7 +296,24 @@ impl Released {
             ReleasedKind::Count { value } => *value,
             ReleasedKind::Tables { .. }
             | ReleasedKind::Vector { .. }
+            | ReleasedKind::Variants { .. }
             | ReleasedKind::AggregateOnly { .. } => None,
+        }
+    }
+
+    /// Released per-variant sums: the values (`width` a variant; withheld variants zero), the width
+    /// and the indices withheld at this site. `None` when withheld whole or not per-variant sums.
+    pub fn variants(&self) -> Option<(&[f64], usize, &[u32])> {
+        match (&self.kind, &self.suppressed) {
+            (
+                ReleasedKind::Variants {
+                    values,
+                    width,
+                    withheld,
+                },
+                None,
+            ) => Some((values, *width, withheld)),
+            _ => None,
         }
     }
 
@@ -287,6 +345,7 @@ impl Released {
             ReleasedKind::Tables { tables } => Some(tables),
             ReleasedKind::Count { .. }
             | ReleasedKind::Vector { .. }
+            | ReleasedKind::Variants { .. }
             | ReleasedKind::AggregateOnly { .. } => None,
         }
     }
@@ -301,6 +360,18 @@ impl Released {
             (ReleasedKind::Vector { values }, None) => {
                 format!("released model sums ({} numbers)", values.len())
             }
+            (
+                ReleasedKind::Variants {
+                    values,
+                    width,
+                    withheld,
+                },
+                None,
+            ) => format!(
+                "released per-variant sums ({} variants × {width} numbers); withheld at this site: {} variants with a minor-allele count under the minimum",
+                values.len() / (*width).max(1),
+                withheld.len()
+            ),
             (ReleasedKind::AggregateOnly { values }, None) => format!(
                 "counts for secure aggregation ({} numbers, {} in total), sent only masked",
                 values.len(),
@@ -334,9 +405,9 @@ impl Released {
         match &self.kind {
             ReleasedKind::Count { value } => value.is_some(),
             ReleasedKind::Tables { tables } => tables.iter().all(|t| t.suppressed.is_none()),
-            ReleasedKind::Vector { .. } | ReleasedKind::AggregateOnly { .. } => {
-                self.suppressed.is_none()
-            }
+            ReleasedKind::Vector { .. }
+            | ReleasedKind::Variants { .. }
+            | ReleasedKind::AggregateOnly { .. } => self.suppressed.is_none(),
         }
     }
 
@@ -469,6 +540,58 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
                 noise: None,
             };
         }
+        Inner::VariantSums {
+            mut values,
+            width,
+            mac,
+            rows,
+            classes,
+            min_mac,
+        } => {
+            let rule = if rows < policy.min_cohort_size {
+                Some(Suppression::MinCohortSize {
+                    threshold: policy.min_cohort_size,
+                })
+            } else if classes.iter().any(|&c| c < k)
+                || width == 0
+                || values.len() != width * mac.len()
+                || values.iter().any(|v| !v.is_finite())
+            {
+                Some(Suppression::MinCellCount { threshold: k })
+            } else {
+                None
+            };
+            if rule.is_some() {
+                return Released {
+                    kind: ReleasedKind::Variants {
+                        values: Vec::new(),
+                        width,
+                        withheld: Vec::new(),
+                    },
+                    suppressed: rule,
+                    noise: None,
+                };
+            }
+            let t = policy.min_minor_allele_count.max(min_mac);
+            let mut withheld = Vec::new();
+            for (v, &m) in mac.iter().enumerate() {
+                if m > 0 && m < t {
+                    values[v * width..(v + 1) * width]
+                        .iter_mut()
+                        .for_each(|x| *x = 0.0);
+                    withheld.push(v as u32);
+                }
+            }
+            return Released {
+                kind: ReleasedKind::Variants {
+                    values,
+                    width,
+                    withheld,
+                },
+                suppressed: None,
+                noise: None,
+            };
+        }
         Inner::Count(n) => n,
         Inner::Persons(p) => {
             let n = p.len() as u64;
@@ -513,6 +636,10 @@ pub fn dp_cost(stat: &SiteStatistic, d: &dp::DpPolicy) -> Result<f64, String> {
         ),
         Inner::AggregateOnly { .. } => Err(
             "surveillance counts are added under secure aggregation, not released under differential privacy, in this build"
+                .into(),
+        ),
+        Inner::VariantSums { .. } => Err(
+            "per-variant genetic sums are released under the minor-allele-count rule or secure aggregation, not differential privacy, in this build"
                 .into(),
         ),
         Inner::Tables { tables, .. } => {
@@ -578,7 +705,7 @@ pub fn release_private(
     }
     let mut noisy = |n: f64| (n + d.noise(rng)).round().max(0.0);
     let stat = match stat.0 {
-        Inner::ModelSums { .. } | Inner::AggregateOnly { .. } => {
+        Inner::ModelSums { .. } | Inner::AggregateOnly { .. } | Inner::VariantSums { .. } => {
             unreachable!("dp_cost refuses these")
         }
         Inner::Count(n) => SiteStatistic::count(noisy(n as f64) as u64),
@@ -648,6 +775,48 @@ mod tests {
         assert_eq!(
             json,
             r#"{"rule":"model_parameters","parameters":50,"max_parameters":16}"#
+        );
+    }
+
+    #[test]
+    fn rare_variants_are_withheld_per_site() {
+        // Three variants, two values each: carried by nobody, by one person (a minor-allele count
+        // of 1: that person's membership is as good as published), and by many.
+        let p = Policy::default();
+        let stat = |classes: Vec<u64>, rows: u64| {
+            SiteStatistic::variant_sums(
+                vec![0.0, 50.0, 1.0, 49.0, 30.0, 20.0],
+                2,
+                vec![0, 1, 30],
+                rows,
+                classes,
+                3,
+            )
+        };
+        let r = release(stat(vec![25, 25], 50), &p);
+        let (values, width, withheld) = r.variants().unwrap();
+        assert_eq!(width, 2);
+        assert_eq!(withheld, [1]);
+        assert_eq!(values, [0.0, 50.0, 0.0, 0.0, 30.0, 20.0]);
+        // The study may ask for more than the site's floor; never less.
+        let strict =
+            SiteStatistic::variant_sums(vec![1.0; 6], 2, vec![4, 6, 9], 50, vec![25, 25], 7);
+        assert_eq!(release(strict, &p).variants().unwrap().2, [0, 1]);
+        let lax = SiteStatistic::variant_sums(vec![1.0; 6], 2, vec![4, 6, 9], 50, vec![25, 25], 0);
+        assert_eq!(release(lax, &p).variants().unwrap().2, [0]);
+        // Too few samples, or too few cases, and nothing leaves.
+        let r = release(stat(vec![25, 25], 10), &p);
+        assert!(r.variants().is_none() && r.is_suppressed());
+        let r = release(stat(vec![3, 47], 50), &p);
+        assert!(r.variants().is_none() && r.is_suppressed());
+        // What does leave reads back the same off the wire.
+        let r = release(stat(vec![25, 25], 50), &p);
+        let back: Released = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(
+            r.describe().contains("withheld at this site: 1 variants"),
+            "{}",
+            r.describe()
         );
     }
 

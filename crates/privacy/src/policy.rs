@@ -38,6 +38,11 @@ pub struct Policy {
     /// `nfilter.glm`, 0.33): a model with about as many parameters as rows reproduces the rows.
     #[serde(default = "default_parameter_ratio")]
     pub max_parameter_ratio: f64,
+    /// Smallest non-zero minor-allele count of a variant whose per-variant sums (genotype tables,
+    /// regression sums) this site releases on its own, outside secure aggregation: a rare variant's
+    /// counts at one hospital point at its few carriers (membership inference, Homer et al. 2008).
+    #[serde(default = "default_min_mac")]
+    pub min_minor_allele_count: u64,
     /// Decision per analysis type; types not listed get `default`.
     #[serde(default)]
     pub analyses: BTreeMap<String, Decision>,
@@ -68,6 +73,9 @@ pub const CATALOG_TYPES: &[&str] = &[
 fn default_min_cell() -> u64 {
     10
 }
+fn default_min_mac() -> u64 {
+    5
+}
 fn default_min_cohort() -> u64 {
     20
 }
@@ -88,6 +96,7 @@ impl Default for Policy {
             differencing: true,
             min_cohort_size: default_min_cohort(),
             max_parameter_ratio: default_parameter_ratio(),
+            min_minor_allele_count: default_min_mac(),
             analyses: CATALOG_TYPES
                 .iter()
                 .map(|t| (t.to_string(), Decision::Allow))
