@@ -59,18 +59,88 @@ pub struct Hub {
     wake: tokio::sync::Notify,
     /// How long a delivered task stays leased to its node before it is delivered again.
     lease_s: i64,
+    /// Studies whose surveillance detectors are running now (outside the store's lock).
+    detecting: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Hub {
     /// A hub named `name`, signing with `key`; a delivered task stays leased for `lease_s` seconds.
     pub fn new(name: &str, key: SecretKey, store: Store, lease_s: i64) -> Arc<Hub> {
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
             name: name.to_string(),
             key,
             store: Mutex::new(store),
             wake: tokio::sync::Notify::new(),
             lease_s: lease_s.max(1),
-        })
+            detecting: Mutex::new(Default::default()),
+        });
+        // A hub that stopped while detectors ran finds those studies `detecting`: run them again.
+        hub.start_detections();
+        hub
+    }
+
+    /// Run the surveillance detectors of every `detecting` study on a thread of its own: the store's
+    /// lock is held only to read the counts and to write the results, never while the detectors run
+    /// (minutes at pilot scale), so nodes and researchers are answered meanwhile.
+    fn start_detections(self: &Arc<Self>) {
+        let ids = match self.store().studies_detecting() {
+            Ok(ids) => ids,
+            Err(e) => {
+                eprintln!("medfed hub: cannot list studies awaiting detection: {e}");
+                return;
+            }
+        };
+        for id in ids {
+            let fresh = self
+                .detecting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone());
+            if !fresh {
+                continue;
+            }
+            let hub = Arc::clone(self);
+            let name = format!("detect-{id}");
+            let study = id.clone();
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                let id = study;
+                if let Err(e) = hub.detect_study(&id) {
+                    // The study stays `detecting`; the next start of the hub tries again.
+                    eprintln!("medfed hub: surveillance detection for study {id} failed: {e}");
+                    let _ = hub
+                        .store()
+                        .audit("hub", "detection_failed", &format!("{id}: {e}"));
+                }
+                hub.detecting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                hub.wake.notify_waiters();
+            });
+            if let Err(e) = spawned {
+                eprintln!("medfed hub: cannot start detection for study {id}: {e}");
+                self.detecting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            }
+        }
+    }
+
+    fn detect_study(&self, id: &str) -> Result<(), HubError> {
+        let inputs = self.store().detection_inputs(id)?;
+        let detected: crate::store::Detected = inputs
+            .into_iter()
+            .map(|(s, cube)| {
+                let det = cube.map(|c| {
+                    let d = medfed_analysis::surveil::detect(&s, &c, &|_| {});
+                    (c, d)
+                });
+                (s.id, det)
+            })
+            .collect();
+        self.store().finish_detection(id, &detected)?;
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -257,7 +327,7 @@ impl Hub {
     }
 
     /// Verify a node's signed result and apply it exactly once.
-    pub fn post_result(&self, node: &str, signed: &Signed) -> Result<Applied, HubError> {
+    pub fn post_result(self: &Arc<Self>, node: &str, signed: &Signed) -> Result<Applied, HubError> {
         let mut store = self.store();
         let key = store
             .node_key(node)?
@@ -277,6 +347,8 @@ impl Hub {
         let applied = store.apply_result(&result, &signed.payload, &signed.signature, &self.key)?;
         drop(store);
         failpoint_hub("hub:after_apply");
+        // The result may have finished a study that needs its surveillance detectors run.
+        self.start_detections();
         // A result can complete a round and put out the next round's tasks (regression, secure
         // aggregation phases): wake the nodes' long polls instead of letting them find the tasks on
         // their next once-a-second check.

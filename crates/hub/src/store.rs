@@ -490,6 +490,69 @@ impl Store {
         load_cube(self.db.as_mut(), s)
     }
 
+    /// Studies whose surveillance detectors are still to run (status `detecting`).
+    pub fn studies_detecting(&mut self) -> Result<Vec<String>, StoreError> {
+        let rows = self.db.query(
+            "SELECT id FROM studies WHERE status = 'detecting' ORDER BY submitted_at, id",
+            &[],
+        )?;
+        Ok(rows.into_iter().map(|r| r[0].clone().into_text()).collect())
+    }
+
+    /// The surveillance analyses of a `detecting` study with their streams' network totals (`None`:
+    /// no chunk was added), for the detectors to run on without the store's lock.
+    pub fn detection_inputs(
+        &mut self,
+        study_id: &str,
+    ) -> Result<
+        Vec<(
+            medfed_protocol::surveil::Surveillance,
+            Option<surveillance::Cube>,
+        )>,
+        StoreError,
+    > {
+        let spec = self
+            .db
+            .query("SELECT spec FROM studies WHERE id = $1", &[study_id.into()])?;
+        let Some(row) = spec.into_iter().next() else {
+            return Err(StoreError::NotFound(format!("no study {study_id}")));
+        };
+        let study = parse_stored(&row[0].clone().into_text())?;
+        let mut out = Vec::new();
+        for a in &study.analyses {
+            if let AnalysisSpec::Surveillance(s) = a {
+                out.push((s.clone(), load_cube(self.db.as_mut(), s)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Complete a `detecting` study with the detectors' results, in one transaction (a study that is
+    /// no longer `detecting` is left alone: another run finished it).
+    pub fn finish_detection(
+        &mut self,
+        study_id: &str,
+        detected: &Detected,
+    ) -> Result<bool, StoreError> {
+        let now = medfed_protocol::now();
+        self.tx(|db| {
+            let st = db.query(
+                "SELECT status FROM studies WHERE id = $1",
+                &[study_id.into()],
+            )?;
+            let detecting = st
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|v| v.text())
+                .is_some_and(|s| s == "detecting");
+            if !detecting {
+                return Ok(false);
+            }
+            complete_study(db, study_id, now, Some(detected))?;
+            Ok(true)
+        })
+    }
+
     /// Alerts in the national statistics DB, newest study first.
     pub fn alerts(&mut self) -> Result<Vec<serde_json::Value>, StoreError> {
         let rows = self.db.query(
@@ -775,10 +838,17 @@ fn complete_if_done(db: &mut dyn Db, study: &str, now: i64) -> Result<bool, Stor
         .and_then(|v| v.text())
         .is_some_and(|s| s == "running");
     if done && running {
-        complete_study(db, study, now)?;
+        complete_study(db, study, now, None)?;
     }
     Ok(done)
 }
+
+/// A surveillance analysis's network totals and what the detectors made of them, computed outside
+/// the store's lock ([`Store::detection_inputs`], then [`Store::finish_detection`]).
+pub type Detected = Vec<(
+    String,
+    Option<(surveillance::Cube, surveillance::Detection)>,
+)>;
 
 fn insert_tasks(
     db: &mut dyn Db,
@@ -982,9 +1052,31 @@ fn register_model(
 }
 
 /// Combine every analysis of the study over the sites' results; write the national statistics.
-fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), StoreError> {
+///
+/// A study with surveillance analyses is not completed here when `detected` is `None`: running the
+/// detectors over years of counts takes minutes at pilot scale, and the store's lock must not be held
+/// that long (every request waits on it). The study is marked `detecting` instead; the hub runs the
+/// detectors without the lock and completes the study with them ([`Store::finish_detection`]). A hub
+/// that stops in between finds the study `detecting` when it starts and runs them again.
+fn complete_study(
+    db: &mut dyn Db,
+    study_id: &str,
+    now: i64,
+    detected: Option<&Detected>,
+) -> Result<(), StoreError> {
     let spec = db.query("SELECT spec FROM studies WHERE id = $1", &[study_id.into()])?;
     let study = parse_stored(&spec[0][0].clone().into_text())?;
+    let surveils = study
+        .analyses
+        .iter()
+        .any(|a| matches!(a, AnalysisSpec::Surveillance(_)));
+    if surveils && detected.is_none() {
+        db.execute(
+            "UPDATE studies SET status = 'detecting' WHERE id = $1",
+            &[study_id.into()],
+        )?;
+        return audit(db, "hub", "study_detecting", study_id);
+    }
     let rows = db.query(
         "SELECT node, analysis_id, payload FROM results WHERE study_id = $1 ORDER BY node",
         &[study_id.into()],
@@ -1014,7 +1106,10 @@ fn complete_study(db: &mut dyn Db, study_id: &str, now: i64) -> Result<(), Store
     }
     for a in &study.analyses {
         if let AnalysisSpec::Surveillance(sv) = a {
-            complete_surveillance(db, study_id, sv, now)?;
+            let found = detected
+                .and_then(|d| d.iter().find(|(id, _)| *id == sv.id))
+                .and_then(|(_, x)| x.as_ref());
+            complete_surveillance(db, study_id, sv, found, now)?;
             continue;
         }
         if let AnalysisSpec::Regression(r) = a {
@@ -1207,11 +1302,12 @@ fn complete_surveillance(
     db: &mut dyn Db,
     study_id: &str,
     s: &medfed_protocol::surveil::Surveillance,
+    detected: Option<&(surveillance::Cube, surveillance::Detection)>,
     now: i64,
 ) -> Result<(), StoreError> {
     let state: SurveilState = load_fit(db, study_id, &s.id)?;
     let a = AnalysisSpec::Surveillance(s.clone());
-    let Some(cube) = load_cube(db, s)? else {
+    let Some((cube, det)) = detected else {
         let pooled = medfed_analysis::PooledResult {
             id: s.id.clone(),
             kind: "surveillance".into(),
@@ -1224,8 +1320,7 @@ fn complete_surveillance(
         };
         return write_pooled(db, study_id, &a, &pooled, now);
     };
-    let det = surveillance::detect(s, &cube, &|_| {});
-    let pooled = surveillance::pooled(s, &cube, &det, &state, PUBLISH_MIN_COUNT);
+    let pooled = surveillance::pooled(s, cube, det, &state, PUBLISH_MIN_COUNT);
     write_pooled(db, study_id, &a, &pooled, now)?;
     for al in pooled.value["alerts"].as_array().into_iter().flatten() {
         let text = |k: &str| al[k].as_str().unwrap_or_default().to_string();

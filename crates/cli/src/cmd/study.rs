@@ -604,7 +604,18 @@ pub fn run_in_process_keep(
                 break;
             }
         }
-        let st = hub.status(&ack.study_id)?;
+        // The hub runs surveillance detectors on a thread of its own once every task is answered.
+        let mut st = hub.status(&ack.study_id)?;
+        while st.study.status == "detecting" {
+            if let Some(pb) = progress {
+                pb.set_message("running the surveillance detectors at the hub");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            st = hub.status(&ack.study_id)?;
+        }
+        if st.study.status == "complete" {
+            return Ok((hub.results(&ack.study_id)?, hub.clone()));
+        }
         let open: Vec<String> = st.tasks.iter().filter(|t| t.status == "open").map(|t| format!("{} at {}", t.analysis_id, t.node)).collect();
         bail!("study did not complete; still open: {} (tasks waiting for approval need `medfed node approve`)", open.join(", "))
     })

@@ -1368,4 +1368,55 @@ fn surveillance_over_https_adds_counts_so_the_hub_never_holds_a_sites() {
             assert!(v == 0.0 || v >= 10.0, "{a}");
         }
     }
+
+    // 4. The detectors ran outside the store's lock: the study went `detecting`, then `complete`.
+    let actions: Vec<String> = db
+        .query(
+            "SELECT action FROM audit WHERE detail = $1",
+            &[id.as_str().into()],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r[0].text().unwrap().to_string())
+        .collect();
+    assert!(
+        actions.contains(&"study_detecting".to_string())
+            && actions.contains(&"study_complete".to_string()),
+        "{actions:?}"
+    );
+    // A hub stopped while they ran finishes the study when it starts again: put the database back
+    // as the crash would have left it (study `detecting`, nothing published) and restart the hub.
+    let count = |db: &mut Box<dyn Db>, table: &str| {
+        db.query(
+            &format!("SELECT COUNT(*) FROM {table} WHERE study_id = $1"),
+            &[id.as_str().into()],
+        )
+        .unwrap()[0][0]
+            .int()
+            .unwrap()
+    };
+    let alerts = count(&mut db, "alerts");
+    let published = count(&mut db, "national_cells");
+    assert!(published > 0);
+    net.hub.kill();
+    for table in ["alerts", "national_cells", "national_statistics"] {
+        db.execute(
+            &format!("DELETE FROM {table} WHERE study_id = $1"),
+            &[id.as_str().into()],
+        )
+        .unwrap();
+    }
+    db.execute(
+        "UPDATE studies SET status = 'detecting', completed_at = NULL WHERE id = $1",
+        &[id.as_str().into()],
+    )
+    .unwrap();
+    net.start_hub(&[]);
+    let again = net.wait_complete(&id, 600);
+    assert_eq!(count(&mut db, "alerts"), alerts);
+    assert_eq!(count(&mut db, "national_cells"), published);
+    assert_eq!(
+        again["results"][0]["value"]["weekly"], r["value"]["weekly"],
+        "the restarted hub publishes the same totals"
+    );
 }
