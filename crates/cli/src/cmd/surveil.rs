@@ -304,15 +304,31 @@ pub fn print_alerts(results: &serde_json::Value) {
         let mut groups: Vec<&str> = alerts.iter().filter_map(|a| a["group"].as_str()).collect();
         groups.sort_unstable();
         groups.dedup();
+        // The most severe few of each group (then the latest); the rest are in the report and the
+        // national statistics DB's alerts table.
+        const SHOWN: usize = 5;
         for g in groups {
-            println!("  {g}");
-            for a in alerts.iter().filter(|a| a["group"] == g) {
-                let names: Vec<&str> = a["district_names"]
+            let mut of_group: Vec<&&serde_json::Value> =
+                alerts.iter().filter(|a| a["group"] == g).collect();
+            of_group.sort_by(|a, b| {
+                let sev = |x: &serde_json::Value| x["severity"].as_f64().unwrap_or(0.0);
+                sev(b)
+                    .total_cmp(&sev(a))
+                    .then_with(|| b["last_day"].as_str().cmp(&a["last_day"].as_str()))
+            });
+            println!("  {g}: {} alerts", of_group.len());
+            for a in of_group.iter().take(SHOWN) {
+                let mut names: Vec<String> = a["district_names"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter_map(|x| x.as_str())
+                    .filter_map(|x| x.as_str().map(String::from))
                     .collect();
+                if names.len() > 4 {
+                    let n = names.len();
+                    names.truncate(3);
+                    names.push(format!("… {n} districts"));
+                }
                 println!(
                     "    {:<17} {} .. {}  {:<6} {:>5.1}  {}  [{}]",
                     a["syndrome"].as_str().unwrap_or_default(),
@@ -329,6 +345,9 @@ pub fn print_alerts(results: &serde_json::Value) {
                         .collect::<Vec<_>>()
                         .join(" ")
                 );
+            }
+            if of_group.len() > SHOWN {
+                println!("    … and {} more", of_group.len() - SHOWN);
             }
         }
     }
