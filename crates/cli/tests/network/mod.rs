@@ -1407,7 +1407,7 @@ fn surveillance_over_https_adds_counts_so_the_hub_never_holds_a_sites() {
         .unwrap();
     }
     db.execute(
-        "UPDATE studies SET status = 'detecting', completed_at = NULL WHERE id = $1",
+        "UPDATE studies SET status = 'detecting', completed_at = 0 WHERE id = $1",
         &[id.as_str().into()],
     )
     .unwrap();
