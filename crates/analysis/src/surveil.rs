@@ -672,6 +672,10 @@ pub fn pooled(
                 "last_day": day_string(cube.first_day + a.last_day as i64),
                 "raised_day": a.raised_day.map(|d| day_string(cube.first_day + d as i64)),
                 "raised": a.raised,
+                "updates": a.updates.iter().map(|u| serde_json::json!({
+                    "day": day_string(cube.first_day + u.day as i64),
+                    "districts": u.districts.iter().map(|&d| &cube.districts[d].code).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
                 "severity": (a.severity * 10.0).round() / 10.0,
                 "level": a.level,
                 "detectors": a.detectors,
@@ -890,19 +894,22 @@ pub fn evaluate_detail(
             .collect();
         out.push(score(name, &marks));
     }
+    // Every notification counts: the raise and each update (a false one is a false alarm).
     let marks: Vec<Mark<'_>> = det
         .alerts
         .iter()
         .filter(|a| a.raised)
-        .map(|a| {
-            (
-                a.group,
-                a.syndrome,
-                &a.districts[..],
-                a.first_day as i64,
-                a.last_day as i64,
-                a.raised_day.unwrap_or(a.last_day) as i64,
-            )
+        .flat_map(|a| {
+            a.updates.iter().map(move |u| {
+                (
+                    a.group,
+                    a.syndrome,
+                    &u.districts[..],
+                    u.day as i64,
+                    u.day as i64,
+                    u.day as i64,
+                )
+            })
         })
         .collect();
     out.push(score("grouped_alerts", &marks));

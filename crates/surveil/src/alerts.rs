@@ -91,6 +91,20 @@ pub struct Alert {
     pub level: Level,
     /// Met the bar for pushing (`false` = a signal kept for review).
     pub raised: bool,
+    /// What was pushed, in order: the raise itself (its day and the districts so far), then an
+    /// update whenever the raised alert spread to a new district, a district's signals resumed after
+    /// `gap_days` of quiet, or a significant scan cluster appeared. Without updates, an alert that
+    /// seasonal activity keeps alive for weeks would absorb a new outbreak next to it and nobody would
+    /// hear of it.
+    #[serde(default)]
+    pub updates: Vec<Update>,
+}
+
+/// One notification of an alert.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    pub day: usize,
+    pub districts: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,8 +197,44 @@ pub fn group(
             let mut fam_so_far = BTreeSet::new();
             let mut evidence = BTreeSet::new();
             let mut scan_sig = false;
+            let mut updates: Vec<Update> = Vec::new();
+            // Last day each district had a signal of this alert.
+            let mut last_seen: BTreeMap<usize, usize> = BTreeMap::new();
             for &i in &members {
                 let s = &signals[i];
+                let this_scan =
+                    s.family == Family::Scan && s.p_value.is_some_and(|p| p <= scan_alpha);
+                if raised_day.is_some() {
+                    let fresh: Vec<usize> = s
+                        .districts
+                        .iter()
+                        .copied()
+                        .filter(|d| last_seen.get(d).is_none_or(|&l| s.day > l + ctl.gap_days))
+                        .collect();
+                    let notify = if this_scan {
+                        s.districts.clone()
+                    } else {
+                        fresh
+                    };
+                    if !notify.is_empty() {
+                        match updates.last_mut() {
+                            // One update a day.
+                            Some(u) if u.day == s.day => {
+                                u.districts.extend(notify);
+                                u.districts.sort_unstable();
+                                u.districts.dedup();
+                            }
+                            _ => updates.push(Update {
+                                day: s.day,
+                                districts: notify,
+                            }),
+                        }
+                    }
+                }
+                for &d in &s.districts {
+                    let e = last_seen.entry(d).or_insert(s.day);
+                    *e = (*e).max(s.day);
+                }
                 districts.extend(s.districts.iter().copied());
                 detectors.insert(s.detector.clone());
                 fam_so_far.insert(s.family);
@@ -204,6 +254,10 @@ pub fn group(
                 }
                 if raised_day.is_none() && (evidence.len() >= ctl.min_families || scan_sig) {
                     raised_day = Some(s.day);
+                    updates.push(Update {
+                        day: s.day,
+                        districts: districts.iter().copied().collect(),
+                    });
                 }
             }
             let sev = severity(evidence.len(), ratio, last + 1 - first, scan_sig);
@@ -228,6 +282,7 @@ pub fn group(
                     Level::Low
                 },
                 raised: raised_day.is_some(),
+                updates,
             }
         })
         .collect();
@@ -283,5 +338,62 @@ mod tests {
         assert_eq!(main.signals, 17);
         assert!(main.raised && !alerts[1].raised && !alerts[2].raised);
         assert!(main.severity > alerts[1].severity);
+        assert_eq!(
+            main.updates,
+            vec![Update {
+                day: 13,
+                districts: vec![3, 4]
+            }]
+        );
+        assert!(alerts[1].updates.is_empty());
+    }
+
+    #[test]
+    fn a_raised_alert_tells_when_it_spreads_or_flares_again() {
+        let near = |a: usize, b: usize| a.abs_diff(b) == 1;
+        // Season-long activity in districts 1–2 keeps one alert alive; district 3 joins on day 30,
+        // district 1 goes quiet from day 12 and flares again on day 40, a scan cluster on day 50.
+        let mut s = vec![
+            sig("ears_c2", Family::Ears, 1, 5),
+            sig("farrington_flexible", Family::Farrington, 1, 6),
+        ];
+        for d in (6..60).step_by(5) {
+            s.push(sig("ears_c2", Family::Ears, 2, d));
+        }
+        s.push(sig("ears_c2", Family::Ears, 1, 12));
+        s.push(sig("ears_c2", Family::Ears, 3, 30));
+        s.push(sig("cusum", Family::Cusum, 1, 40));
+        let mut scan = sig("scan", Family::Scan, 2, 50);
+        scan.districts = vec![2, 3];
+        scan.p_value = Some(0.001);
+        s.push(scan);
+        let alerts = group(&s, &near, &GroupingControl::default(), 0.01);
+        assert_eq!(alerts.len(), 1);
+        let days: Vec<(usize, Vec<usize>)> = alerts[0]
+            .updates
+            .iter()
+            .map(|u| (u.day, u.districts.clone()))
+            .collect();
+        assert_eq!(
+            days,
+            vec![
+                (6, vec![1]),
+                (6, vec![2]),
+                (30, vec![3]),
+                (40, vec![1]),
+                (50, vec![2, 3])
+            ]
+            .into_iter()
+            .fold(Vec::<(usize, Vec<usize>)>::new(), |mut v, (d, x)| {
+                match v.last_mut() {
+                    Some(l) if l.0 == d => {
+                        l.1.extend(x);
+                        l.1.sort_unstable();
+                    }
+                    _ => v.push((d, x)),
+                }
+                v
+            })
+        );
     }
 }
