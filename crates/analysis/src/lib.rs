@@ -11,6 +11,7 @@
 
 pub mod achilles;
 pub mod combine;
+pub mod gwas;
 pub mod local;
 pub mod pooled;
 pub mod regression;

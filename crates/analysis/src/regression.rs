@@ -31,6 +31,8 @@ pub struct Design {
     pub y: Vec<f64>,
     /// Cox: whether the outcome ended the time at risk.
     pub event: Vec<bool>,
+    /// The person of each row (for joining other person-level data at the site, e.g. genotypes).
+    pub persons: Vec<i64>,
     /// Poisson: log person-years at risk.
     pub offset: Option<Vec<f64>>,
     /// Persons in the population (first entries) before any was left out.
@@ -317,7 +319,10 @@ async fn feature_values(
 }
 
 /// The site's PLINK genotypes (`genotypes/site.bed`).
-fn genotypes(engine: &SiteEngine, id: &str) -> Result<medfed_genomics::Bed, AnalysisError> {
+pub(crate) fn genotypes(
+    engine: &SiteEngine,
+    id: &str,
+) -> Result<medfed_genomics::Bed, AnalysisError> {
     let prefix = engine
         .store()
         .and_then(|s| s.genotype_prefix())
@@ -440,6 +445,7 @@ pub async fn extract(engine: &SiteEngine, spec: &AnalysisSpec) -> Result<Design,
         }
         design.x.extend_from_slice(&row);
         design.y.push(y);
+        design.persons.push(e.person);
     }
     if design.x.len() != p * design.y.len() {
         return Err(shape(id, "design matrix has ragged rows"));
@@ -565,6 +571,9 @@ pub fn local_step(
             spec.id(),
             "a secure-aggregation phase carries no coefficients",
         )),
+        ModelStep::GwasPanel | ModelStep::GwasTables { .. } | ModelStep::GwasFit { .. } => Err(
+            shape(spec.id(), "a GWAS step was sent for a regression analysis"),
+        ),
         ModelStep::Evaluate { .. } => {
             if r.family != Family::Binomial {
                 return Err(shape(
@@ -698,6 +707,10 @@ pub fn advance(
             state.evaluation = Some(evaluation(inputs));
             Next::Done
         }
+        ModelStep::GwasPanel | ModelStep::GwasTables { .. } | ModelStep::GwasFit { .. } => fail(
+            state,
+            "a GWAS step was answered for a regression analysis".into(),
+        ),
         ModelStep::SecaggKeys { .. }
         | ModelStep::SecaggShares { .. }
         | ModelStep::SecaggMasked { .. }

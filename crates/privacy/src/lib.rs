@@ -51,6 +51,10 @@ enum Inner {
     AggregateOnly {
         values: Vec<f64>,
     },
+    /// A genotype panel's variant list: reference information about the assay, about no person.
+    Panel {
+        variants: Vec<String>,
+    },
     /// Per-variant sums of a genetic association, `width` values a variant, with each variant's
     /// minor-allele count at the site.
     VariantSums {
@@ -143,6 +147,14 @@ impl SiteStatistic {
         })
     }
 
+    /// The variant list of the site's genotype panel (`chrom:pos:id:a1:a2`, the `.bim` in order),
+    /// which a GWAS needs to name its results and to check that every site typed the same variants.
+    /// It describes the assay, not a person, and is released as it is; a site whose panel was
+    /// filtered by its own samples' calls (dropping monomorphic variants, say) must not send one.
+    pub fn panel(variants: Vec<String>) -> SiteStatistic {
+        SiteStatistic(Inner::Panel { variants })
+    }
+
     /// The person set behind a count or a cohort's tables, for the node's local release history
     /// (never sent).
     pub fn person_set(&self) -> Option<&[i64]> {
@@ -153,6 +165,7 @@ impl SiteStatistic {
             | Inner::Tables { base: None, .. }
             | Inner::ModelSums { .. }
             | Inner::AggregateOnly { .. }
+            | Inner::Panel { .. }
             | Inner::VariantSums { .. } => None,
         }
     }
@@ -275,6 +288,10 @@ enum ReleasedKind {
     Vector {
         values: Vec<f64>,
     },
+    /// A genotype panel's variant list.
+    Panel {
+        variants: Vec<String>,
+    },
     /// Per-variant sums; `withheld` variants' values are zero. Empty when withheld whole.
     Variants {
         values: Vec<f64>,
@@ -297,7 +314,16 @@ impl Released {
             ReleasedKind::Tables { .. }
             | ReleasedKind::Vector { .. }
             | ReleasedKind::Variants { .. }
+            | ReleasedKind::Panel { .. }
             | ReleasedKind::AggregateOnly { .. } => None,
+        }
+    }
+
+    /// A released genotype panel (variant list).
+    pub fn panel(&self) -> Option<&[String]> {
+        match &self.kind {
+            ReleasedKind::Panel { variants } => Some(variants),
+            _ => None,
         }
     }
 
@@ -346,6 +372,7 @@ impl Released {
             ReleasedKind::Count { .. }
             | ReleasedKind::Vector { .. }
             | ReleasedKind::Variants { .. }
+            | ReleasedKind::Panel { .. }
             | ReleasedKind::AggregateOnly { .. } => None,
         }
     }
@@ -371,6 +398,10 @@ impl Released {
                 "released per-variant sums ({} variants × {width} numbers); withheld at this site: {} variants with a minor-allele count under the minimum",
                 values.len() / (*width).max(1),
                 withheld.len()
+            ),
+            (ReleasedKind::Panel { variants }, None) => format!(
+                "released the genotype panel's variant list ({} variants; no person's data)",
+                variants.len()
             ),
             (ReleasedKind::AggregateOnly { values }, None) => format!(
                 "counts for secure aggregation ({} numbers, {} in total), sent only masked",
@@ -407,6 +438,7 @@ impl Released {
             ReleasedKind::Tables { tables } => tables.iter().all(|t| t.suppressed.is_none()),
             ReleasedKind::Vector { .. }
             | ReleasedKind::Variants { .. }
+            | ReleasedKind::Panel { .. }
             | ReleasedKind::AggregateOnly { .. } => self.suppressed.is_none(),
         }
     }
@@ -540,6 +572,13 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
                 noise: None,
             };
         }
+        Inner::Panel { variants } => {
+            return Released {
+                kind: ReleasedKind::Panel { variants },
+                suppressed: None,
+                noise: None,
+            };
+        }
         Inner::VariantSums {
             mut values,
             width,
@@ -638,6 +677,7 @@ pub fn dp_cost(stat: &SiteStatistic, d: &dp::DpPolicy) -> Result<f64, String> {
             "surveillance counts are added under secure aggregation, not released under differential privacy, in this build"
                 .into(),
         ),
+        Inner::Panel { .. } => Ok(0.0),
         Inner::VariantSums { .. } => Err(
             "per-variant genetic sums are released under the minor-allele-count rule or secure aggregation, not differential privacy, in this build"
                 .into(),
@@ -708,6 +748,7 @@ pub fn release_private(
         Inner::ModelSums { .. } | Inner::AggregateOnly { .. } | Inner::VariantSums { .. } => {
             unreachable!("dp_cost refuses these")
         }
+        Inner::Panel { variants } => SiteStatistic::panel(variants),
         Inner::Count(n) => SiteStatistic::count(noisy(n as f64) as u64),
         Inner::Persons(p) => SiteStatistic::count(noisy(p.len() as f64) as u64),
         Inner::Tables { mut tables, .. } => {

@@ -11,6 +11,7 @@
 //! Architecture invariant: no I/O here, no HTTP, no storage. Both services and `study run` share it.
 
 pub mod catalog;
+pub mod gwas;
 pub mod keys;
 pub mod regression;
 pub mod request;

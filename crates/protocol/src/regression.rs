@@ -222,6 +222,21 @@ pub enum ModelStep {
     /// Histograms of predicted risk at these coefficients by outcome (binomial models), for
     /// discrimination and calibration without pooling rows.
     Evaluate { coefficients: Vec<f64> },
+    /// A `gwas` analysis: the site's genotype panel (its `.bim` variant list), which every site must
+    /// share.
+    GwasPanel,
+    /// A `gwas` analysis: the genotype tables (12 counts a variant) of variants
+    /// `first..first + count` of the panel.
+    GwasTables { first: u32, count: u32 },
+    /// A `gwas` analysis: regression sums of variants `first..first + count`. Linear: least-squares
+    /// sums (`coefficients` empty). Logistic: the sums at `coefficients[i]` for variant `first + i`;
+    /// an empty entry means the variant needs none (converged or given up).
+    GwasFit {
+        first: u32,
+        count: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        coefficients: Vec<Vec<f64>>,
+    },
     /// Secure aggregation of one round's sums (Bonawitz et al. 2017), phase 1: the site computes its
     /// sums at these coefficients and releases them to itself through its policy; if they pass, it
     /// advertises fresh X25519 keys for the session as participant `id`.

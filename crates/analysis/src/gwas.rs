@@ -1,0 +1,652 @@
+//! The `gwas` analysis: a site's per-variant sums and the hub's rounds.
+//!
+//! Rounds: the panel (every site's `.bim`, which must be the same), then the genotype tables of each
+//! chunk of variants, then (when the study asks for regression) the regression sums of each chunk:
+//! one round for a quantitative trait, Newton rounds for a case/control one until every variant of
+//! the chunk has converged or given up. Every round's answer from a site is a `variant_sums`
+//! release: a variant whose minor-allele count at that site is under the minimum is withheld there,
+//! and the pooled table of that variant then lacks that site (said in the result).
+
+use std::collections::{BTreeMap, HashMap};
+
+use medfed_engine::SiteEngine;
+use medfed_genomics::assoc::{CaseControl, Split, Status};
+use medfed_genomics::glm::{self, Sums, Wald};
+use medfed_genomics::{Bed, GenoCounts};
+use medfed_privacy::SiteStatistic;
+use medfed_protocol::gwas::{Gwas, GwasTest};
+use medfed_protocol::regression::ModelStep;
+use medfed_protocol::AnalysisSpec;
+
+use crate::tables::shape;
+use crate::AnalysisError;
+
+/// Values a variant in a tables round: genotype counts (two, one, no copies of A1, missing) of
+/// cases, controls and samples without a phenotype.
+pub const TABLE_WIDTH: usize = 12;
+
+/// A site's samples for a GWAS: its genotypes, the phenotype class of every `.fam` row, and the
+/// regression rows. Person-level: never leaves the node.
+pub struct SiteSamples {
+    pub bed: Bed,
+    pub split: Split,
+    pub design: glm::Design,
+    /// Cases and controls (empty for a quantitative trait).
+    pub classes: Vec<u64>,
+    /// Persons of the population with a phenotype but no genotype at this site.
+    pub not_genotyped: usize,
+    pub dropped: BTreeMap<String, usize>,
+}
+
+/// `chrom:pos:id:a1:a2` of every variant of the panel, in `.bim` order.
+pub fn panel_of(bed: &Bed) -> Vec<String> {
+    bed.variants
+        .iter()
+        .map(|v| format!("{}:{}:{}:{}:{}", v.chrom, v.pos, v.id, v.a1, v.a2))
+        .collect()
+}
+
+/// Build the site's samples: the population's persons with a phenotype (and every covariate) whose
+/// `person_id` is a `.fam` sample id.
+pub async fn samples(engine: &SiteEngine, g: &Gwas) -> Result<SiteSamples, AnalysisError> {
+    let spec = AnalysisSpec::Regression(g.as_regression());
+    let d = crate::regression::extract(engine, &spec).await?;
+    let bed = crate::regression::genotypes(engine, &g.id)?;
+    let index: HashMap<i64, usize> = bed
+        .samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.iid.parse::<i64>().ok().map(|p| (p, i)))
+        .collect();
+    let mut status = vec![Status::Excluded; bed.samples.len()];
+    let p = d.p();
+    let mut design = glm::Design {
+        q: p - 1,
+        ..glm::Design::default()
+    };
+    let (mut cases, mut controls, mut not_genotyped) = (0u64, 0u64, 0usize);
+    for (row, person) in d.persons.iter().enumerate() {
+        let Some(&i) = index.get(person) else {
+            not_genotyped += 1;
+            continue;
+        };
+        let y = d.y[row];
+        status[i] = if g.quantitative() {
+            Status::Unknown
+        } else if y > 0.5 {
+            cases += 1;
+            Status::Case
+        } else {
+            controls += 1;
+            Status::Control
+        };
+        design.samples.push(i);
+        design.y.push(y);
+        design
+            .covariates
+            .extend_from_slice(&d.x[row * p + 1..(row + 1) * p]);
+    }
+    Ok(SiteSamples {
+        split: Split::new(&status),
+        bed,
+        design,
+        classes: if g.quantitative() {
+            Vec::new()
+        } else {
+            vec![cases, controls]
+        },
+        not_genotyped,
+        dropped: d.dropped,
+    })
+}
+
+fn flat(t: &CaseControl, out: &mut Vec<f64>) {
+    for g in [t.case, t.control, t.other] {
+        out.extend([g.hom_a1, g.het, g.hom_a2, g.missing].map(|x| x as f64));
+    }
+}
+
+fn unflat(v: &[f64]) -> CaseControl {
+    let g = |o: usize| GenoCounts {
+        hom_a1: v[o].round() as u64,
+        het: v[o + 1].round() as u64,
+        hom_a2: v[o + 2].round() as u64,
+        missing: v[o + 3].round() as u64,
+    };
+    CaseControl {
+        case: g(0),
+        control: g(4),
+        other: g(8),
+    }
+}
+
+/// Minor-allele count of a variant among the analysed samples.
+fn mac(t: &CaseControl) -> u64 {
+    let (a, b) = t.all().alleles();
+    a.min(b)
+}
+
+fn chunk(
+    s: &SiteSamples,
+    first: u32,
+    count: u32,
+    id: &str,
+) -> Result<std::ops::Range<usize>, AnalysisError> {
+    let (a, n) = (first as usize, count as usize);
+    if a + n > s.bed.variants.len() || n == 0 {
+        return Err(shape(
+            id,
+            format!(
+                "variants {a}..{} asked of a panel of {}",
+                a + n,
+                s.bed.variants.len()
+            ),
+        ));
+    }
+    Ok(a..a + n)
+}
+
+/// The site's local step of one GWAS round.
+pub fn local_step(
+    s: &SiteSamples,
+    g: &Gwas,
+    step: &ModelStep,
+) -> Result<SiteStatistic, AnalysisError> {
+    let rows = s.design.samples.len() as u64;
+    match step {
+        ModelStep::GwasPanel => Ok(SiteStatistic::panel(panel_of(&s.bed))),
+        ModelStep::GwasTables { first, count } => {
+            let r = chunk(s, *first, *count, &g.id)?;
+            let mut values = Vec::with_capacity(r.len() * TABLE_WIDTH);
+            let mut macs = Vec::with_capacity(r.len());
+            for v in r {
+                let t = s.split.table(s.bed.packed(v));
+                macs.push(mac(&t));
+                flat(&t, &mut values);
+            }
+            Ok(SiteStatistic::variant_sums(
+                values,
+                TABLE_WIDTH,
+                macs,
+                rows,
+                s.classes.clone(),
+                g.min_mac,
+            ))
+        }
+        ModelStep::GwasFit {
+            first,
+            count,
+            coefficients,
+        } => {
+            let r = chunk(s, *first, *count, &g.id)?;
+            let k = s.design.k();
+            let width = Sums::width(k);
+            let logistic = !g.quantitative();
+            if logistic && coefficients.len() != r.len() {
+                return Err(shape(
+                    &g.id,
+                    format!(
+                        "{} coefficient vectors for {} variants",
+                        coefficients.len(),
+                        r.len()
+                    ),
+                ));
+            }
+            let mut values = Vec::with_capacity(r.len() * width);
+            let mut macs = Vec::with_capacity(r.len());
+            for (i, v) in r.enumerate() {
+                let packed = s.bed.packed(v);
+                macs.push(mac(&s.split.table(packed)));
+                let sums = if logistic {
+                    let beta = &coefficients[i];
+                    if beta.is_empty() {
+                        Sums::zero(k)
+                    } else if beta.len() != k || beta.iter().any(|b| !b.is_finite()) {
+                        return Err(shape(
+                            &g.id,
+                            format!(
+                                "variant {v}: {} coefficients for {k} parameters",
+                                beta.len()
+                            ),
+                        ));
+                    } else {
+                        glm::logistic_sums(&s.design, packed, beta)
+                    }
+                } else {
+                    glm::linear_sums(&s.design, packed)
+                };
+                sums.flatten(k, &mut values);
+            }
+            Ok(SiteStatistic::variant_sums(
+                values,
+                width,
+                macs,
+                rows,
+                s.classes.clone(),
+                g.min_mac,
+            ))
+        }
+        _ => Err(shape(&g.id, "not a GWAS step")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hub's side.
+
+/// Where a GWAS stands between rounds (JSON in the hub's store).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GwasState {
+    pub round: u32,
+    /// Sites in the analysis (those that sent the panel).
+    pub sites: Vec<String>,
+    /// The panel (`chrom:pos:id:a1:a2`).
+    pub panel: Vec<String>,
+    /// Summed genotype tables, `TABLE_WIDTH` a variant (filled chunk by chunk).
+    pub tables: Vec<f64>,
+    /// Sites that withheld each variant (tables round).
+    pub withheld: Vec<u32>,
+    /// Parameters of the regression (intercept, dosage, covariates).
+    pub k: usize,
+    /// Current coefficients of each variant of the chunk being fitted (logistic).
+    pub beta: Vec<Vec<f64>>,
+    pub iterations: Vec<u32>,
+    /// Fits of every variant (`None`: not fitted, monomorphic, or did not converge).
+    pub fits: Vec<Option<Wald>>,
+    /// First variant of the chunk in progress.
+    pub first: u32,
+    pub error: Option<String>,
+}
+
+pub use crate::regression::Next;
+
+fn chunk_len(g: &Gwas, state: &GwasState, first: u32) -> u32 {
+    (state.panel.len() as u32 - first).min(g.chunk_variants as u32)
+}
+
+fn to_all(nodes: &[String], step: ModelStep) -> Vec<(String, ModelStep)> {
+    nodes.iter().map(|n| (n.clone(), step.clone())).collect()
+}
+
+/// The first round: every node's panel.
+pub fn first_round(state: &mut GwasState, nodes: &[String]) -> Vec<(String, ModelStep)> {
+    state.round = 1;
+    to_all(nodes, ModelStep::GwasPanel)
+}
+
+fn fail(state: &mut GwasState, why: String) -> Next {
+    state.error = Some(why);
+    Next::Done
+}
+
+/// Advance with one round's answers.
+pub fn advance(
+    g: &Gwas,
+    state: &mut GwasState,
+    step: &ModelStep,
+    inputs: &[(String, crate::SiteInput<'_>)],
+) -> Next {
+    state.round += 1;
+    match step {
+        ModelStep::GwasPanel => {
+            let mut panel: Option<&[String]> = None;
+            for (site, input) in inputs {
+                let r = match released(input) {
+                    Ok(r) => r,
+                    Err(e) => return fail(state, format!("{site} {e}")),
+                };
+                let Some(p) = r.panel() else {
+                    return fail(state, format!("{site} sent no genotype panel"));
+                };
+                match panel {
+                    None => panel = Some(p),
+                    Some(first) if first != p => {
+                        return fail(
+                            state,
+                            format!(
+                                "{site}'s genotype panel ({} variants) differs from {}'s ({} variants): a GWAS needs every site typed on the same panel",
+                                p.len(),
+                                inputs[0].0,
+                                first.len()
+                            ),
+                        )
+                    }
+                    Some(_) => {}
+                }
+                state.sites.push(site.clone());
+            }
+            let Some(p) = panel.filter(|p| !p.is_empty()) else {
+                return fail(state, "no site has genotypes".into());
+            };
+            state.panel = p.to_vec();
+            state.tables = vec![0.0; p.len() * TABLE_WIDTH];
+            state.withheld = vec![0; p.len()];
+            state.fits = vec![None; p.len()];
+            state.first = 0;
+            let count = chunk_len(g, state, 0);
+            Next::Round(to_all(
+                &state.sites,
+                ModelStep::GwasTables { first: 0, count },
+            ))
+        }
+        ModelStep::GwasTables { first, count } => {
+            let (a, n) = (*first as usize, *count as usize);
+            for (site, input) in inputs {
+                let r = match released(input) {
+                    Ok(r) => r,
+                    Err(e) => return fail(state, format!("{site} {e}")),
+                };
+                let Some((values, width, withheld)) = r.variants() else {
+                    return fail(
+                        state,
+                        format!("{site} withheld its tables: {}", r.describe()),
+                    );
+                };
+                if width != TABLE_WIDTH || values.len() != n * TABLE_WIDTH {
+                    return fail(state, format!("{site} sent tables of the wrong shape"));
+                }
+                for (x, v) in state.tables[a * TABLE_WIDTH..(a + n) * TABLE_WIDTH]
+                    .iter_mut()
+                    .zip(values)
+                {
+                    *x += v;
+                }
+                for w in withheld {
+                    if let Some(c) = state.withheld.get_mut(a + *w as usize) {
+                        *c += 1;
+                    }
+                }
+            }
+            let next = first + count;
+            if (next as usize) < state.panel.len() {
+                let count = chunk_len(g, state, next);
+                return Next::Round(to_all(
+                    &state.sites,
+                    ModelStep::GwasTables { first: next, count },
+                ));
+            }
+            if !g.runs(GwasTest::Regression) {
+                return Next::Done;
+            }
+            start_fit(g, state, 0)
+        }
+        ModelStep::GwasFit { first, count, .. } => {
+            let (a, n) = (*first as usize, *count as usize);
+            let k = state.k;
+            let width = Sums::width(k);
+            let mut total: Vec<Sums> = vec![Sums::zero(k); n];
+            for (site, input) in inputs {
+                let r = match released(input) {
+                    Ok(r) => r,
+                    Err(e) => return fail(state, format!("{site} {e}")),
+                };
+                let Some((values, w, _)) = r.variants() else {
+                    return fail(state, format!("{site} withheld its sums: {}", r.describe()));
+                };
+                if w != width || values.len() != n * width {
+                    return fail(
+                        state,
+                        format!("{site} sent regression sums of the wrong shape"),
+                    );
+                }
+                for (i, t) in total.iter_mut().enumerate() {
+                    t.add(&Sums::unflatten(k, &values[i * width..(i + 1) * width]));
+                }
+            }
+            if g.quantitative() {
+                for (i, t) in total.iter().enumerate() {
+                    state.fits[a + i] = glm::linear_fit(t, k);
+                }
+                return next_chunk(g, state, a + n);
+            }
+            // One Newton step for every variant still being fitted.
+            let mut more = false;
+            for (i, t) in total.iter().enumerate() {
+                let beta = std::mem::take(&mut state.beta[i]);
+                if beta.is_empty() {
+                    continue;
+                }
+                state.iterations[i] += 1;
+                match glm::newton_step(t, k, &beta) {
+                    Some((next, change)) if next.iter().all(|b| b.is_finite()) => {
+                        if change < glm::NEWTON_TOL {
+                            // Converged: the Wald test needs the sums at the final coefficients,
+                            // which differ from these by less than the tolerance; one more round
+                            // would change nothing printed, so the information here is used.
+                            state.fits[a + i] =
+                                glm::logistic_wald(t, k, &next, state.iterations[i] as usize);
+                        } else if state.iterations[i] < g.max_iterations {
+                            state.beta[i] = next;
+                            more = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if more {
+                return Next::Round(to_all(
+                    &state.sites,
+                    ModelStep::GwasFit {
+                        first: *first,
+                        count: *count,
+                        coefficients: state.beta.clone(),
+                    },
+                ));
+            }
+            next_chunk(g, state, a + n)
+        }
+        _ => fail(state, "not a GWAS step".into()),
+    }
+}
+
+/// A site's released answer, or why it has none.
+fn released<'a>(input: &crate::SiteInput<'a>) -> Result<&'a medfed_privacy::Released, String> {
+    match input {
+        crate::SiteInput::Released(r) => Ok(r),
+        crate::SiteInput::Refused(why) => Err(format!("refused: {why}")),
+        crate::SiteInput::Secagg(_) => Err("sent a secure-aggregation message".to_string()),
+    }
+}
+
+fn next_chunk(g: &Gwas, state: &mut GwasState, next: usize) -> Next {
+    if next < state.panel.len() {
+        start_fit(g, state, next as u32)
+    } else {
+        Next::Done
+    }
+}
+
+/// Start fitting the chunk at `first`: zero coefficients for every variant that is polymorphic in
+/// the pooled table.
+fn start_fit(g: &Gwas, state: &mut GwasState, first: u32) -> Next {
+    let count = chunk_len(g, state, first);
+    state.first = first;
+    state.k = g.parameters();
+    let k = state.k;
+    let (a, n) = (first as usize, count as usize);
+    state.beta = (a..a + n)
+        .map(|v| {
+            let t = unflat(&state.tables[v * TABLE_WIDTH..(v + 1) * TABLE_WIDTH]);
+            if mac(&t) == 0 {
+                Vec::new()
+            } else {
+                vec![0.0; k]
+            }
+        })
+        .collect();
+    state.iterations = vec![0; n];
+    Next::Round(to_all(
+        &state.sites,
+        ModelStep::GwasFit {
+            first,
+            count,
+            coefficients: if g.quantitative() {
+                Vec::new()
+            } else {
+                state.beta.clone()
+            },
+        },
+    ))
+}
+
+/// The pooled table of variant `v`.
+pub fn table(state: &GwasState, v: usize) -> CaseControl {
+    unflat(&state.tables[v * TABLE_WIDTH..(v + 1) * TABLE_WIDTH])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medfed_privacy::{release, Policy};
+    use std::path::Path;
+
+    fn spec(tests: &str, chunk: usize) -> Gwas {
+        let v = serde_json::json!({
+            "id": "gwas_sim", "population": "everyone", "phenotype": {"cohort": "cases"},
+            "tests": serde_json::from_str::<serde_json::Value>(tests).unwrap(),
+            "chunk_variants": chunk, "min_mac": 0
+        });
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The three gwas_plink_sim sites as a node would hold them (phenotype from the .fam).
+    fn sites() -> Vec<(String, SiteSamples)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/gwas_plink_sim");
+        (1..=3)
+            .map(|s| {
+                let bed = Bed::open(&dir.join("sim")).unwrap();
+                let keep: std::collections::HashSet<String> =
+                    std::fs::read_to_string(dir.join(format!("site{s}.keep")))
+                        .unwrap()
+                        .lines()
+                        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+                        .collect();
+                let mut status = vec![Status::Excluded; bed.samples.len()];
+                let mut design = glm::Design::default();
+                let (mut cases, mut controls) = (0, 0);
+                for (i, smp) in bed.samples.iter().enumerate() {
+                    if !keep.contains(&smp.iid) {
+                        continue;
+                    }
+                    let case = smp.pheno == "2";
+                    status[i] = if case { Status::Case } else { Status::Control };
+                    if case {
+                        cases += 1
+                    } else {
+                        controls += 1
+                    }
+                    design.samples.push(i);
+                    design.y.push(if case { 1.0 } else { 0.0 });
+                }
+                (
+                    format!("site{s}"),
+                    SiteSamples {
+                        split: Split::new(&status),
+                        bed,
+                        design,
+                        classes: vec![cases, controls],
+                        not_genotyped: 0,
+                        dropped: BTreeMap::new(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Drive the rounds as the hub and nodes do, releasing every answer through the policy.
+    fn run(g: &Gwas, sites: &[(String, SiteSamples)], policy: &Policy) -> (GwasState, u32) {
+        let names: Vec<String> = sites.iter().map(|s| s.0.clone()).collect();
+        let mut state = GwasState::default();
+        let mut steps = first_round(&mut state, &names);
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let step = steps[0].1.clone();
+            let released: Vec<(String, medfed_privacy::Released)> = steps
+                .iter()
+                .map(|(n, st)| {
+                    let s = &sites.iter().find(|x| &x.0 == n).unwrap().1;
+                    // Off the wire, as the hub reads it.
+                    let r = release(local_step(s, g, st).unwrap(), policy);
+                    let r = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+                    (n.clone(), r)
+                })
+                .collect();
+            let inputs: Vec<(String, crate::SiteInput<'_>)> = released
+                .iter()
+                .map(|(n, r)| (n.clone(), crate::SiteInput::Released(r)))
+                .collect();
+            match advance(g, &mut state, &step, &inputs) {
+                Next::Round(s) => steps = s,
+                Next::Done => return (state, rounds),
+            }
+        }
+    }
+
+    #[test]
+    fn rounds_over_three_sites_equal_pooled_plink() {
+        let sites = sites();
+        let g = spec(r#"["assoc", "regression"]"#, 700);
+        let (state, rounds) = run(&g, &sites, &Policy::default());
+        assert!(state.error.is_none(), "{:?}", state.error);
+        assert_eq!(state.panel.len(), 2000);
+        // Tables: the pooled allelic test equals PLINK's --assoc on all 1,200 samples.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/gwas_plink_sim");
+        let bed = Bed::open(&dir.join("sim")).unwrap();
+        let rows: Vec<medfed_genomics::plink::Row> = (0..2000)
+            .map(|v| medfed_genomics::plink::orient(&bed.variants[v], &table(&state, v)))
+            .collect();
+        let ours = medfed_genomics::plink::assoc(&rows);
+        let theirs = std::fs::read_to_string(dir.join("ref_pooled.assoc")).unwrap();
+        let tok = |s: &str| -> Vec<Vec<String>> {
+            s.lines()
+                .map(|l| l.split_whitespace().map(String::from).collect())
+                .collect()
+        };
+        assert_eq!(tok(&ours), tok(&theirs));
+        // Logistic: every variant fitted, and equal to the single-process pooled fit.
+        for v in (0..2000).step_by(97) {
+            let w = state.fits[v].as_ref().expect("fitted");
+            let pooled = glm::logistic_fit(2, |b| {
+                let mut s = Sums::zero(2);
+                for (_, site) in &sites {
+                    s.add(&glm::logistic_sums(&site.design, bed.packed(v), b));
+                }
+                s
+            })
+            .unwrap();
+            for (a, b) in w
+                .beta
+                .iter()
+                .chain(&w.se)
+                .zip(pooled.beta.iter().chain(&pooled.se))
+            {
+                assert!(
+                    (a - b).abs() <= 1e-8 * b.abs().max(1e-3),
+                    "variant {v}: {a} vs {b}"
+                );
+            }
+        }
+        // Panel, three chunks of tables, and a few Newton rounds for each of three chunks.
+        assert!(
+            rounds > 1 + 3 + 3 * 3 && rounds < 1 + 3 + 3 * 12,
+            "{rounds} rounds"
+        );
+    }
+
+    #[test]
+    fn a_site_withholds_its_rare_variants_and_the_hub_says_so() {
+        let sites = sites();
+        let g = Gwas {
+            min_mac: 40,
+            ..spec(r#"["assoc"]"#, 2000)
+        };
+        let (state, _) = run(&g, &sites, &Policy::default());
+        // The smallest site (242 people) withholds every variant whose minor-allele count there is
+        // under 40; its samples are then missing from that variant's pooled table.
+        let withheld = state.withheld.iter().filter(|w| **w > 0).count();
+        assert!(withheld > 50, "{withheld}");
+        let v = state.withheld.iter().position(|w| *w > 0).unwrap();
+        let n = table(&state, v).all().called();
+        assert!(n < 1200, "variant {v}: {n} samples in the pooled table");
+    }
+}
