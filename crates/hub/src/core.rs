@@ -297,8 +297,14 @@ impl Hub {
                 let now = medfed_protocol::now();
                 let mut store = hub.store();
                 // Secure-aggregation phases wait for every site only until their time is up.
-                store.expire_overdue(now, &hub.key)?;
-                store.lease_tasks(&n, now, hub.lease_s)
+                let finished = store.expire_overdue(now, &hub.key)?;
+                let leased = store.lease_tasks(&n, now, hub.lease_s);
+                drop(store);
+                // An expiry can end a surveillance study as well as a result can.
+                if finished {
+                    hub.start_detections();
+                }
+                leased
             })
             .await
             .map_err(|e| HubError::Internal(e.to_string()))??;
@@ -348,7 +354,9 @@ impl Hub {
         drop(store);
         failpoint_hub("hub:after_apply");
         // The result may have finished a study that needs its surveillance detectors run.
-        self.start_detections();
+        if applied.study_complete {
+            self.start_detections();
+        }
         // A result can complete a round and put out the next round's tasks (regression, secure
         // aggregation phases): wake the nodes' long polls instead of letting them find the tasks on
         // their next once-a-second check.

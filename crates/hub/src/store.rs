@@ -614,8 +614,9 @@ impl Store {
     }
 
     /// Close the secure-aggregation phase tasks whose time is up (their sites have dropped out) and go
-    /// on with the answers that came: the next phase, the next round, or the end of the fit.
-    pub fn expire_overdue(&mut self, now: i64, key: &SecretKey) -> Result<usize, StoreError> {
+    /// on with the answers that came: the next phase, the next round, or the end of the fit. Returns
+    /// whether that left a study with no open task (completed, or `detecting`).
+    pub fn expire_overdue(&mut self, now: i64, key: &SecretKey) -> Result<bool, StoreError> {
         let rows = self.db.query(
             "SELECT id, study_id, analysis_id, node, payload FROM tasks WHERE status = 'open' AND payload LIKE '%\"session\":%'",
             &[],
@@ -631,7 +632,7 @@ impl Store {
             })
             .collect();
         if overdue.is_empty() {
-            return Ok(0);
+            return Ok(false);
         }
         self.tx(|db| {
             let mut fits = std::collections::BTreeSet::new();
@@ -653,10 +654,11 @@ impl Store {
             }
             let studies: std::collections::BTreeSet<&String> =
                 fits.iter().map(|(s, _)| s).collect();
+            let mut finished = false;
             for study in studies {
-                complete_if_done(db, study, now)?;
+                finished |= complete_if_done(db, study, now)?;
             }
-            Ok(overdue.len())
+            Ok(finished)
         })
     }
 
