@@ -239,6 +239,9 @@ pub struct GwasState {
     pub round: u32,
     /// Sites in the analysis (those that sent the panel).
     pub sites: Vec<String>,
+    /// Sites left out at the panel round, and why (refused, or no genotypes).
+    #[serde(default)]
+    pub excluded: Vec<(String, String)>,
     /// The panel (`chrom:pos:id:a1:a2`).
     pub panel: Vec<String>,
     /// Summed genotype tables, `TABLE_WIDTH` a variant (filled chunk by chunk).
@@ -288,24 +291,29 @@ pub fn advance(
     state.round += 1;
     match step {
         ModelStep::GwasPanel => {
-            let mut panel: Option<&[String]> = None;
+            let mut panel: Option<(&str, &[String])> = None;
             for (site, input) in inputs {
                 let r = match released(input) {
                     Ok(r) => r,
-                    Err(e) => return fail(state, format!("{site} {e}")),
+                    Err(e) => {
+                        state.excluded.push((site.clone(), e));
+                        continue;
+                    }
                 };
-                let Some(p) = r.panel() else {
-                    return fail(state, format!("{site} sent no genotype panel"));
+                let Some(p) = r.panel().filter(|p| !p.is_empty()) else {
+                    state
+                        .excluded
+                        .push((site.clone(), format!("no genotypes: {}", r.describe())));
+                    continue;
                 };
                 match panel {
-                    None => panel = Some(p),
-                    Some(first) if first != p => {
+                    None => panel = Some((site, p)),
+                    Some((first_site, first)) if first != p => {
                         return fail(
                             state,
                             format!(
-                                "{site}'s genotype panel ({} variants) differs from {}'s ({} variants): a GWAS needs every site typed on the same panel",
+                                "{site}'s genotype panel ({} variants) differs from {first_site}'s ({} variants): a GWAS needs every site typed on the same panel",
                                 p.len(),
-                                inputs[0].0,
                                 first.len()
                             ),
                         )
@@ -314,6 +322,7 @@ pub fn advance(
                 }
                 state.sites.push(site.clone());
             }
+            let panel = panel.map(|(_, p)| p);
             let Some(p) = panel.filter(|p| !p.is_empty()) else {
                 return fail(state, "no site has genotypes".into());
             };
@@ -491,6 +500,371 @@ fn start_fit(g: &Gwas, state: &mut GwasState, first: u32) -> Next {
 /// The pooled table of variant `v`.
 pub fn table(state: &GwasState, v: usize) -> CaseControl {
     unflat(&state.tables[v * TABLE_WIDTH..(v + 1) * TABLE_WIDTH])
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pooled result.
+
+/// One variant of a pooled GWAS, A1 the minor allele over the analysed samples (PLINK 1.9's
+/// orientation).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VariantResult {
+    pub chrom: String,
+    pub pos: u64,
+    pub snp: String,
+    pub a1: String,
+    pub a2: String,
+    /// Pooled genotype counts: cases, controls, samples without a case/control phenotype, each as
+    /// A1A1, A1A2, A2A2, missing.
+    pub table: [u64; TABLE_WIDTH],
+    /// Sites that withheld the variant (their samples are not in `table`).
+    pub withheld: u32,
+    /// Minor-allele frequency (`None`: no call).
+    pub maf: Option<f64>,
+    /// Hardy–Weinberg exact p in all samples (`--hardy`, ALL row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hwe_p: Option<f64>,
+    /// Allelic test (`--assoc`): chi-square, p, odds ratio, Fisher's exact p.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chisq: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub or: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fisher_p: Option<f64>,
+    /// Cochran–Armitage trend test (`--model`, TREND row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend_p: Option<f64>,
+    /// Per-variant regression (`--logistic`/`--linear`, ADD row): the A1 dosage's coefficient (log
+    /// odds ratio or slope), its standard error and Wald p, over `glm_n` samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub se: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glm_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glm_n: Option<u64>,
+}
+
+impl VariantResult {
+    pub fn case_control(&self) -> CaseControl {
+        unflat(&self.table.map(|x| x as f64))
+    }
+
+    /// The variant as a `.bim` line with A1 the reported allele.
+    pub fn variant(&self) -> medfed_genomics::Variant {
+        medfed_genomics::Variant {
+            chrom: self.chrom.clone(),
+            id: self.snp.clone(),
+            cm: 0.0,
+            pos: self.pos,
+            a1: self.a1.clone(),
+            a2: self.a2.clone(),
+        }
+    }
+}
+
+/// A pooled GWAS (the `value` of its result).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GwasResult {
+    /// The test of the Manhattan plot and the top hits: `logistic`, `linear` or `allelic`.
+    pub test: String,
+    /// The tests the study asked for; a quantitative phenotype has no case/control tests.
+    pub tests: Vec<GwasTest>,
+    pub quantitative: bool,
+    pub sites: Vec<String>,
+    /// Largest number of cases, controls and samples in any variant's pooled table.
+    pub cases: u64,
+    pub controls: u64,
+    pub samples: u64,
+    pub variants: usize,
+    /// Variants with a p-value of the main test.
+    pub tested: usize,
+    /// Genomic-control inflation of the main test (median χ² / 0.456).
+    pub lambda_gc: Option<f64>,
+    /// Bonferroni threshold (0.05 / tested) and the variants under it; variants with
+    /// Benjamini–Hochberg q < 0.05.
+    pub bonferroni: Option<f64>,
+    pub significant: usize,
+    pub fdr_significant: usize,
+    /// Variants that at least one site withheld (minor-allele count under its minimum).
+    pub withheld_variants: usize,
+    /// Indices into `results` of the 20 smallest p-values of the main test.
+    pub top: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub results: Vec<VariantResult>,
+}
+
+impl GwasResult {
+    /// The main test's p-value of a variant.
+    pub fn p_of(&self, v: &VariantResult) -> Option<f64> {
+        match self.test.as_str() {
+            "allelic" => v.p,
+            _ => v.glm_p,
+        }
+    }
+}
+
+/// Parse a panel entry `chrom:pos:id:a1:a2` (the id may itself hold colons).
+fn parse_panel(e: &str) -> Option<medfed_genomics::Variant> {
+    let mut parts: Vec<&str> = e.split(':').collect();
+    if parts.len() < 5 {
+        return None;
+    }
+    let a2 = parts.pop()?;
+    let a1 = parts.pop()?;
+    Some(medfed_genomics::Variant {
+        chrom: parts[0].to_string(),
+        pos: parts[1].parse().ok()?,
+        id: parts[2..].join(":"),
+        cm: 0.0,
+        a1: a1.to_string(),
+        a2: a2.to_string(),
+    })
+}
+
+/// The pooled result from the final state.
+pub fn pooled(g: &Gwas, state: &GwasState) -> GwasResult {
+    let regression = g.runs(GwasTest::Regression);
+    let test = if regression {
+        if g.quantitative() {
+            "linear"
+        } else {
+            "logistic"
+        }
+    } else {
+        "allelic"
+    };
+    let mut out = GwasResult {
+        test: test.into(),
+        tests: g.tests.clone(),
+        quantitative: g.quantitative(),
+        sites: state.sites.clone(),
+        cases: 0,
+        controls: 0,
+        samples: 0,
+        variants: state.panel.len(),
+        tested: 0,
+        lambda_gc: None,
+        bonferroni: None,
+        significant: 0,
+        fdr_significant: 0,
+        withheld_variants: state.withheld.iter().filter(|w| **w > 0).count(),
+        top: Vec::new(),
+        error: state.error.clone(),
+        results: Vec::with_capacity(state.panel.len()),
+    };
+    let case_control = !g.quantitative();
+    for (v, entry) in state.panel.iter().enumerate() {
+        let Some(variant) = parse_panel(entry) else {
+            out.error
+                .get_or_insert_with(|| format!("malformed panel entry {entry:?}"));
+            continue;
+        };
+        if (v + 1) * TABLE_WIDTH > state.tables.len() {
+            break;
+        }
+        let raw = table(state, v);
+        let row = medfed_genomics::plink::orient(&variant, &raw);
+        let t = row.table;
+        let sum = |c: GenoCounts| c.hom_a1 + c.het + c.hom_a2 + c.missing;
+        out.cases = out.cases.max(sum(t.case));
+        out.controls = out.controls.max(sum(t.control));
+        out.samples = out.samples.max(sum(t.case) + sum(t.control) + sum(t.other));
+        let f = medfed_genomics::assoc::freq(&t);
+        let mut r = VariantResult {
+            chrom: variant.chrom.clone(),
+            pos: variant.pos,
+            snp: variant.id.clone(),
+            a1: row.a1.to_string(),
+            a2: row.a2.to_string(),
+            table: [0; TABLE_WIDTH],
+            withheld: state.withheld.get(v).copied().unwrap_or(0),
+            maf: Some(f.maf).filter(|m| m.is_finite()),
+            hwe_p: None,
+            chisq: None,
+            p: None,
+            or: None,
+            fisher_p: None,
+            trend_p: None,
+            beta: None,
+            se: None,
+            glm_p: None,
+            glm_n: None,
+        };
+        let mut flat_t = Vec::with_capacity(TABLE_WIDTH);
+        flat(&t, &mut flat_t);
+        for (d, x) in r.table.iter_mut().zip(flat_t) {
+            *d = x as u64;
+        }
+        if g.runs(GwasTest::Hardy) && t.all().called() > 0 {
+            r.hwe_p = Some(medfed_genomics::assoc::hardy(&t.all()).p);
+        }
+        if case_control && g.runs(GwasTest::Assoc) {
+            let a = medfed_genomics::assoc::allelic(&t);
+            r.chisq = a.chisq;
+            r.p = a.p;
+            r.or = a.or;
+            r.fisher_p = Some(a.fisher_p);
+        }
+        if case_control && g.runs(GwasTest::Model) {
+            r.trend_p = medfed_genomics::assoc::model(&t, 5)
+                .into_iter()
+                .find(|m| m.test == "TREND")
+                .and_then(|m| m.p);
+        }
+        if let Some(Some(w)) = state.fits.get(v) {
+            // Fitted with the `.bim` A1's dosage; reported for the minor allele.
+            let w = if row.a1 != variant.a1 {
+                w.flipped()
+            } else {
+                w.clone()
+            };
+            r.beta = Some(w.beta[1]);
+            r.se = Some(w.se[1]);
+            r.glm_p = w.p.get(1).copied().filter(|p| p.is_finite());
+            r.glm_n = Some(w.n);
+        }
+        out.results.push(r);
+    }
+    // Multiple testing over the main test.
+    let mut ps: Vec<(usize, f64)> = out
+        .results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| out.p_of(r).map(|p| (i, p)))
+        .collect();
+    out.tested = ps.len();
+    if !ps.is_empty() {
+        let chisq: Vec<f64> = ps
+            .iter()
+            .map(|(i, p)| {
+                let r = &out.results[*i];
+                match (test, r.chisq, r.beta, r.se) {
+                    ("allelic", Some(c), _, _) => c,
+                    (_, _, Some(b), Some(se)) if se > 0.0 => (b / se).powi(2),
+                    _ => medfed_genomics::dist::qnorm(1.0 - p / 2.0).powi(2),
+                }
+            })
+            .collect();
+        out.lambda_gc = Some(medfed_genomics::assoc::gc_lambda(&chisq));
+        let m = ps.len() as f64;
+        out.bonferroni = Some(0.05 / m);
+        out.significant = ps.iter().filter(|(_, p)| *p < 0.05 / m).count();
+        ps.sort_by(|a, b| a.1.total_cmp(&b.1));
+        // Benjamini–Hochberg: the largest rank k with p(k) <= 0.05 k / m.
+        out.fdr_significant = ps
+            .iter()
+            .enumerate()
+            .filter(|(k, (_, p))| *p <= 0.05 * (*k as f64 + 1.0) / m)
+            .map(|(k, _)| k + 1)
+            .max()
+            .unwrap_or(0);
+        out.top = ps.iter().take(20).map(|(i, _)| *i).collect();
+    }
+    out
+}
+
+/// The pooled result as the national statistics hold it.
+pub fn pooled_result(g: &Gwas, state: &GwasState) -> crate::PooledResult {
+    use crate::{SiteContribution, SiteOutcome};
+    let r = pooled(g, state);
+    let mut sites: Vec<SiteContribution> = state
+        .sites
+        .iter()
+        .map(|s| SiteContribution {
+            site: s.clone(),
+            outcome: SiteOutcome::Released { value: None },
+        })
+        .collect();
+    let mut notes = Vec::new();
+    for (s, why) in &state.excluded {
+        sites.push(SiteContribution {
+            site: s.clone(),
+            outcome: SiteOutcome::Refused {
+                reason: why.clone(),
+            },
+        });
+        notes.push(format!("{s} left out: {why}"));
+    }
+    if let Some(e) = &state.error {
+        notes.push(format!("stopped: {e}"));
+    }
+    if r.withheld_variants > 0 {
+        notes.push(format!(
+            "{} of {} variants lack at least one site's samples: their minor-allele count there was under the site's minimum",
+            r.withheld_variants, r.variants
+        ));
+    }
+    crate::PooledResult {
+        id: g.id.clone(),
+        kind: "gwas".into(),
+        value: serde_json::to_value(&r).unwrap_or(serde_json::Value::Null),
+        sites,
+        notes,
+    }
+}
+
+/// PLINK 1.9 report files of a pooled GWAS, by file extension: `.frq.cc`/`.frq`, `.lmiss`, `.hwe`,
+/// `.assoc`, `.assoc.fisher`, `.model`, `.assoc.adjusted`, and `.assoc.logistic`/`.assoc.linear`
+/// (the ADD rows, as with `--hide-covar`).
+pub fn plink_files(r: &GwasResult) -> Vec<(String, String)> {
+    use medfed_genomics::plink;
+    let variants: Vec<medfed_genomics::Variant> = r.results.iter().map(|v| v.variant()).collect();
+    let rows: Vec<plink::Row> = r
+        .results
+        .iter()
+        .zip(&variants)
+        .map(|(v, var)| plink::Row {
+            variant: var,
+            a1: &var.a1,
+            a2: &var.a2,
+            table: v.case_control(),
+        })
+        .collect();
+    let cc = !r.quantitative;
+    let runs = |t: GwasTest| r.tests.contains(&t);
+    let mut out = Vec::new();
+    if runs(GwasTest::Freq) {
+        if cc {
+            out.push(("frq.cc".into(), plink::frq_cc(&rows)));
+        }
+        out.push(("frq".into(), plink::frq(&rows)));
+        out.push(("lmiss".into(), plink::lmiss(&rows)));
+    }
+    if runs(GwasTest::Hardy) {
+        out.push(("hwe".into(), plink::hardy(&rows)));
+    }
+    if cc && runs(GwasTest::Assoc) {
+        out.push(("assoc".into(), plink::assoc(&rows)));
+        out.push(("assoc.fisher".into(), plink::fisher(&rows)));
+        let chisq: Vec<f64> = r
+            .results
+            .iter()
+            .map(|v| v.chisq.unwrap_or(f64::NAN))
+            .collect();
+        let (_, adj) = medfed_genomics::assoc::adjust(&chisq);
+        out.push(("assoc.adjusted".into(), plink::adjusted(&rows, &adj)));
+    }
+    if cc && runs(GwasTest::Model) {
+        out.push(("model".into(), plink::model(&rows)));
+    }
+    if runs(GwasTest::Regression) {
+        let fits: Vec<Option<(u64, f64, f64, f64)>> = r
+            .results
+            .iter()
+            .map(|v| match (v.glm_n, v.beta, v.se, v.glm_p) {
+                (Some(n), Some(b), Some(se), Some(p)) => Some((n, b, se, p)),
+                _ => None,
+            })
+            .collect();
+        let (ext, text) = plink::glm_add(&rows, &fits, cc);
+        out.push((ext.into(), text));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -554,8 +554,81 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
         | A::PersonCount(_)
         | A::CohortCount(_)
         | A::Regression(_)
-        | A::Surveillance(_) => Value::Null,
+        | A::Surveillance(_)
+        | A::Gwas(_) => Value::Null,
     }
+}
+
+/// A GWAS in long form: its summary (`table = summary`) and every variant's statistics (`table =
+/// variants`, stratum `chrom=…;pos=…;snp=…;a1=…;a2=…`, A1 the minor allele).
+fn flatten_gwas(
+    r: &crate::PooledResult,
+    row: impl Fn(&str, String, String, Option<f64>, usize, String) -> StatRow,
+) -> Vec<StatRow> {
+    let mut out = Vec::new();
+    let Ok(g) = serde_json::from_value::<crate::gwas::GwasResult>(r.value.clone()) else {
+        return out;
+    };
+    let n = g.sites.len();
+    for (name, x) in [
+        ("variants", Some(g.variants as f64)),
+        ("tested", Some(g.tested as f64)),
+        ("cases", Some(g.cases as f64)),
+        ("controls", Some(g.controls as f64)),
+        ("samples", Some(g.samples as f64)),
+        ("lambda_gc", g.lambda_gc),
+        ("bonferroni_threshold", g.bonferroni),
+        ("significant_bonferroni", Some(g.significant as f64)),
+        ("significant_fdr_bh", Some(g.fdr_significant as f64)),
+        ("withheld_variants", Some(g.withheld_variants as f64)),
+    ] {
+        out.push(row(
+            "summary",
+            format!("test={}", g.test),
+            name.into(),
+            x,
+            n,
+            String::new(),
+        ));
+    }
+    for v in &g.results {
+        let stratum = format!(
+            "chrom={};pos={};snp={};a1={};a2={}",
+            v.chrom, v.pos, v.snp, v.a1, v.a2
+        );
+        let t = v.case_control();
+        let called = t.all().called() as f64;
+        let withheld = if v.withheld > 0 {
+            format!("{} sites", v.withheld)
+        } else {
+            String::new()
+        };
+        for (name, x) in [
+            ("obs", Some(called)),
+            ("maf", v.maf),
+            ("hwe_p", v.hwe_p),
+            ("chisq", v.chisq),
+            ("p", v.p),
+            ("or", v.or),
+            ("fisher_p", v.fisher_p),
+            ("trend_p", v.trend_p),
+            ("beta", v.beta),
+            ("se", v.se),
+            ("glm_p", v.glm_p),
+        ] {
+            if x.is_some() || name == "maf" {
+                out.push(row(
+                    "variants",
+                    stratum.clone(),
+                    name.into(),
+                    x,
+                    n - (v.withheld as usize).min(n),
+                    withheld.clone(),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// One number of the national statistics: the long form of a pooled result, as the hub's
@@ -655,6 +728,9 @@ pub fn flatten(r: &crate::PooledResult) -> Vec<StatRow> {
             ));
         }
         return out;
+    }
+    if r.kind == "gwas" {
+        return flatten_gwas(r, row);
     }
     let tables: Option<Vec<PooledTable>> = r
         .value

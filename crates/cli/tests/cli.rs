@@ -2,6 +2,7 @@
 
 mod catalog;
 mod cohort;
+mod gwas;
 mod model;
 mod network;
 mod surveil;

@@ -541,6 +541,24 @@ pub fn hwe_exact(het: u64, hom1: u64, hom2: u64) -> f64 {
     exact_two_sided((rare % 2, rare, 2), mid, het, lnp, up)
 }
 
+/// Power of the allelic (1-df) test at level `alpha` for a variant whose risk allele has frequency
+/// `freq` in controls and odds ratio `or` per allele, with `cases` and `controls` samples: the
+/// non-central χ² approximation of a genetic power calculator (Purcell et al. 2003), with
+/// non-centrality (p₁ − p₀)² / (p̄(1 − p̄)(1/2n₁ + 1/2n₀)).
+pub fn allelic_power(freq: f64, or: f64, cases: u64, controls: u64, alpha: f64) -> f64 {
+    let (n1, n0) = (cases as f64, controls as f64);
+    if n1 == 0.0 || n0 == 0.0 || !(0.0..1.0).contains(&freq) || freq == 0.0 {
+        return f64::NAN;
+    }
+    let p0 = freq;
+    let p1 = or * p0 / (1.0 + (or - 1.0) * p0);
+    let pbar = (n1 * p1 + n0 * p0) / (n1 + n0);
+    let ncp = (p1 - p0).powi(2) / (pbar * (1.0 - pbar) * (0.5 / n1 + 0.5 / n0));
+    let z = crate::dist::qnorm(1.0 - alpha / 2.0);
+    let m = ncp.sqrt();
+    crate::dist::pnorm_upper(z - m) + crate::dist::pnorm_upper(z + m)
+}
+
 /// `--adjust`: corrections of one test's p-values for the number of tests.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Adjusted {
@@ -574,6 +592,16 @@ pub fn gc_lambda(chisq: &[f64]) -> f64 {
     med / 0.456
 }
 
+/// Šidák's 1 − (1 − p)^c. Below 2⁻³⁹, 1 − p keeps too few digits, so the binomial expansion to
+/// the p² term is used instead (PLINK 1.9 switches at the same point).
+fn sidak(p: f64, c: f64) -> f64 {
+    if p >= (2.0f64).powi(-39) {
+        1.0 - (1.0 - p).powf(c)
+    } else {
+        p * (c - p * (c - 1.0))
+    }
+}
+
 /// Adjusted p-values for every test with a statistic, ordered by the unadjusted p-value as PLINK
 /// writes them. `chisq[i]` is the 1-df statistic of test `i` (`NaN` when the test was not done).
 pub fn adjust(chisq: &[f64]) -> (f64, Vec<Adjusted>) {
@@ -601,7 +629,7 @@ pub fn adjust(chisq: &[f64]) -> (f64, Vec<Adjusted>) {
             gc: chisq_upper(x / gc_div, 1),
             bonf: (p * mf).min(1.0),
             holm: 0.0,
-            sidak_ss: 1.0 - (1.0 - p).powf(mf),
+            sidak_ss: sidak(p, mf),
             sidak_sd: 0.0,
             fdr_bh: 0.0,
             fdr_by: 0.0,
@@ -612,7 +640,7 @@ pub fn adjust(chisq: &[f64]) -> (f64, Vec<Adjusted>) {
     for (i, r) in out.iter_mut().enumerate() {
         let k = (m - i) as f64;
         holm = holm.max((r.unadj * k).min(1.0));
-        sd = sd.max(1.0 - (1.0 - r.unadj).powf(k));
+        sd = sd.max(sidak(r.unadj, k));
         r.holm = holm;
         r.sidak_sd = sd;
     }
@@ -710,5 +738,19 @@ mod tests {
         assert!(p < 1e-100, "{p}");
         let p = hwe_exact(4_800_000, 3_600_000, 1_600_000);
         assert!(p > 0.0 && p <= 1.0);
+    }
+
+    #[test]
+    fn allelic_power_matches_the_genetic_power_calculator() {
+        // No effect: power is the level.
+        assert!((allelic_power(0.3, 1.0, 1000, 1000, 0.05) - 0.05).abs() < 1e-12);
+        // Grows with the sample and the effect.
+        let a = allelic_power(0.3, 1.3, 1000, 1000, 5e-8);
+        let b = allelic_power(0.3, 1.3, 4000, 4000, 5e-8);
+        assert!(a < b && b > 0.9, "{a} {b}");
+        // By hand (Python's statistics.NormalDist): p1 = 0.272727, pbar = 0.236364,
+        // ncp = 0.0052893 / (0.180496 × 0.002) = 14.652015, power = 0.9691072.
+        let p = allelic_power(0.2, 1.5, 500, 500, 0.05);
+        assert!((p - 0.969_107_19).abs() < 1e-7, "{p}");
     }
 }

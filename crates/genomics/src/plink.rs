@@ -9,10 +9,10 @@ use crate::assoc::{self, Adjusted, CaseControl};
 use crate::Variant;
 
 /// `%.*g` as PLINK 1.9 prints it: `NA` for `NaN`, `inf`/`-inf`. PLINK scales the value to `digits`
-/// significant digits and rounds half to even with a tolerance (its "banker's rounding" constants
-/// 0.4999995 / 0.5000005), so a value within 5e-7 of a decimal tie counts as the tie: OR 9844/7360
-/// (the double just below 1.3375) prints `1.338`, and 1.0625 prints `1.062`, where glibc prints
-/// `1.337` and `1.062`.
+/// significant digits and rounds half to even with a tolerance (its "banker's rounding" constants:
+/// 0.5 ± 5e-11 for four digits), so a value that close to a decimal tie counts as the tie: OR
+/// 9844/7360 (the double just below 1.3375) prints `1.338` where glibc prints `1.337`, and 1.0625
+/// prints `1.062`; an HWE p of 0.63005000001 prints `0.6301`.
 pub fn fmt_g(x: f64, digits: usize) -> String {
     if x.is_nan() {
         return "NA".into();
@@ -35,14 +35,17 @@ pub fn fmt_g(x: f64, digits: usize) -> String {
             ax / pow10(-k)
         }
     };
+    // A tie within 5·10^-(15 − digits) of .5 goes to the even neighbour (PLINK's tolerance for
+    // four significant digits is 5e-11).
+    let tol = 5.0 * pow10(-(15 - p));
     let bround = |v: f64| -> u64 {
         let r = v.trunc() as u64;
         let frac = v - r as f64;
         r + u64::from(
             frac + if r.is_multiple_of(2) {
-                0.499_999_5
+                0.5 - tol
             } else {
-                0.500_000_5
+                0.5 + tol
             } >= 1.0,
         )
     };
@@ -333,6 +336,49 @@ pub fn adjusted(rows: &[Row], adj: &[Adjusted]) -> String {
     s
 }
 
+/// `--logistic --beta --ci 0.95 --hide-covar` (`.assoc.logistic`) or `--linear --ci 0.95
+/// --hide-covar` (`.assoc.linear`): the A1 dosage's row (ADD) of each variant's fit. `fits[i]` is
+/// `(n, beta, se, p)` of row `i` with A1 as the row says (`None`: not fitted, printed as NA). Returns
+/// the file's extension and its text.
+pub fn glm_add(
+    rows: &[Row],
+    fits: &[Option<(u64, f64, f64, f64)>],
+    logistic: bool,
+) -> (&'static str, String) {
+    let mut s = format!(
+        "{:>4} {:>11} {:>10} {:>4} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8} {:>12} {:>12} \n",
+        "CHR", "SNP", "BP", "A1", "TEST", "NMISS", "BETA", "SE", "L95", "U95", "STAT", "P"
+    );
+    let z = crate::dist::qnorm(0.975);
+    for (r, f) in rows.iter().zip(fits) {
+        let (n, b, se, p) = f.unwrap_or((0, f64::NAN, f64::NAN, f64::NAN));
+        let _ = writeln!(
+            s,
+            "{:>4} {:>11} {:>10} {:>4} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8} {:>12} {:>12} ",
+            r.variant.chrom,
+            r.variant.id,
+            r.variant.pos,
+            r.a1,
+            "ADD",
+            n,
+            g(b),
+            g(se),
+            g(b - z * se),
+            g(b + z * se),
+            g(b / se),
+            g(p)
+        );
+    }
+    (
+        if logistic {
+            "assoc.logistic"
+        } else {
+            "assoc.linear"
+        },
+        s,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::fmt_g;
@@ -349,6 +395,8 @@ mod tests {
             (1.0625, "1.062"),
             ((46.0 * 214.0) / (184.0 * 40.0), "1.338"),
             ((30.0 * 206.0) / (200.0 * 48.0), "0.6438"),
+            // Just over the tie by more than the tolerance: up, as PLINK 1.9's --hardy prints it.
+            (0.630_050_000_010_476_5, "0.6301"),
             (1.05e-10, "1.05e-10"),
             (0.000_099_21, "9.921e-05"),
             (0.000_992_1, "0.0009921"),

@@ -263,6 +263,15 @@ impl Hub {
                     ));
                     steps.into_iter().map(|(n, s)| (n, Some(s))).collect()
                 }
+                AnalysisSpec::Gwas(_) => {
+                    let mut state = medfed_analysis::gwas::GwasState::default();
+                    let steps = medfed_analysis::gwas::first_round(&mut state, &nodes);
+                    fits.push((
+                        a.id().to_string(),
+                        serde_json::to_value(&state).expect("states serialise"),
+                    ));
+                    steps.into_iter().map(|(n, s)| (n, Some(s))).collect()
+                }
                 _ => nodes.iter().map(|n| (n.clone(), None)).collect(),
             };
             let ttl = crate::store::round_ttl(&study, &steps);

@@ -7,6 +7,7 @@
 //! second post of the same result finds the row and changes nothing. A kill before the commit
 //! leaves no trace; the node posts again.
 
+use medfed_analysis::gwas::GwasState;
 use medfed_analysis::regression::{self, FitState, Next};
 use medfed_analysis::surveil::{self as surveillance, SurveilState};
 use medfed_analysis::{combine, PooledResult, SiteInput};
@@ -944,6 +945,7 @@ fn advance_fit(
     let round = match a {
         AnalysisSpec::Regression(_) => load_fit::<FitState>(db, study_id, analysis_id)?.round,
         AnalysisSpec::Surveillance(_) => load_fit::<SurveilState>(db, study_id, analysis_id)?.round,
+        AnalysisSpec::Gwas(_) => load_fit::<GwasState>(db, study_id, analysis_id)?.round,
         _ => return Ok(()),
     };
     let round = i64::from(round);
@@ -983,6 +985,9 @@ fn advance_fit(
         AnalysisSpec::Surveillance(sv) => {
             return advance_surveillance(db, key, study_id, &study, k, sv, &step, &inputs, now)
         }
+        AnalysisSpec::Gwas(g) => {
+            return advance_gwas(db, key, study_id, &study, k, g, &step, &inputs, now)
+        }
         _ => return Ok(()),
     };
     let mut state: FitState = load_fit(db, study_id, analysis_id)?;
@@ -1015,6 +1020,59 @@ fn advance_fit(
     }
     save_fit(db, study_id, analysis_id, &state, now)?;
     audit(db, "hub", "model_round", &detail)
+}
+
+/// [`advance_fit`] for a GWAS: the next chunk's round, or the end of the analysis.
+#[allow(clippy::too_many_arguments)]
+fn advance_gwas(
+    db: &mut dyn Db,
+    key: &SecretKey,
+    study_id: &str,
+    study: &Study,
+    k: usize,
+    g: &medfed_protocol::gwas::Gwas,
+    step: &ModelStep,
+    inputs: &[(String, SiteInput<'_>)],
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut state: GwasState = load_fit(db, study_id, &g.id)?;
+    let next = medfed_analysis::gwas::advance(g, &mut state, step, inputs);
+    let a = &study.analyses[k];
+    let detail = match &next {
+        Next::Round(steps) => format!(
+            "{study_id} {}: round {} ({}) to {} sites",
+            g.id,
+            state.round,
+            step_name(&steps[0].1),
+            steps.len()
+        ),
+        Next::Done => match &state.error {
+            Some(e) => format!("{study_id} {}: stopped: {e}", g.id),
+            None => format!("{study_id} {}: {} variants done", g.id, state.panel.len()),
+        },
+    };
+    if let Next::Round(steps) = next {
+        let steps: Vec<(String, Option<ModelStep>)> =
+            steps.into_iter().map(|(n, s)| (n, Some(s))).collect();
+        let ttl = round_ttl(study, &steps);
+        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl);
+        insert_tasks(db, study_id, &tasks, now)?;
+    }
+    save_fit(db, study_id, &g.id, &state, now)?;
+    audit(db, "hub", "gwas_round", &detail)
+}
+
+fn step_name(s: &ModelStep) -> String {
+    match s {
+        ModelStep::GwasPanel => "panel".into(),
+        ModelStep::GwasTables { first, count } => {
+            format!("tables of variants {first}..{}", first + count)
+        }
+        ModelStep::GwasFit { first, count, .. } => {
+            format!("regression sums of variants {first}..{}", first + count)
+        }
+        _ => "step".into(),
+    }
 }
 
 fn site_input(res: &TaskResult) -> SiteInput<'_> {
@@ -1092,7 +1150,7 @@ fn complete_study(
         .filter(|a| {
             matches!(
                 a,
-                AnalysisSpec::Regression(_) | AnalysisSpec::Surveillance(_)
+                AnalysisSpec::Regression(_) | AnalysisSpec::Surveillance(_) | AnalysisSpec::Gwas(_)
             )
         })
         .map(|a| a.id())
@@ -1112,6 +1170,12 @@ fn complete_study(
                 .and_then(|d| d.iter().find(|(id, _)| *id == sv.id))
                 .and_then(|(_, x)| x.as_ref());
             complete_surveillance(db, study_id, sv, found, now)?;
+            continue;
+        }
+        if let AnalysisSpec::Gwas(g) = a {
+            let state: GwasState = load_fit(db, study_id, a.id())?;
+            let pooled = medfed_analysis::gwas::pooled_result(g, &state);
+            write_pooled(db, study_id, a, &pooled, now)?;
             continue;
         }
         if let AnalysisSpec::Regression(r) = a {

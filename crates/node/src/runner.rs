@@ -64,6 +64,9 @@ pub struct Node<T: Transport> {
     /// The design matrix of the regression being fitted (`study/analysis` and rows), kept between its
     /// rounds so that each round costs one pass over the rows, not a new extraction. Never sent.
     designs: Vec<(String, Arc<Design>)>,
+    /// A GWAS's samples (genotypes memory-mapped, phenotype classes, regression rows), kept between
+    /// its rounds likewise. Never sent.
+    gwas: Vec<(String, Arc<medfed_analysis::gwas::SiteSamples>)>,
     /// The secure aggregations in progress, by session (a study's regressions run side by side).
     secagg: Vec<SecaggSession>,
     quiet: bool,
@@ -123,6 +126,7 @@ impl<T: Transport> Node<T> {
             rejected,
             unposted,
             designs: Vec::new(),
+            gwas: Vec::new(),
             secagg: Vec::new(),
             quiet: false,
         })
@@ -357,6 +361,7 @@ impl<T: Transport> Node<T> {
         }
         let local = match &task.analysis {
             AnalysisSpec::Regression(_) => self.model_step(&task, &policy).await,
+            AnalysisSpec::Gwas(g) => self.gwas_step(&task, g).await,
             other => medfed_analysis::run_local(&self.engine, other).await,
         };
         let outcome = match local {
@@ -594,6 +599,37 @@ impl<T: Transport> Node<T> {
             }
         };
         medfed_analysis::regression::local_step(&design, &task.analysis, step, policy)
+    }
+
+    async fn gwas_step(
+        &mut self,
+        task: &Task,
+        g: &medfed_protocol::gwas::Gwas,
+    ) -> Result<medfed_privacy::SiteStatistic, medfed_analysis::AnalysisError> {
+        let step = task
+            .step
+            .as_ref()
+            .ok_or_else(|| medfed_analysis::AnalysisError::Shape {
+                id: g.id.clone(),
+                message: "a GWAS task must carry the round's step".into(),
+            })?;
+        let key = format!("{}/{}", task.study_id, g.id);
+        let samples = match self.gwas.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                let d = self.gwas.remove(i);
+                self.gwas.push(d.clone());
+                d.1
+            }
+            None => {
+                let d = Arc::new(medfed_analysis::gwas::samples(&self.engine, g).await?);
+                if self.gwas.len() >= MAX_DESIGNS {
+                    self.gwas.remove(0);
+                }
+                self.gwas.push((key, d.clone()));
+                d
+            }
+        };
+        medfed_analysis::gwas::local_step(&samples, g, step)
     }
 
     fn answer_refusal(

@@ -68,6 +68,7 @@ pub const CATALOG_TYPES: &[&str] = &[
     "comparative_cohort",
     "regression",
     "surveillance",
+    "gwas",
 ];
 
 fn default_min_cell() -> u64 {
@@ -163,6 +164,8 @@ impl Policy {
          min_cohort_size = 20\n\
          # Largest ratio of a model's parameters to the rows it is fitted on here (DataSHIELD 0.33).\n\
          max_parameter_ratio = 0.33\n\
+         # Smallest minor-allele count of a variant that genetic summaries may describe.\n\
+         min_minor_allele_count = 5\n\
          # What to do with analysis types not listed below: allow | approve | deny\n\
          default = \"deny\"\n\n\
          [analyses]\n\
@@ -180,7 +183,10 @@ impl Policy {
          regression = \"allow\"\n\n\
          # Syndromic surveillance: daily counts by district x vulnerable group x syndrome, sent only\n\
          # masked for secure aggregation (the hub sees network totals, never this site's).\n\
-         surveillance = \"allow\"\n\n\
+         surveillance = \"allow\"\n\
+         # Genome-wide association: per-variant genotype tables and regression sums; a variant whose\n\
+         # minor-allele count here is under min_minor_allele_count is withheld (membership inference).\n\
+         gwas = \"allow\"\n\n\
          # Optional differential privacy for released counts (see docs/PRIVACY.md). Uncomment to\n\
          # add noise to every count and keep a per-study and lifetime epsilon ledger.\n\
          # [dp]\n\

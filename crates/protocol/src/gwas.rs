@@ -9,8 +9,10 @@
 //! What leaves a site is per-variant sums only: genotype tables by phenotype class and regression
 //! sums (`medfed_genomics::assoc`, `medfed_genomics::glm`).
 //!
-//! Not yet a study type: the rounds (`medfed_analysis::gwas`) are tested in process; the study
-//! parser, node and hub take it up next.
+//! The hub drives the rounds (`medfed_analysis::gwas`): the panel, genotype tables by chunk of
+//! variants, then regression sums by chunk.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +86,9 @@ pub struct Gwas {
     pub chunk_variants: usize,
     #[serde(default = "default_iterations")]
     pub max_iterations: u32,
+    /// The Circe expressions of the cohorts it uses, put in by the hub (as for `regression`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub definitions: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
 }
@@ -114,7 +119,7 @@ impl Gwas {
             intercept: true,
             l2: 0.0,
             max_iterations: self.max_iterations,
-            definitions: Default::default(),
+            definitions: self.definitions.clone(),
             label: self.label.clone(),
         }
     }

@@ -104,6 +104,7 @@ pub enum AnalysisSpec {
     ComparativeCohort(ComparativeCohort),
     Regression(Regression),
     Surveillance(crate::surveil::Surveillance),
+    Gwas(crate::gwas::Gwas),
 }
 
 /// Distinct persons in a cohort of the study (a Circe definition), counted at each site.
@@ -136,6 +137,7 @@ impl AnalysisSpec {
             A::ComparativeCohort(c) => &c.id,
             A::Regression(r) => &r.id,
             A::Surveillance(s) => &s.id,
+            A::Gwas(g) => &g.id,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -152,6 +154,7 @@ impl AnalysisSpec {
             A::ComparativeCohort(_) => "comparative_cohort",
             A::Regression(_) => "regression",
             A::Surveillance(_) => "surveillance",
+            A::Gwas(_) => "gwas",
         }
     }
 
@@ -171,6 +174,7 @@ impl AnalysisSpec {
                 vec![c.target.as_str(), c.comparator.as_str(), c.outcome.as_str()]
             }
             A::Regression(r) => r.cohort_refs(),
+            A::Gwas(g) => g.cohort_refs(),
         }
     }
 
@@ -188,6 +192,7 @@ impl AnalysisSpec {
             A::KaplanMeier(k) => Some(&k.definitions),
             A::ComparativeCohort(c) => Some(&c.definitions),
             A::Regression(r) => Some(&r.definitions),
+            A::Gwas(g) => Some(&g.definitions),
         }
     }
 
@@ -204,6 +209,7 @@ impl AnalysisSpec {
             A::KaplanMeier(k) => Some(&mut k.definitions),
             A::ComparativeCohort(c) => Some(&mut c.definitions),
             A::Regression(r) => Some(&mut r.definitions),
+            A::Gwas(g) => Some(&mut g.definitions),
         }
     }
 }
@@ -306,6 +312,7 @@ pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError>
         "comparative_cohort" => A::ComparativeCohort(de(rest, path)?),
         "regression" => A::Regression(de(rest, path)?),
         "surveillance" => A::Surveillance(de(rest, path)?),
+        "gwas" => A::Gwas(de(rest, path)?),
         other => {
             return Err(err(
                 format!("{path}.type"),
@@ -353,6 +360,7 @@ fn check_analysis(spec: &AnalysisSpec, path: &str) -> Result<(), StudyError> {
             }
         }
         AnalysisSpec::Surveillance(s) => s.check(path)?,
+        AnalysisSpec::Gwas(g) => g.check(path)?,
         other => crate::catalog::check(other, path)?,
     }
     Ok(())

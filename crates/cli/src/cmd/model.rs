@@ -68,15 +68,17 @@ struct ScoreArgs {
 
 #[derive(clap::Args)]
 struct FeaturesArgs {
-    /// Study file with the regression.
+    /// Study file with the regression or GWAS.
     study: PathBuf,
-    /// The regression's analysis id (default: the study's first regression).
+    /// The regression's or GWAS's analysis id (default: the study's first regression or GWAS).
     #[arg(long)]
     analysis: Option<String>,
     /// Site store folder or postgres://… URL.
     #[arg(long)]
     site: PathBuf,
-    /// CSV to write (columns, then the outcome, and the offset, time or event where the family has them).
+    /// File to write. A regression: CSV (columns, then the outcome, and the offset, time or event
+    /// where the family has them). A GWAS: a PLINK phenotype and covariate file (`FID IID PHENO` and
+    /// the covariates; case 2, control 1), to check this site's answers with PLINK itself.
     #[arg(long, default_value = "design.csv")]
     out: PathBuf,
 }
@@ -219,6 +221,47 @@ fn site_distribution(
     Ok(())
 }
 
+/// A GWAS's samples at one site as a PLINK phenotype/covariate file: the population's persons with
+/// a phenotype and every covariate (FID = IID = person_id).
+fn gwas_phenotypes(a: &FeaturesArgs, g: &medfed_protocol::gwas::Gwas) -> anyhow::Result<()> {
+    let spec = AnalysisSpec::Regression(g.as_regression());
+    let engine = SiteEngine::open(&a.site)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let d = rt.block_on(regression::extract(&engine, &spec))?;
+    let p = d.p();
+    let mut out = String::from("FID IID PHENO");
+    for c in &d.columns[1..] {
+        out.push(' ');
+        out.push_str(&c.to_uppercase());
+    }
+    out.push('\n');
+    for (i, person) in d.persons.iter().enumerate() {
+        let y = if g.quantitative() {
+            d.y[i].to_string()
+        } else if d.y[i] > 0.5 {
+            "2".into()
+        } else {
+            "1".into()
+        };
+        out.push_str(&format!("{person} {person} {y}"));
+        for v in &d.x[i * p + 1..(i + 1) * p] {
+            out.push_str(&format!(" {v}"));
+        }
+        out.push('\n');
+    }
+    std::fs::write(&a.out, out).with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!(
+        "{}: {} persons in the population, {} with a phenotype and covariates written to {}",
+        g.id,
+        d.population,
+        d.rows(),
+        a.out.display()
+    );
+    Ok(())
+}
+
 fn features(a: FeaturesArgs) -> anyhow::Result<()> {
     let text = super::study::load_study(&a.study)?;
     let study = medfed_protocol::study::parse_study(&text)
@@ -227,10 +270,13 @@ fn features(a: FeaturesArgs) -> anyhow::Result<()> {
         .analyses
         .iter()
         .find(|s| {
-            matches!(s, AnalysisSpec::Regression(_))
+            matches!(s, AnalysisSpec::Regression(_) | AnalysisSpec::Gwas(_))
                 && a.analysis.as_deref().is_none_or(|id| s.id() == id)
         })
-        .with_context(|| format!("{}: no such regression analysis", a.study.display()))?;
+        .with_context(|| format!("{}: no such regression or GWAS analysis", a.study.display()))?;
+    if let AnalysisSpec::Gwas(g) = spec {
+        return gwas_phenotypes(&a, g);
+    }
     let AnalysisSpec::Regression(r) = spec else {
         bail!("not a regression");
     };

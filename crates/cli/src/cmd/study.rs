@@ -291,6 +291,7 @@ pub fn print_summary(results: &serde_json::Value) {
         let v = &r["value"];
         let model = &v["summary"]["coefficients"];
         let shown = match v.get("tables").and_then(|t| t.as_array()) {
+            _ if r["type"] == "gwas" => gwas_summary(v),
             _ if model.is_object() => format!(
                 "{} coefficients, {} rounds{}",
                 model.as_object().map_or(0, |m| m.len()),
@@ -325,6 +326,35 @@ pub fn print_summary(results: &serde_json::Value) {
     }
 }
 
+/// One line about a pooled GWAS: samples, variants, λ, hits, and the top variant.
+fn gwas_summary(v: &serde_json::Value) -> String {
+    let Ok(g) = serde_json::from_value::<medfed_analysis::gwas::GwasResult>(v.clone()) else {
+        return "unreadable GWAS result".into();
+    };
+    let top = g.top.first().and_then(|i| g.results.get(*i)).map(|t| {
+        format!(
+            "; top {} (chr{}:{}) p = {:.2e}",
+            t.snp,
+            t.chrom,
+            t.pos,
+            g.p_of(t).unwrap_or(f64::NAN)
+        )
+    });
+    format!(
+        "{} test, {} cases / {} controls ({} samples), {} variants, λ = {:.3}, {} under Bonferroni {:.1e}, {} at FDR 5%{}",
+        g.test,
+        g.cases,
+        g.controls,
+        g.samples,
+        g.tested,
+        g.lambda_gc.unwrap_or(f64::NAN),
+        g.significant,
+        g.bonferroni.unwrap_or(f64::NAN),
+        g.fdr_significant,
+        top.unwrap_or_default()
+    )
+}
+
 /// The long form of the results: one row per number (see `medfed_analysis::flatten`).
 pub fn stat_rows(results: &serde_json::Value) -> Vec<medfed_analysis::StatRow> {
     results["results"]
@@ -349,7 +379,25 @@ pub fn write_results(out: &Path, results: &serde_json::Value) -> anyhow::Result<
     write_csv(&mut csv, study, &rows);
     std::fs::write(out.join("results.csv"), csv)?;
     write_parquet(&out.join("results.parquet"), study, &rows)?;
+    write_plink_files(out, results)?;
     Ok(p)
+}
+
+/// Every GWAS of the results as PLINK 1.9 report files, `<analysis id>.<ext>` (`.assoc`, `.model`,
+/// `.hwe`, `.frq.cc`, `.assoc.logistic`, …).
+fn write_plink_files(out: &Path, results: &serde_json::Value) -> anyhow::Result<()> {
+    for r in results["results"].as_array().into_iter().flatten() {
+        if r["type"] != "gwas" {
+            continue;
+        }
+        let id = r["id"].as_str().unwrap_or("gwas");
+        let g: medfed_analysis::gwas::GwasResult = serde_json::from_value(r["value"].clone())
+            .map_err(|e| anyhow::anyhow!("GWAS {id}: unreadable result: {e}"))?;
+        for (ext, text) in medfed_analysis::gwas::plink_files(&g) {
+            std::fs::write(out.join(format!("{id}.{ext}")), text)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_parquet(
