@@ -17,6 +17,7 @@ use medfed_privacy::SiteStatistic;
 use medfed_protocol::gwas::{Gwas, GwasTest};
 use medfed_protocol::regression::ModelStep;
 use medfed_protocol::AnalysisSpec;
+use rayon::prelude::*;
 
 use crate::tables::shape;
 use crate::AnalysisError;
@@ -157,12 +158,15 @@ pub fn local_step(
         ModelStep::GwasPanel => Ok(SiteStatistic::panel(panel_of(&s.bed))),
         ModelStep::GwasTables { first, count } => {
             let r = chunk(s, *first, *count, &g.id)?;
-            let mut values = Vec::with_capacity(r.len() * TABLE_WIDTH);
-            let mut macs = Vec::with_capacity(r.len());
-            for v in r {
-                let t = s.split.table(s.bed.packed(v));
-                macs.push(mac(&t));
-                flat(&t, &mut values);
+            // Variants in parallel (order kept), each one popcount pass.
+            let tables: Vec<CaseControl> = r
+                .into_par_iter()
+                .map(|v| s.split.table(s.bed.packed(v)))
+                .collect();
+            let mut values = Vec::with_capacity(tables.len() * TABLE_WIDTH);
+            let macs: Vec<u64> = tables.iter().map(mac).collect();
+            for t in &tables {
+                flat(t, &mut values);
             }
             Ok(SiteStatistic::variant_sums(
                 values,
@@ -192,29 +196,40 @@ pub fn local_step(
                     ),
                 ));
             }
-            let mut values = Vec::with_capacity(r.len() * width);
-            let mut macs = Vec::with_capacity(r.len());
-            for (i, v) in r.enumerate() {
-                let packed = s.bed.packed(v);
-                macs.push(mac(&s.split.table(packed)));
-                let sums = if logistic {
-                    let beta = &coefficients[i];
-                    if beta.is_empty() {
+            if logistic {
+                if let Some((i, beta)) = coefficients.iter().enumerate().find(|(_, b)| {
+                    !b.is_empty() && (b.len() != k || b.iter().any(|x| !x.is_finite()))
+                }) {
+                    return Err(shape(
+                        &g.id,
+                        format!(
+                            "variant {}: {} coefficients for {k} parameters",
+                            r.start + i,
+                            beta.len()
+                        ),
+                    ));
+                }
+            }
+            // Variants in parallel (order kept): one pass over the samples each.
+            let start = r.start;
+            let per: Vec<(u64, Sums)> = r
+                .into_par_iter()
+                .map(|v| {
+                    let packed = s.bed.packed(v);
+                    let m = mac(&s.split.table(packed));
+                    let sums = if !logistic {
+                        glm::linear_sums(&s.design, packed)
+                    } else if coefficients[v - start].is_empty() {
                         Sums::zero(k)
-                    } else if beta.len() != k || beta.iter().any(|b| !b.is_finite()) {
-                        return Err(shape(
-                            &g.id,
-                            format!(
-                                "variant {v}: {} coefficients for {k} parameters",
-                                beta.len()
-                            ),
-                        ));
                     } else {
-                        glm::logistic_sums(&s.design, packed, beta)
-                    }
-                } else {
-                    glm::linear_sums(&s.design, packed)
-                };
+                        glm::logistic_sums(&s.design, packed, &coefficients[v - start])
+                    };
+                    (m, sums)
+                })
+                .collect();
+            let mut values = Vec::with_capacity(per.len() * width);
+            let macs: Vec<u64> = per.iter().map(|(m, _)| *m).collect();
+            for (_, sums) in &per {
                 sums.flatten(k, &mut values);
             }
             Ok(SiteStatistic::variant_sums(
@@ -340,15 +355,25 @@ pub fn advance(
         ModelStep::GwasTables { first, count } => {
             let (a, n) = (*first as usize, *count as usize);
             for (site, input) in inputs {
+                // A site that refuses or withholds its first tables (too few samples or cases for
+                // its policy) leaves the analysis; later, the tables would be incomplete.
                 let r = match released(input) {
                     Ok(r) => r,
+                    Err(e) if a == 0 => {
+                        state.sites.retain(|s| s != site);
+                        state.excluded.push((site.clone(), e));
+                        continue;
+                    }
                     Err(e) => return fail(state, format!("{site} {e}")),
                 };
                 let Some((values, width, withheld)) = r.variants() else {
-                    return fail(
-                        state,
-                        format!("{site} withheld its tables: {}", r.describe()),
-                    );
+                    let why = format!("withheld its tables: {}", r.describe());
+                    if a == 0 {
+                        state.sites.retain(|s| s != site);
+                        state.excluded.push((site.clone(), why));
+                        continue;
+                    }
+                    return fail(state, format!("{site} {why}"));
                 };
                 if width != TABLE_WIDTH || values.len() != n * TABLE_WIDTH {
                     return fail(state, format!("{site} sent tables of the wrong shape"));
@@ -364,6 +389,12 @@ pub fn advance(
                         *c += 1;
                     }
                 }
+            }
+            if state.sites.is_empty() {
+                return fail(
+                    state,
+                    "every site withheld its genotype tables (too few samples or cases)".into(),
+                );
             }
             let next = first + count;
             if (next as usize) < state.panel.len() {
@@ -806,6 +837,57 @@ pub fn pooled_result(g: &Gwas, state: &GwasState) -> crate::PooledResult {
         sites,
         notes,
     }
+}
+
+/// A variant with a known effect (a planted causal variant), and what the GWAS made of it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KnownEffect {
+    pub snp: String,
+    /// Frequency and odds ratio per copy of the risk allele, as planted.
+    pub freq: f64,
+    pub odds_ratio: f64,
+    /// Power of the allelic test at the result's Bonferroni level with its cases and controls.
+    pub power: f64,
+    /// The main test's p-value, its odds ratio (`exp β` or the allelic OR) for the same allele, and
+    /// whether it passed the Bonferroni level.
+    pub p: Option<f64>,
+    pub estimated_or: Option<f64>,
+    pub found: bool,
+}
+
+/// How a GWAS did on variants of known effect: predicted power against what was found, and the
+/// variants found that are not among them (false positives, or linked to them).
+pub fn known_effects(r: &GwasResult, known: &[(String, f64, f64)]) -> (Vec<KnownEffect>, usize) {
+    let alpha = r.bonferroni.unwrap_or(0.05);
+    let mut out = Vec::new();
+    for (snp, freq, or) in known {
+        let v = r.results.iter().find(|v| &v.snp == snp);
+        let p = v.and_then(|v| r.p_of(v));
+        // The result's A1 is the minor allele; a planted risk allele above 1/2 would be A2.
+        let estimated_or = v.and_then(|v| {
+            let or = match r.test.as_str() {
+                "allelic" => v.or,
+                _ => v.beta.map(f64::exp),
+            }?;
+            Some(if *freq > 0.5 { 1.0 / or } else { or })
+        });
+        out.push(KnownEffect {
+            snp: snp.clone(),
+            freq: *freq,
+            odds_ratio: *or,
+            power: medfed_genomics::assoc::allelic_power(*freq, *or, r.cases, r.controls, alpha),
+            p,
+            estimated_or,
+            found: p.is_some_and(|p| p < alpha),
+        });
+    }
+    let others = r
+        .results
+        .iter()
+        .filter(|v| r.p_of(v).is_some_and(|p| p < alpha))
+        .filter(|v| !known.iter().any(|k| k.0 == v.snp))
+        .count();
+    (out, others)
 }
 
 /// PLINK 1.9 report files of a pooled GWAS, by file extension: `.frq.cc`/`.frq`, `.lmiss`, `.hwe`,

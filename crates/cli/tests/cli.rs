@@ -139,6 +139,21 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
     .unwrap();
     assert_eq!(surveil["results"][0]["type"], "surveillance");
     assert_eq!(surveil["results"][0]["sites"].as_array().unwrap().len(), 3);
+    // The GWAS ran through the same network: its section, and PLINK files (or, at this size, the
+    // reason a site withheld its tables).
+    assert!(
+        report.contains("federated genome-wide association"),
+        "no GWAS section"
+    );
+    let gwas: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results/gwas/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(gwas["results"].as_array().unwrap().len(), 2);
+    for r in gwas["results"].as_array().unwrap() {
+        assert_eq!(r["type"], "gwas");
+        assert_eq!(r["sites"].as_array().unwrap().len(), 3, "{r}");
+    }
     // The R&D catalog ran through the same network and its plots are in the report.
     let catalog: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results/catalog/results.json")).unwrap(),

@@ -69,6 +69,7 @@ const COHORTS: &[(&str, &str)] = &[
 ];
 /// The risk-model study the demo submits third.
 pub const RISK_STUDY: &str = include_str!("../../../../examples/studies/risk-models.json");
+pub const GWAS_STUDY: &str = include_str!("../../../../examples/studies/gwas.json");
 
 struct Bar(indicatif::ProgressBar);
 impl medfed_synth::Progress for Bar {
@@ -221,6 +222,9 @@ struct NetworkRun {
     /// Pooled results of the risk-model study.
     models: serde_json::Value,
     models_latency_s: f64,
+    /// Pooled results of the GWAS study.
+    gwas: serde_json::Value,
+    gwas_latency_s: f64,
     /// Pooled results of the surveillance study, and its detectors scored against the planted
     /// outbreaks (from the hub's internal store, which only the operator on this machine can read).
     surveil: serde_json::Value,
@@ -322,6 +326,26 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
     println!("risk models fitted in {models_latency_s:.2} s");
     super::study::write_results(&a.out.join("results/models"), &models)?;
     super::study::print_summary(&models);
+    // Genome-wide association over the hospitals' biobanks.
+    let gwas_path = a.out.join("network/gwas.json");
+    std::fs::write(&gwas_path, GWAS_STUDY)?;
+    let t4 = std::time::Instant::now();
+    let ack = client.submit(super::study::load_study(&gwas_path)?)?;
+    println!(
+        "GWAS study {} submitted: type 2 diabetes and cardiovascular events over every hospital's genotypes (tables by chunk of variants, then logistic regression in Newton rounds)",
+        ack.study_id
+    );
+    let bar = super::progress::spinner("GWAS: genotype tables and regression rounds");
+    let gwas = client.wait(
+        &ack.study_id,
+        std::time::Duration::from_secs(3600),
+        |d, _| bar.set_message(format!("GWAS: {d} tasks answered")),
+    )?;
+    bar.finish_and_clear();
+    let gwas_latency_s = t4.elapsed().as_secs_f64();
+    println!("GWAS done in {gwas_latency_s:.2} s");
+    super::study::write_results(&a.out.join("results/gwas"), &gwas)?;
+    super::study::print_summary(&gwas);
     // Syndromic surveillance: four secure-aggregation phases per chunk of days.
     let surveil_path = a.out.join("network/surveillance.json");
     std::fs::write(&surveil_path, super::surveil::DEFAULT_STUDY)?;
@@ -364,6 +388,8 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         catalog_latency_s,
         models,
         models_latency_s,
+        gwas,
+        gwas_latency_s,
         surveil,
         surveil_latency_s,
         surveil_scores,
@@ -498,6 +524,11 @@ fn render(
         &net.models,
         truth,
         net.models_latency_s,
+    ));
+    h.push_str(&super::gwas_report::gwas_section(
+        &net.gwas,
+        truth,
+        net.gwas_latency_s,
     ));
     h.push_str(&super::report::surveillance_section(
         &net.surveil,

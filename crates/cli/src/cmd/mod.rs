@@ -4,6 +4,7 @@ pub mod bench_surveil;
 pub mod catalog;
 pub mod cohort;
 pub mod demo;
+pub mod gwas_report;
 pub mod hub;
 pub mod import;
 pub mod model;

@@ -79,6 +79,51 @@ fn same_file(ours: &Path, theirs: &Path, tolerance: f64) {
     );
 }
 
+/// The planted causal variants of the analysis's trait are found about as often as the allelic
+/// test's power at the Bonferroni level predicts, and nothing else is (the population is fixed by
+/// its seed, so this is deterministic).
+fn found_at_the_predicted_power(id: &str, v: &serde_json::Value, truth: &Path) {
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(truth).unwrap()).unwrap();
+    let trait_ = id.trim_start_matches("gwas_");
+    let known: Vec<(String, f64, f64)> = truth["causal_variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["trait_"] == trait_)
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["a1_freq"].as_f64().unwrap(),
+                c["odds_ratio_per_a1"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!known.is_empty(), "{id}: no causal variants for {trait_}");
+    let r: medfed_analysis::gwas::GwasResult = serde_json::from_value(v.clone()).unwrap();
+    let (effects, others) = medfed_analysis::gwas::known_effects(&r, &known);
+    let expected: f64 = effects.iter().map(|e| e.power).sum();
+    let sd: f64 = effects
+        .iter()
+        .map(|e| e.power * (1.0 - e.power))
+        .sum::<f64>()
+        .sqrt();
+    let found = effects.iter().filter(|e| e.found).count() as f64;
+    eprintln!("{id}: {effects:#?}\n{found} found, {expected:.2} expected (sd {sd:.2}), {others} other variants under Bonferroni");
+    assert!(
+        (found - expected).abs() <= 2.0 * sd + 1.0,
+        "{id}: {found} causal variants found, power predicts {expected:.2} ± {sd:.2}"
+    );
+    // Every estimated odds ratio is on the planted side of 1 where the variant was found.
+    for e in effects.iter().filter(|e| e.found) {
+        assert!(e.estimated_or.unwrap() > 1.0, "{e:?}");
+    }
+    assert!(
+        others <= 1,
+        "{id}: {others} non-causal variants under Bonferroni"
+    );
+}
+
 #[test]
 fn federated_gwas_equals_plink_on_the_merged_sites() {
     let tmp = tempfile::tempdir().unwrap();
@@ -113,6 +158,7 @@ fn federated_gwas_equals_plink_on_the_merged_sites() {
         let v = &r["value"];
         assert!(v["error"].is_null(), "{id}: {v}");
         assert_eq!(v["variants"], 2000);
+        found_at_the_predicted_power(id, v, &tmp.path().join("pop/ground_truth.json"));
         // Phenotype and covariates, as each site defines them.
         let mut pheno = String::new();
         for (k, s) in sites.iter().enumerate() {
