@@ -77,10 +77,17 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-pub struct ImportOptions {
+pub struct ImportOptions<'a> {
     /// Site name written to `site.toml`; defaults to the output folder's name.
     pub site: Option<String>,
+    /// Writes more files into the store being built (its staging folder), before it is committed:
+    /// the site's genotypes (`genotypes/site.{bed,bim,fam}`). Returns each file's path relative to
+    /// the store and its row count. An error leaves no store.
+    pub extra: Option<&'a ExtraFiles<'a>>,
 }
+
+/// See [`ImportOptions::extra`].
+pub type ExtraFiles<'a> = dyn Fn(&Path) -> Result<Vec<(String, u64)>, CdmError> + 'a;
 
 /// Import every CDM table found in `csv_dir` into a new store at `out`.
 pub fn import_csv_dir(
@@ -126,6 +133,11 @@ pub fn import_csv_dir(
             )));
         }
         report.tables.push(tr);
+    }
+    if let Some(extra) = opts.extra {
+        for (rel, rows) in extra(writer.staging_dir())? {
+            writer.record_rows(&rel, rows);
+        }
     }
     report.source_cdm_version = if ctx.saw_v53 {
         "5.3".into()

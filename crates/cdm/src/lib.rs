@@ -7,7 +7,7 @@
 //! ```no_run
 //! use medfed_cdm::{import_csv_dir, ImportOptions, NoProgress, SiteStore};
 //! let report = import_csv_dir("eunomia/".as_ref(), "site-a".as_ref(),
-//!                             &ImportOptions { site: None }, &NoProgress).unwrap();
+//!                             &ImportOptions { site: None, extra: None }, &NoProgress).unwrap();
 //! println!("{} rows quarantined", report.total_quarantined());
 //! let store = SiteStore::open("site-a").unwrap();
 //! assert_eq!(store.rows("person"), Some(2694));

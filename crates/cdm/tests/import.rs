@@ -13,7 +13,15 @@ fn shared(p: &str) -> PathBuf {
 }
 
 fn import(dir: &Path, out: &Path) -> Result<ImportReport, CdmError> {
-    import_csv_dir(dir, out, &ImportOptions { site: None }, &NoProgress)
+    import_csv_dir(
+        dir,
+        out,
+        &ImportOptions {
+            site: None,
+            extra: None,
+        },
+        &NoProgress,
+    )
 }
 
 #[test]

@@ -236,6 +236,68 @@ fn import_reports_counts_and_sql_answers_in_three_formats() {
     assert!(!ok && err.contains("is not a site store"), "{err}");
 }
 
+#[test]
+fn import_takes_genotypes_from_a_vcf_with_an_id_map() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    let cdm = data.join("eunomia_gibleed");
+    let vcf = data.join("kg1000_chr1_region/example.vcf.gz");
+    // Without a map, the 1000 Genomes sample ids are not person_ids: refused, no store made.
+    let bad = tmp.path().join("bad");
+    let (ok, _, err) = medfed(&[
+        "import",
+        "--cdm",
+        cdm.to_str().unwrap(),
+        "--vcf",
+        vcf.to_str().unwrap(),
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("HG00096") && err.contains("--vcf-ids"),
+        "{err}"
+    );
+    assert!(!bad.exists());
+    // The first 300 samples mapped to Eunomia persons 1..=300.
+    let samples: Vec<String> = std::fs::read_to_string(data.join("kg1000_chr1_region/kg_chr1.fam"))
+        .unwrap()
+        .lines()
+        .take(300)
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    let map: String = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{s}\t{}\n", i + 1))
+        .collect();
+    let ids = tmp.path().join("ids.tsv");
+    std::fs::write(&ids, map).unwrap();
+    let site = tmp.path().join("site");
+    let (ok, out, err) = medfed(&[
+        "import",
+        "--cdm",
+        cdm.to_str().unwrap(),
+        "--vcf",
+        vcf.to_str().unwrap(),
+        "--vcf-ids",
+        ids.to_str().unwrap(),
+        "--out",
+        site.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("2504 samples (300 kept, 2204 not in --vcf-ids)")
+            && out.contains("4296 variants"),
+        "{out}"
+    );
+    let bed = medfed_genomics::Bed::open(&site.join("genotypes/site")).unwrap();
+    assert_eq!((bed.samples.len(), bed.variants.len()), (300, 4296));
+    assert_eq!(bed.samples[0].iid, "1");
+    // The store's manifest covers the genotype files.
+    let toml = std::fs::read_to_string(site.join("site.toml")).unwrap();
+    assert!(toml.contains("genotypes/site.bed"), "{toml}");
+}
+
 /// OHDSI's Eunomia GiBleed CDM imported into `root/eunomia`.
 pub fn eunomia_site(root: &Path) -> std::path::PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eunomia_gibleed");

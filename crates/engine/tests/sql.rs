@@ -34,7 +34,10 @@ fn eunomia_reference_answers_through_sql() {
     import_csv_dir(
         &data,
         &tmp.path().join("gib"),
-        &ImportOptions { site: None },
+        &ImportOptions {
+            site: None,
+            extra: None,
+        },
         &NoProgress,
     )
     .unwrap();
@@ -79,7 +82,10 @@ fn writes_are_refused() {
     import_csv_dir(
         &src,
         &tmp.path().join("s"),
-        &ImportOptions { site: None },
+        &ImportOptions {
+            site: None,
+            extra: None,
+        },
         &NoProgress,
     )
     .unwrap();

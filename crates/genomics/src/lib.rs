@@ -22,6 +22,7 @@ pub mod assoc;
 pub mod dist;
 pub mod glm;
 pub mod plink;
+pub mod vcf;
 
 pub const BED_MAGIC: [u8; 3] = [0x6c, 0x1b, 0x01];
 

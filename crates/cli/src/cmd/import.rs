@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use indicatif::ProgressBar;
@@ -31,6 +31,69 @@ pub struct Args {
     /// With a PostgreSQL target: where to keep the quarantined rows [default: ./quarantine-SCHEMA].
     #[arg(long, value_name = "DIR")]
     quarantine: Option<PathBuf>,
+    /// The site's genotypes as VCF (plain, .gz or BGZF .vcf.gz), written into the store as PLINK 1
+    /// binary (genotypes/site.{bed,bim,fam}); multi-allelic records become one variant per ALT.
+    /// Sample ids must be person_ids unless --vcf-ids maps them.
+    #[arg(long, value_name = "VCF")]
+    vcf: Option<PathBuf>,
+    /// Two columns (VCF sample id, person_id), tab or space separated; samples it does not list are
+    /// left out and counted.
+    #[arg(long, value_name = "TSV", requires = "vcf")]
+    vcf_ids: Option<PathBuf>,
+}
+
+/// The `--vcf` import into a store's staging folder.
+fn import_genotypes(
+    vcf: &Path,
+    ids: Option<&Path>,
+    staging: &Path,
+) -> Result<(medfed_genomics::vcf::VcfImport, Vec<(String, u64)>), medfed_cdm::CdmError> {
+    let fail = |m: String| medfed_cdm::CdmError::Import(m);
+    let map = match ids {
+        None => None,
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+            let mut m = std::collections::HashMap::new();
+            for (i, line) in text.lines().enumerate() {
+                let t: Vec<&str> = line.split_whitespace().collect();
+                if t.is_empty() || t[0].starts_with('#') {
+                    continue;
+                }
+                if t.len() != 2 || t[1].parse::<i64>().is_err() {
+                    return Err(fail(format!(
+                        "{} line {}: expected a VCF sample id and an integer person_id",
+                        p.display(),
+                        i + 1
+                    )));
+                }
+                m.insert(t[0].to_string(), t[1].to_string());
+            }
+            Some(m)
+        }
+    };
+    let dir = staging.join(medfed_cdm::store::GENOTYPE_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let r = medfed_genomics::vcf::import_vcf(vcf, &dir.join("site"), map.as_ref())
+        .map_err(|e| fail(e.to_string()))?;
+    if map.is_none() {
+        let fam =
+            medfed_genomics::read_fam(&dir.join("site.fam")).map_err(|e| fail(e.to_string()))?;
+        if let Some(s) = fam.iter().find(|s| s.iid.parse::<i64>().is_err()) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(fail(format!(
+                "{}: sample {:?} is not a person_id; map the VCF's samples with --vcf-ids",
+                vcf.display(),
+                s.iid
+            )));
+        }
+    }
+    let rows = vec![
+        ("genotypes/site.bed".to_string(), r.variants),
+        ("genotypes/site.bim".to_string(), r.variants),
+        ("genotypes/site.fam".to_string(), r.kept_samples as u64),
+    ];
+    Ok((r, rows))
 }
 
 struct Bar(ProgressBar);
@@ -56,6 +119,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             site: a.site.clone().or_else(|| Some(schema.clone())),
             json: a.json,
             quarantine: None,
+            vcf: a.vcf.clone(),
+            vcf_ids: a.vcf_ids.clone(),
         })?;
         let q = store.join("quarantine");
         if std::fs::read_dir(&q)
@@ -85,15 +150,42 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map(|m| m.len())
         .sum();
     let bar = Bar(bytes_bar(total, "importing"));
+    let genotypes = std::cell::RefCell::new(None);
+    let extra = |staging: &Path| -> Result<Vec<(String, u64)>, medfed_cdm::CdmError> {
+        let Some(vcf) = &a.vcf else {
+            return Ok(Vec::new());
+        };
+        bar.0.set_message("genotypes (VCF)");
+        let (r, rows) = import_genotypes(vcf, a.vcf_ids.as_deref(), staging)?;
+        *genotypes.borrow_mut() = Some(r);
+        Ok(rows)
+    };
     let report = import_csv_dir(
         &a.cdm,
         &a.out,
         &ImportOptions {
             site: a.site.clone(),
+            extra: Some(&extra),
         },
         &bar,
     )?;
     bar.0.finish_and_clear();
+    if let Some(g) = genotypes.borrow().as_ref() {
+        println!(
+            "genotypes from {}: {} samples ({} kept, {} not in --vcf-ids), {} records → {} variants ({} multi-allelic records split, {} without ALT skipped); {} missing, {} half and {} other-ALT calls set missing",
+            a.vcf.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            g.samples,
+            g.kept_samples,
+            g.unmapped.len(),
+            g.records,
+            g.variants,
+            g.multiallelic_records,
+            g.no_alt_records,
+            g.missing_calls,
+            g.half_calls,
+            g.other_alt_calls
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

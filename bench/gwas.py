@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Federated GWAS against PLINK 1.9 and PLINK 2 on the same pooled .bed, in the same run.
+
+`medfed synth` builds H hospitals with everyone genotyped on an M-variant panel. The GWAS study
+(`examples/studies/gwas.json`'s T2D analysis: population t2d_free_2019, phenotype five-year T2D
+onset, covariates age and sex) runs federated over the hospitals twice, allelic test only and
+logistic regression only (`medfed study run`: an in-process hub and H nodes with signed tasks). The
+hospitals' .bed files are merged with PLINK 1.9 into one pooled .bed, the phenotype and covariates
+are each site's `medfed model features` file, and then on the pooled data:
+
+  allelic test:  plink1.9 --assoc
+  logistic:      plink1.9 --logistic hide-covar --covar (age, male)
+                 plink2 --glm hide-covar --covar (age, male)
+
+with the same samples (--keep). Reported: wall time and peak RSS of each, as ratios, and the
+federated overhead: the same study over one hospital holding every sample (a second population of
+the same size) against the H-hospital run.
+
+    CARGO_TARGET_DIR=/work/rel-target python3 bench/gwas.py --persons 100000 --snps 100000
+"""
+import argparse, json, os, platform, shutil, subprocess, sys, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from foundation import ROOT, medfed_bin, timed  # noqa: E402
+
+
+def study(tests, chunk):
+    s = json.loads((ROOT / "examples/studies/gwas.json").read_text())
+    a = [x for x in s["analyses"] if x["id"] == "gwas_t2d"][0]
+    a["tests"] = tests
+    a["chunk_variants"] = chunk
+    s["analyses"] = [a]
+    s["cohorts"] = {k: v for k, v in s["cohorts"].items() if k in ("t2d_free_2019", "t2d")}
+    return s
+
+
+def population(mf, work, name, persons, hospitals, snps):
+    pop = work / name
+    if not (pop / "ground_truth.json").exists():
+        dt, rss, _ = timed([mf, "synth", "--persons", str(persons), "--hospitals", str(hospitals),
+                            "--snps", str(snps), "--genotyped-share", "1.0", "--out", str(pop)])
+        print(f"synth {name}: {dt:.1f} s, {rss:.0f} MiB", file=sys.stderr)
+    truth = json.loads((pop / "ground_truth.json").read_text())
+    return [pop / s["name"] for s in truth["sites"]]
+
+
+def run_study(mf, work, sites, spec, tag):
+    d = work / "studies"
+    d.mkdir(exist_ok=True)
+    f = d / f"{tag}.json"
+    f.write_text(json.dumps(spec))
+    out = work / f"out-{tag}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [mf, "study", "run", str(f), "--out", str(out)]
+    for s in sites:
+        cmd += ["--site", str(s)]
+    dt, rss, _ = timed(cmd)
+    res = json.loads((out / "results.json").read_text())["results"][0]["value"]
+    return dt, rss, res, out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--persons", type=int, default=100_000)
+    ap.add_argument("--snps", type=int, default=100_000)
+    ap.add_argument("--hospitals", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=50_000)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--skip-plink19-logistic", action="store_true",
+                    help="PLINK 1.9's --logistic is the slowest of all; leave it out")
+    ap.add_argument("--work", default="/tmp/medfed-bench-gwas")
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    mf = medfed_bin()
+    shutil.rmtree(work / "cohorts", ignore_errors=True)
+    shutil.copytree(ROOT / "examples/cohorts", work / "cohorts")
+    sites = population(mf, work, "pop", a.persons, a.hospitals, a.snps)
+    one = population(mf, work, "pop1", a.persons, 1, a.snps)
+
+    rows = []
+    fed = {}
+    for test, tests in [("allelic", ["assoc"]), ("logistic", ["regression"])]:
+        dt, rss, res, out = run_study(mf, work, sites, study(tests, a.chunk), f"{test}-{a.hospitals}")
+        fed[test] = (dt, rss, res, out)
+        dt1, rss1, _, _ = run_study(mf, work, one, study(tests, a.chunk), f"{test}-1")
+        rows.append({"test": test, "tool": f"medfed, {a.hospitals} hospitals (federated)",
+                     "s": dt, "mib": rss})
+        rows.append({"test": test, "tool": "medfed, 1 hospital holding everyone", "s": dt1,
+                     "mib": rss1})
+        print(f"medfed {test}: {dt:.1f} s over {a.hospitals} sites, {dt1:.1f} s over one",
+              file=sys.stderr)
+
+    # The pooled .bed and the same samples, phenotype and covariates for PLINK.
+    ref = work / "plink"
+    shutil.rmtree(ref, ignore_errors=True)
+    ref.mkdir()
+    (ref / "sites.txt").write_text("".join(f"{s / 'genotypes/site'}\n" for s in sites))
+    timed(["plink1.9", "--merge-list", "sites.txt", "--make-bed", "--out", "pooled",
+           "--threads", str(a.threads), "--silent"], cwd=ref)
+    study_file = work / "studies" / f"allelic-{a.hospitals}.json"
+    lines = []
+    for k, s in enumerate(sites):
+        f = ref / f"pheno{k}.txt"
+        timed([mf, "model", "features", str(study_file), "--analysis", "gwas_t2d", "--site", str(s),
+               "--out", str(f)])
+        t = f.read_text().splitlines()
+        lines += t if k == 0 else t[1:]
+    (ref / "pheno.txt").write_text("\n".join(lines) + "\n")
+    base = ["--bfile", "pooled", "--keep", "pheno.txt", "--pheno", "pheno.txt", "--pheno-name",
+            "PHENO", "--allow-no-sex", "--threads", str(a.threads), "--silent"]
+    covar = ["--covar", "pheno.txt", "--covar-name", "AGE,MALE"]
+    runs = [("allelic", "plink1.9 --assoc", ["plink1.9", *base, "--assoc", "--out", "p19"])]
+    if not a.skip_plink19_logistic:
+        runs.append(("logistic", "plink1.9 --logistic",
+                     ["plink1.9", *base, *covar, "--logistic", "hide-covar", "--out", "p19"]))
+    runs.append(("logistic", "plink2 --glm",
+                 ["plink2", *base, *covar, "--glm", "hide-covar", "--out", "p2"]))
+    for test, tool, cmd in runs:
+        dt, rss, _ = timed(cmd, cwd=ref)
+        rows.append({"test": test, "tool": tool, "s": dt, "mib": rss})
+        print(f"{tool}: {dt:.1f} s, {rss:.0f} MiB", file=sys.stderr)
+
+    # Same answers? The allelic test token for token; the logistic p-values within PLINK 2's print
+    # precision.
+    ours = (fed["allelic"][3] / "gwas_t2d.assoc").read_text().split()
+    theirs = (ref / "p19.assoc").read_text().split()
+    same_assoc = ours == theirs
+    p2 = {}
+    for line in (ref / "p2.PHENO.glm.logistic.hybrid").read_text().splitlines()[1:]:
+        f = line.split("\t")
+        if f[-2] not in ("NA", "."):
+            p2[f[2]] = float(f[-2])
+    worst = 0.0
+    for v in fed["logistic"][2]["results"]:
+        if v.get("glm_p") is not None and v["snp"] in p2 and p2[v["snp"]] > 1e-300:
+            worst = max(worst, abs(v["glm_p"] - p2[v["snp"]]) / p2[v["snp"]])
+    res = fed["allelic"][2]
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "samples": res["samples"], "cases": res["cases"], "controls": res["controls"],
+        "variants": res["variants"], "hospitals": a.hospitals, "chunk": a.chunk,
+        "assoc_token_for_token": same_assoc, "logistic_p_max_rel_diff_vs_plink2": worst,
+        "rows": rows,
+    }
+    print(json.dumps(report, indent=1))
+    print()
+    print(f"{res['samples']} samples ({res['cases']} cases) × {res['variants']} variants, "
+          f"{a.hospitals} hospitals; {report['machine']}")
+    print()
+    print("| test | tool | wall s | peak MiB | time vs medfed federated | memory vs medfed |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        m = next(x for x in rows if x["test"] == r["test"] and x["tool"].startswith("medfed, "))
+        print(f"| {r['test']} | {r['tool']} | {r['s']:.1f} | {r['mib']:.0f} | "
+              f"{r['s'] / m['s']:.2f}× | {r['mib'] / m['mib']:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
