@@ -38,6 +38,33 @@ pub struct PooledResult {
     pub notes: Vec<String>,
 }
 
+/// The sites of an analysis fitted in rounds: those taking part (their values are in the pooled
+/// result), and those left out with why (also as notes, `"{site} {left_out}: {why}"`).
+pub fn round_sites(
+    taking_part: &[String],
+    excluded: &[(String, String)],
+    left_out: &str,
+) -> (Vec<SiteContribution>, Vec<String>) {
+    let mut sites: Vec<SiteContribution> = taking_part
+        .iter()
+        .map(|s| SiteContribution {
+            site: s.clone(),
+            outcome: SiteOutcome::Released { value: None },
+        })
+        .collect();
+    let mut notes = Vec::new();
+    for (s, why) in excluded {
+        sites.push(SiteContribution {
+            site: s.clone(),
+            outcome: SiteOutcome::Refused {
+                reason: why.clone(),
+            },
+        });
+        notes.push(format!("{s} {left_out}: {why}"));
+    }
+    (sites, notes)
+}
+
 /// What the hub got from one site for one analysis.
 pub enum SiteInput<'a> {
     Released(&'a Released),

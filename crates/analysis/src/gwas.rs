@@ -801,26 +801,8 @@ pub fn pooled(g: &Gwas, state: &GwasState) -> GwasResult {
 
 /// The pooled result as the national statistics hold it.
 pub fn pooled_result(g: &Gwas, state: &GwasState) -> crate::PooledResult {
-    use crate::{SiteContribution, SiteOutcome};
     let r = pooled(g, state);
-    let mut sites: Vec<SiteContribution> = state
-        .sites
-        .iter()
-        .map(|s| SiteContribution {
-            site: s.clone(),
-            outcome: SiteOutcome::Released { value: None },
-        })
-        .collect();
-    let mut notes = Vec::new();
-    for (s, why) in &state.excluded {
-        sites.push(SiteContribution {
-            site: s.clone(),
-            outcome: SiteOutcome::Refused {
-                reason: why.clone(),
-            },
-        });
-        notes.push(format!("{s} left out: {why}"));
-    }
+    let (sites, mut notes) = crate::combine::round_sites(&state.sites, &state.excluded, "left out");
     if let Some(e) = &state.error {
         notes.push(format!("stopped: {e}"));
     }

@@ -969,25 +969,8 @@ fn evaluation(inputs: &[(String, crate::SiteInput<'_>)]) -> serde_json::Value {
 
 /// The pooled result of a regression analysis from the hub's state of its fit.
 pub fn pooled(r: &Regression, state: &FitState) -> crate::PooledResult {
-    use crate::{SiteContribution, SiteOutcome};
-    let mut sites: Vec<SiteContribution> = state
-        .participants
-        .iter()
-        .map(|s| SiteContribution {
-            site: s.clone(),
-            outcome: SiteOutcome::Released { value: None },
-        })
-        .collect();
-    let mut notes = Vec::new();
-    for (s, why) in &state.excluded {
-        sites.push(SiteContribution {
-            site: s.clone(),
-            outcome: SiteOutcome::Refused {
-                reason: why.clone(),
-            },
-        });
-        notes.push(format!("{s} left out of the fit: {why}"));
-    }
+    let (sites, mut notes) =
+        crate::combine::round_sites(&state.participants, &state.excluded, "left out of the fit");
     if let Some(e) = &state.error {
         notes.push(format!("no model: {e}"));
     }
