@@ -210,19 +210,25 @@ pub fn local_step(
                     ));
                 }
             }
-            // Variants in parallel (order kept): one pass over the samples each.
+            // The variants to compute: all of the chunk for a linear fit; for a logistic one only
+            // those still being fitted (non-empty coefficients), in order — converged variants
+            // cost nothing in later rounds.
             let start = r.start;
-            let per: Vec<(u64, Sums)> = r
+            let vars: Vec<usize> = if logistic {
+                r.filter(|v| !coefficients[v - start].is_empty()).collect()
+            } else {
+                r.collect()
+            };
+            // Variants in parallel (order kept): one pass over the samples each.
+            let per: Vec<(u64, Sums)> = vars
                 .into_par_iter()
                 .map(|v| {
                     let packed = s.bed.packed(v);
                     let m = mac(&s.split.table(packed));
-                    let sums = if !logistic {
-                        glm::linear_sums(&s.design, packed)
-                    } else if coefficients[v - start].is_empty() {
-                        Sums::zero(k)
-                    } else {
+                    let sums = if logistic {
                         glm::logistic_sums(&s.design, packed, &coefficients[v - start])
+                    } else {
+                        glm::linear_sums(&s.design, packed)
                     };
                     (m, sums)
                 })
@@ -409,11 +415,24 @@ pub fn advance(
             }
             start_fit(g, state, 0)
         }
-        ModelStep::GwasFit { first, count, .. } => {
+        ModelStep::GwasFit {
+            first,
+            count,
+            coefficients,
+        } => {
             let (a, n) = (*first as usize, *count as usize);
             let k = state.k;
             let width = Sums::width(k);
-            let mut total: Vec<Sums> = vec![Sums::zero(k); n];
+            // What the sites computed: every variant of the chunk (linear), or the ones still
+            // being fitted (logistic), in order.
+            let rows: Vec<usize> = if g.quantitative() {
+                (0..n).collect()
+            } else {
+                (0..n)
+                    .filter(|i| coefficients.get(*i).is_some_and(|b| !b.is_empty()))
+                    .collect()
+            };
+            let mut total: Vec<Sums> = vec![Sums::zero(k); rows.len()];
             for (site, input) in inputs {
                 let r = match released(input) {
                     Ok(r) => r,
@@ -422,7 +441,7 @@ pub fn advance(
                 let Some((values, w, _)) = r.variants() else {
                     return fail(state, format!("{site} withheld its sums: {}", r.describe()));
                 };
-                if w != width || values.len() != n * width {
+                if w != width || values.len() != rows.len() * width {
                     return fail(
                         state,
                         format!("{site} sent regression sums of the wrong shape"),
@@ -433,14 +452,14 @@ pub fn advance(
                 }
             }
             if g.quantitative() {
-                for (i, t) in total.iter().enumerate() {
+                for (t, i) in total.iter().zip(&rows) {
                     state.fits[a + i] = glm::linear_fit(t, k);
                 }
                 return next_chunk(g, state, a + n);
             }
             // One Newton step for every variant still being fitted.
             let mut more = false;
-            for (i, t) in total.iter().enumerate() {
+            for (t, &i) in total.iter().zip(&rows) {
                 let beta = std::mem::take(&mut state.beta[i]);
                 if beta.is_empty() {
                     continue;
