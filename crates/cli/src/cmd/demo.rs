@@ -307,45 +307,33 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
     super::study::write_results(&a.out.join("results/catalog"), &catalog)?;
     super::study::print_summary(&catalog);
     // The risk models: regressions fitted by the hub in rounds.
-    let models_path = a.out.join("network/risk-models.json");
-    std::fs::write(&models_path, RISK_STUDY)?;
-    let t2 = std::time::Instant::now();
-    let ack = client.submit(super::study::load_study(&models_path)?)?;
-    println!(
-        "risk-model study {} submitted: type 2 diabetes and cardiovascular events in five years, fitted in Newton rounds",
-        ack.study_id
-    );
-    let bar = super::progress::spinner("fitting risk models (rounds of signed tasks)");
-    let models = client.wait(
-        &ack.study_id,
-        std::time::Duration::from_secs(3600),
-        |d, _| bar.set_message(format!("fitting risk models: {d} tasks answered")),
+    let (models, models_latency_s) = run_in_rounds(
+        a,
+        &client,
+        RoundsStudy {
+            file: "risk-models.json",
+            text: RISK_STUDY,
+            submitted: "risk-model study {} submitted: type 2 diabetes and cardiovascular events in five years, fitted in Newton rounds",
+            working: "fitting risk models",
+            spinner: "fitting risk models (rounds of signed tasks)",
+            done: "risk models fitted in",
+            results: "results/models",
+        },
     )?;
-    bar.finish_and_clear();
-    let models_latency_s = t2.elapsed().as_secs_f64();
-    println!("risk models fitted in {models_latency_s:.2} s");
-    super::study::write_results(&a.out.join("results/models"), &models)?;
-    super::study::print_summary(&models);
     // Genome-wide association over the hospitals' biobanks.
-    let gwas_path = a.out.join("network/gwas.json");
-    std::fs::write(&gwas_path, GWAS_STUDY)?;
-    let t4 = std::time::Instant::now();
-    let ack = client.submit(super::study::load_study(&gwas_path)?)?;
-    println!(
-        "GWAS study {} submitted: type 2 diabetes and cardiovascular events over every hospital's genotypes (tables by chunk of variants, then logistic regression in Newton rounds)",
-        ack.study_id
-    );
-    let bar = super::progress::spinner("GWAS: genotype tables and regression rounds");
-    let gwas = client.wait(
-        &ack.study_id,
-        std::time::Duration::from_secs(3600),
-        |d, _| bar.set_message(format!("GWAS: {d} tasks answered")),
+    let (gwas, gwas_latency_s) = run_in_rounds(
+        a,
+        &client,
+        RoundsStudy {
+            file: "gwas.json",
+            text: GWAS_STUDY,
+            submitted: "GWAS study {} submitted: type 2 diabetes and cardiovascular events over every hospital's genotypes (tables by chunk of variants, then logistic regression in Newton rounds)",
+            working: "GWAS",
+            spinner: "GWAS: genotype tables and regression rounds",
+            done: "GWAS done in",
+            results: "results/gwas",
+        },
     )?;
-    bar.finish_and_clear();
-    let gwas_latency_s = t4.elapsed().as_secs_f64();
-    println!("GWAS done in {gwas_latency_s:.2} s");
-    super::study::write_results(&a.out.join("results/gwas"), &gwas)?;
-    super::study::print_summary(&gwas);
     // Syndromic surveillance: four secure-aggregation phases per chunk of days.
     let surveil_path = a.out.join("network/surveillance.json");
     std::fs::write(&surveil_path, super::surveil::DEFAULT_STUDY)?;
@@ -395,6 +383,45 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         surveil_scores,
         running,
     })
+}
+
+/// A demo study the hub runs in rounds, and what the console says about it.
+struct RoundsStudy {
+    file: &'static str,
+    text: &'static str,
+    /// Printed on submit; `{}` is the study id.
+    submitted: &'static str,
+    /// The spinner's message while tasks are answered (`"{working}: {n} tasks answered"`).
+    working: &'static str,
+    spinner: &'static str,
+    done: &'static str,
+    results: &'static str,
+}
+
+/// Submit a study whose analyses run in rounds, show a spinner until its results are in, write them
+/// and print the summary; returns the results and the seconds from submit to results.
+fn run_in_rounds(
+    a: &Args,
+    client: &super::study::Client,
+    s: RoundsStudy,
+) -> anyhow::Result<(serde_json::Value, f64)> {
+    let path = a.out.join("network").join(s.file);
+    std::fs::write(&path, s.text)?;
+    let t = std::time::Instant::now();
+    let ack = client.submit(super::study::load_study(&path)?)?;
+    println!("{}", s.submitted.replacen("{}", &ack.study_id, 1));
+    let bar = super::progress::spinner(s.spinner);
+    let results = client.wait(
+        &ack.study_id,
+        std::time::Duration::from_secs(3600),
+        |d, _| bar.set_message(format!("{}: {d} tasks answered", s.working)),
+    )?;
+    bar.finish_and_clear();
+    let latency_s = t.elapsed().as_secs_f64();
+    println!("{} {latency_s:.2} s", s.done);
+    super::study::write_results(&a.out.join(s.results), &results)?;
+    super::study::print_summary(&results);
+    Ok((results, latency_s))
 }
 
 /// The demo's detectors against the planted outbreaks: the stream's totals read from the hub's own
