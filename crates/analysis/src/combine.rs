@@ -77,6 +77,7 @@ pub enum SiteInput<'a> {
 pub fn combine(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> PooledResult {
     match spec {
         AnalysisSpec::PersonCount(_) | AnalysisSpec::CohortCount(_) => combine_count(spec, inputs),
+        AnalysisSpec::Beacon(b) => crate::beacon::combine(b, inputs),
         _ => combine_tables(spec, inputs),
     }
 }
@@ -163,7 +164,9 @@ fn combine_count(spec: &AnalysisSpec, inputs: &[(String, SiteInput<'_>)]) -> Poo
                         Suppression::Differencing { .. }
                         | Suppression::MinCohortSize { .. }
                         | Suppression::Complementary { .. }
-                        | Suppression::ModelParameters { .. } => unbounded = true,
+                        | Suppression::ModelParameters { .. }
+                        | Suppression::ProbeBudget { .. }
+                        | Suppression::NoProbeLedger => unbounded = true,
                     }
                     SiteOutcome::Suppressed { rule: rule.clone() }
                 }

@@ -10,6 +10,7 @@
 //! sites' storage. The same functions run in `medfed study run` (in one process) and over the network.
 
 pub mod achilles;
+pub mod beacon;
 pub mod combine;
 pub mod gwas;
 pub mod local;

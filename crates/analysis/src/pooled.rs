@@ -158,6 +158,12 @@ pub fn describe(rule: &Suppression) -> String {
         } => format!(
             "the model has {parameters} parameters; the site's rows allow at most {max_parameters}"
         ),
+        Suppression::ProbeBudget { budget } => format!(
+            "the requester has looked up {budget} rare variants here, the site's budget (membership inference)"
+        ),
+        Suppression::NoProbeLedger => {
+            "a beacon answer reached a release path without the requester's probe ledger".into()
+        }
     }
 }
 
@@ -555,7 +561,8 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
         | A::CohortCount(_)
         | A::Regression(_)
         | A::Surveillance(_)
-        | A::Gwas(_) => Value::Null,
+        | A::Gwas(_)
+        | A::Beacon(_) => Value::Null,
     }
 }
 
@@ -731,6 +738,36 @@ pub fn flatten(r: &crate::PooledResult) -> Vec<StatRow> {
     }
     if r.kind == "gwas" {
         return flatten_gwas(r, row);
+    }
+    if r.kind == "beacon" {
+        // One row per variant and statistic (stratum `variant=…`); NULL where no site could say.
+        let Ok(b) = serde_json::from_value::<crate::beacon::BeaconResult>(r.value.clone()) else {
+            return out;
+        };
+        for v in &b.variants {
+            let withheld: Vec<&str> = v.withheld.iter().map(|(s, _)| s.as_str()).collect();
+            for (name, x) in [
+                ("exists", v.exists.map(|e| f64::from(u8::from(e)))),
+                ("sites_typed", Some(v.sites_typed as f64)),
+                ("sites_exist", Some(v.sites_exist as f64)),
+                ("carriers", v.carriers.map(|c| c as f64)),
+                ("carriers_min", v.carriers_min.map(|c| c as f64)),
+                ("carriers_max", v.carriers_max.map(|c| c as f64)),
+                ("allele_count", v.allele_count.map(|c| c as f64)),
+                ("allele_number", v.allele_number.map(|c| c as f64)),
+                ("allele_frequency", v.allele_frequency),
+            ] {
+                out.push(row(
+                    "variants",
+                    format!("variant={}", v.variant),
+                    name.into(),
+                    x,
+                    v.sites.len() - v.withheld.len(),
+                    withheld.join(","),
+                ));
+            }
+        }
+        return out;
     }
     let tables: Option<Vec<PooledTable>> = r
         .value

@@ -696,7 +696,7 @@ pub async fn run_tables(
             spec.id(),
             "surveillance counts are only ever added under secure aggregation; this task carries no aggregation step",
         )),
-        A::PersonCount(_) | A::CohortCount(_) | A::Regression(_) | A::Gwas(_) => {
+        A::PersonCount(_) | A::CohortCount(_) | A::Regression(_) | A::Gwas(_) | A::Beacon(_) => {
             Err(shape(spec.id(), "not a table analysis"))
         }
     }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::{AuditError, AuditLog, Event, NewEntry};
 use crate::config::{NodeConfig, NodeDir};
 use crate::failpoint;
-use crate::state::{DpLedger, SetHistory, State};
+use crate::state::{DpLedger, ProbeLedger, SetHistory, State};
 use crate::transport::{Transport, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ pub struct Node<T: Transport> {
     state: State,
     history: SetHistory,
     ledger: DpLedger,
+    /// Rare variants each requester has looked up here (beacon budget). Never sent.
+    probes: ProbeLedger,
     audit: AuditLog,
     transport: T,
     /// Tasks answered (released or refused), from the audit log.
@@ -88,6 +90,7 @@ impl<T: Transport> Node<T> {
         let state = State::open(&dir.state())?;
         let history = SetHistory::open(&dir.state())?;
         let ledger = DpLedger::open(&dir.state())?;
+        let probes = ProbeLedger::open(&dir.state())?;
         let (audit, entries) = AuditLog::open_with_entries(&dir.audit())?;
         let mut done = HashSet::new();
         let mut rejected = HashSet::new();
@@ -120,6 +123,7 @@ impl<T: Transport> Node<T> {
             state,
             history,
             ledger,
+            probes,
             audit,
             transport,
             done,
@@ -357,6 +361,10 @@ impl<T: Transport> Node<T> {
         // 7. Run the local step and release through the disclosure check.
         if let Some(step) = task.step.as_ref().filter(|s| s.session().is_some()) {
             let outcome = self.secagg_step(&task, step, &policy).await;
+            return self.answer(&task, outcome, r);
+        }
+        if let AnalysisSpec::Beacon(b) = &task.analysis {
+            let outcome = self.beacon_step(&task, b, &policy);
             return self.answer(&task, outcome, r);
         }
         let local = match &task.analysis {
@@ -630,6 +638,38 @@ impl<T: Transport> Node<T> {
             }
         };
         medfed_analysis::gwas::local_step(&samples, g, step)
+    }
+
+    /// A beacon look-up: count the variants, release under the site's beacon rules and the
+    /// requester's probe budget, and record what it charged before the answer can leave.
+    fn beacon_step(
+        &mut self,
+        task: &Task,
+        b: &medfed_protocol::beacon::Beacon,
+        policy: &medfed_privacy::Policy,
+    ) -> Outcome {
+        let Some(requester) = task.requester.as_deref() else {
+            return Outcome::Refused {
+                reason: "a beacon look-up must name its requester: rare-variant probes are budgeted per requester".into(),
+            };
+        };
+        let stat = match medfed_analysis::beacon::local_step(&self.engine, b, requester) {
+            Ok(s) => s,
+            Err(e) => {
+                return Outcome::Refused {
+                    reason: format!("analysis failed at the site: {e}"),
+                }
+            }
+        };
+        let out = medfed_privacy::beacon::release(stat, policy, &self.probes);
+        if let Err(e) = self.probes.charge(requester, &out.charged) {
+            return Outcome::Refused {
+                reason: format!("cannot record the probe budget: {e}"),
+            };
+        }
+        Outcome::Released {
+            statistic: out.released,
+        }
     }
 
     fn answer_refusal(

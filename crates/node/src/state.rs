@@ -220,3 +220,52 @@ impl medfed_privacy::dp::Ledger for DpLedger {
         self.total
     }
 }
+
+/// The beacon probe ledger, `state/beacon_probes`: one line `requester variant` per distinct rare
+/// variant a requester has been charged for, fsynced before the answer is audited (and so before it
+/// can be sent). A line torn by a crash is ignored; its task runs again and charges again.
+pub(crate) struct ProbeLedger {
+    path: PathBuf,
+    by_requester: HashMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl ProbeLedger {
+    pub fn open(state: &Path) -> Result<ProbeLedger, NodeError> {
+        let path = state.join("beacon_probes");
+        let mut l = ProbeLedger {
+            path,
+            by_requester: HashMap::new(),
+        };
+        for line in read_lines(&l.path)? {
+            if let Some((who, variant)) = line.split_once(' ') {
+                if !variant.is_empty() && !variant.contains(' ') {
+                    l.by_requester
+                        .entry(who.to_string())
+                        .or_default()
+                        .insert(variant.to_string());
+                }
+            }
+        }
+        Ok(l)
+    }
+
+    pub fn charge(&mut self, requester: &str, variants: &[String]) -> Result<(), NodeError> {
+        for v in variants {
+            append_line(&self.path, &format!("{requester} {v}"))?;
+            self.by_requester
+                .entry(requester.to_string())
+                .or_default()
+                .insert(v.clone());
+        }
+        Ok(())
+    }
+}
+
+impl medfed_privacy::beacon::ProbeLedger for ProbeLedger {
+    fn probed(&self, requester: &str) -> std::collections::BTreeSet<String> {
+        self.by_requester
+            .get(requester)
+            .cloned()
+            .unwrap_or_default()
+    }
+}

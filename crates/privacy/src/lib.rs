@@ -16,6 +16,7 @@
 //!
 //! Architecture invariant: this crate knows nothing about storage, SQL or the network.
 
+pub mod beacon;
 pub mod dp;
 mod policy;
 mod table;
@@ -64,6 +65,12 @@ enum Inner {
         rows: u64,
         classes: Vec<u64>,
         min_mac: u64,
+    },
+    /// A beacon look-up for `requester` (released only by [`beacon::release`]).
+    Beacon {
+        lookups: Vec<beacon::Lookup>,
+        requested: beacon::Granularity,
+        requester: String,
     },
 }
 
@@ -166,7 +173,8 @@ impl SiteStatistic {
             | Inner::ModelSums { .. }
             | Inner::AggregateOnly { .. }
             | Inner::Panel { .. }
-            | Inner::VariantSums { .. } => None,
+            | Inner::VariantSums { .. }
+            | Inner::Beacon { .. } => None,
         }
     }
 }
@@ -236,6 +244,11 @@ pub enum Suppression {
         parameters: u64,
         max_parameters: u64,
     },
+    /// A beacon look-up of a rare variant by a requester who has spent their budget of `budget`
+    /// distinct rare variants at this site (membership inference by repeated probing).
+    ProbeBudget { budget: u64 },
+    /// A beacon look-up that reached a release path without the requester's probe ledger.
+    NoProbeLedger,
 }
 
 /// The disclosure check of a model before any of its statistics leave the site, after DataSHIELD's
@@ -298,6 +311,11 @@ enum ReleasedKind {
         width: usize,
         withheld: Vec<u32>,
     },
+    /// A beacon answer per looked-up variant, at `granularity`.
+    Beacon {
+        granularity: beacon::Granularity,
+        answers: Vec<beacon::Answer>,
+    },
     /// Counts for secure aggregation. `skip`: serde refuses to serialise (or read) this variant, so
     /// these values cannot be put on the wire except masked.
     #[serde(skip)]
@@ -315,7 +333,22 @@ impl Released {
             | ReleasedKind::Vector { .. }
             | ReleasedKind::Variants { .. }
             | ReleasedKind::Panel { .. }
+            | ReleasedKind::Beacon { .. }
             | ReleasedKind::AggregateOnly { .. } => None,
+        }
+    }
+
+    /// A released beacon answer: the granularity answered at and one answer per variant.
+    pub fn beacon(&self) -> Option<(beacon::Granularity, &[beacon::Answer])> {
+        match (&self.kind, &self.suppressed) {
+            (
+                ReleasedKind::Beacon {
+                    granularity,
+                    answers,
+                },
+                None,
+            ) => Some((*granularity, answers)),
+            _ => None,
         }
     }
 
@@ -373,6 +406,7 @@ impl Released {
             | ReleasedKind::Vector { .. }
             | ReleasedKind::Variants { .. }
             | ReleasedKind::Panel { .. }
+            | ReleasedKind::Beacon { .. }
             | ReleasedKind::AggregateOnly { .. } => None,
         }
     }
@@ -398,6 +432,18 @@ impl Released {
                 "released per-variant sums ({} variants × {width} numbers); withheld at this site: {} variants with a minor-allele count under the minimum",
                 values.len() / (*width).max(1),
                 withheld.len()
+            ),
+            (
+                ReleasedKind::Beacon {
+                    granularity,
+                    answers,
+                },
+                None,
+            ) => format!(
+                "released a beacon answer at {} level for {} variants; withheld: {}",
+                granularity.name(),
+                answers.len(),
+                answers.iter().filter(|a| a.withheld.is_some()).count()
             ),
             (ReleasedKind::Panel { variants }, None) => format!(
                 "released the genotype panel's variant list ({} variants; no person's data)",
@@ -439,6 +485,7 @@ impl Released {
             ReleasedKind::Vector { .. }
             | ReleasedKind::Variants { .. }
             | ReleasedKind::Panel { .. }
+            | ReleasedKind::Beacon { .. }
             | ReleasedKind::AggregateOnly { .. } => self.suppressed.is_none(),
         }
     }
@@ -631,6 +678,16 @@ pub fn release_checked(stat: SiteStatistic, policy: &Policy, history: &dyn Histo
                 noise: None,
             };
         }
+        Inner::Beacon { .. } => {
+            return Released {
+                kind: ReleasedKind::Beacon {
+                    granularity: beacon::Granularity::Boolean,
+                    answers: Vec::new(),
+                },
+                suppressed: Some(Suppression::NoProbeLedger),
+                noise: None,
+            };
+        }
         Inner::Count(n) => n,
         Inner::Persons(p) => {
             let n = p.len() as u64;
@@ -678,6 +735,10 @@ pub fn dp_cost(stat: &SiteStatistic, d: &dp::DpPolicy) -> Result<f64, String> {
                 .into(),
         ),
         Inner::Panel { .. } => Ok(0.0),
+        Inner::Beacon { .. } => Err(
+            "beacon look-ups are released under the small-cell rule and a per-requester probe budget, not differential privacy, in this build"
+                .into(),
+        ),
         Inner::VariantSums { .. } => Err(
             "per-variant genetic sums are released under the minor-allele-count rule or secure aggregation, not differential privacy, in this build"
                 .into(),
@@ -745,7 +806,10 @@ pub fn release_private(
     }
     let mut noisy = |n: f64| (n + d.noise(rng)).round().max(0.0);
     let stat = match stat.0 {
-        Inner::ModelSums { .. } | Inner::AggregateOnly { .. } | Inner::VariantSums { .. } => {
+        Inner::ModelSums { .. }
+        | Inner::AggregateOnly { .. }
+        | Inner::VariantSums { .. }
+        | Inner::Beacon { .. } => {
             unreachable!("dp_cost refuses these")
         }
         Inner::Panel { variants } => SiteStatistic::panel(variants),

@@ -49,6 +49,9 @@ pub struct Policy {
     /// Decision for analysis types not listed in `analyses`.
     #[serde(default = "default_decision")]
     pub default: Decision,
+    /// Beacon look-ups: the most this site answers and the per-requester rare-variant budget.
+    #[serde(default)]
+    pub beacon: crate::beacon::BeaconPolicy,
     /// Optional differential privacy for released counts, with budgets (off by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp: Option<crate::dp::DpPolicy>,
@@ -69,6 +72,7 @@ pub const CATALOG_TYPES: &[&str] = &[
     "regression",
     "surveillance",
     "gwas",
+    "beacon",
 ];
 
 fn default_min_cell() -> u64 {
@@ -103,6 +107,7 @@ impl Default for Policy {
                 .map(|t| (t.to_string(), Decision::Allow))
                 .collect(),
             default: Decision::Deny,
+            beacon: Default::default(),
             dp: None,
         }
     }
@@ -142,6 +147,7 @@ impl Policy {
         if let Some(d) = &p.dp {
             d.check()?;
         }
+        p.beacon.check()?;
         Ok(p)
     }
 
@@ -186,7 +192,17 @@ impl Policy {
          surveillance = \"allow\"\n\
          # Genome-wide association: per-variant genotype tables and regression sums; a variant whose\n\
          # minor-allele count here is under min_minor_allele_count is withheld (membership inference).\n\
-         gwas = \"allow\"\n\n\
+         gwas = \"allow\"\n\
+         # Beacon look-ups: whether anyone here carries a variant, at the level set in [beacon].\n\
+         beacon = \"allow\"\n\n\
+         [beacon]\n\
+         # The most this site answers: boolean (carries or not) | count (carriers) | frequency\n\
+         # (allele count and number, genotype counts). Small counts only ever say the allele exists.\n\
+         granularity = \"count\"\n\
+         # A variant under this alternate-allele frequency here (or absent) is rare; each requester\n\
+         # may look up probe_budget distinct rare variants at this site, ever (membership inference).\n\
+         rare_frequency = 0.05\n\
+         probe_budget = 50\n\n\
          # Optional differential privacy for released counts (see docs/PRIVACY.md). Uncomment to\n\
          # add noise to every count and keep a per-study and lifetime epsilon ledger.\n\
          # [dp]\n\

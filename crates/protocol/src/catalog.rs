@@ -357,6 +357,7 @@ pub(crate) fn check(spec: &crate::AnalysisSpec, path: &str) -> Result<(), StudyE
         A::Regression(r) => crate::regression::check(r, path),
         A::Surveillance(s) => s.check(path),
         A::Gwas(g) => g.check(path),
+        A::Beacon(b) => b.check(path),
         A::PersonCount(_) | A::CohortCount(_) => Ok(()),
     }
 }

@@ -10,6 +10,7 @@
 //!
 //! Architecture invariant: no I/O here, no HTTP, no storage. Both services and `study run` share it.
 
+pub mod beacon;
 pub mod catalog;
 pub mod gwas;
 pub mod keys;
@@ -85,6 +86,10 @@ pub struct Task {
     /// For analyses fitted in rounds (`regression`): what this round asks of the site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<regression::ModelStep>,
+    /// Who asked, as the hub authenticated them (a researcher's name): nodes keep per-requester
+    /// budgets by it (beacon probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
 }
 
 /// What a node sends back for a task: a released statistic or a refusal. Signed by the node.

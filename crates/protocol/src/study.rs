@@ -105,6 +105,7 @@ pub enum AnalysisSpec {
     Regression(Regression),
     Surveillance(crate::surveil::Surveillance),
     Gwas(crate::gwas::Gwas),
+    Beacon(crate::beacon::Beacon),
 }
 
 /// Distinct persons in a cohort of the study (a Circe definition), counted at each site.
@@ -138,6 +139,7 @@ impl AnalysisSpec {
             A::Regression(r) => &r.id,
             A::Surveillance(s) => &s.id,
             A::Gwas(g) => &g.id,
+            A::Beacon(b) => &b.id,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -155,6 +157,7 @@ impl AnalysisSpec {
             A::Regression(_) => "regression",
             A::Surveillance(_) => "surveillance",
             A::Gwas(_) => "gwas",
+            A::Beacon(_) => "beacon",
         }
     }
 
@@ -162,9 +165,11 @@ impl AnalysisSpec {
     pub fn cohort_refs(&self) -> Vec<&str> {
         use AnalysisSpec as A;
         match self {
-            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) | A::Surveillance(_) => {
-                Vec::new()
-            }
+            A::PersonCount(_)
+            | A::CohortCount(_)
+            | A::Characterization(_)
+            | A::Surveillance(_)
+            | A::Beacon(_) => Vec::new(),
             A::CohortCharacterization(c) => vec![c.cohort.as_str()],
             A::CrossTab(c) => c.cohort.iter().map(String::as_str).collect(),
             A::Descriptive(d) => d.cohort.iter().map(String::as_str).collect(),
@@ -182,9 +187,11 @@ impl AnalysisSpec {
     pub fn definitions(&self) -> Option<&BTreeMap<String, Value>> {
         use AnalysisSpec as A;
         match self {
-            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) | A::Surveillance(_) => {
-                None
-            }
+            A::PersonCount(_)
+            | A::CohortCount(_)
+            | A::Characterization(_)
+            | A::Surveillance(_)
+            | A::Beacon(_) => None,
             A::CohortCharacterization(c) => Some(&c.definitions),
             A::CrossTab(c) => Some(&c.definitions),
             A::Descriptive(d) => Some(&d.definitions),
@@ -199,9 +206,11 @@ impl AnalysisSpec {
     fn definitions_mut(&mut self) -> Option<&mut BTreeMap<String, Value>> {
         use AnalysisSpec as A;
         match self {
-            A::PersonCount(_) | A::CohortCount(_) | A::Characterization(_) | A::Surveillance(_) => {
-                None
-            }
+            A::PersonCount(_)
+            | A::CohortCount(_)
+            | A::Characterization(_)
+            | A::Surveillance(_)
+            | A::Beacon(_) => None,
             A::CohortCharacterization(c) => Some(&mut c.definitions),
             A::CrossTab(c) => Some(&mut c.definitions),
             A::Descriptive(d) => Some(&mut d.definitions),
@@ -313,6 +322,7 @@ pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError>
         "regression" => A::Regression(de(rest, path)?),
         "surveillance" => A::Surveillance(de(rest, path)?),
         "gwas" => A::Gwas(de(rest, path)?),
+        "beacon" => A::Beacon(de(rest, path)?),
         other => {
             return Err(err(
                 format!("{path}.type"),
@@ -361,6 +371,7 @@ fn check_analysis(spec: &AnalysisSpec, path: &str) -> Result<(), StudyError> {
         }
         AnalysisSpec::Surveillance(s) => s.check(path)?,
         AnalysisSpec::Gwas(g) => g.check(path)?,
+        AnalysisSpec::Beacon(b) => b.check(path)?,
         other => crate::catalog::check(other, path)?,
     }
     Ok(())
