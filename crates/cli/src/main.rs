@@ -41,6 +41,10 @@ enum Command {
     Study(cmd::study::Args),
     /// Risk models: the hub's registry, export, scoring, and a site's design matrix.
     Model(cmd::model::Args),
+    /// Ask the network whether anyone carries a variant (GA4GH Beacon v2 look-up on the hub):
+    /// boolean, count or frequency, as each hospital's policy allows, with a per-researcher budget
+    /// on rare variants.
+    Beacon(cmd::beacon::Args),
     /// Syndromic surveillance of vulnerable groups: counts added over hospitals under secure
     /// aggregation, EARS/CUSUM/Farrington/space-time scan at the hub, grouped alerts.
     Surveil(cmd::surveil::Args),
@@ -68,6 +72,7 @@ fn main() {
         Command::Catalog(a) => cmd::catalog::run(a),
         Command::Cohort(a) => cmd::cohort::run(a),
         Command::Model(a) => cmd::model::run(a),
+        Command::Beacon(a) => cmd::beacon::run(a),
         Command::Surveil(a) => cmd::surveil::run(a),
         Command::BenchHub(a) => cmd::bench::run(a),
         Command::BenchModel(a) => cmd::bench_model::run(a),

@@ -219,8 +219,14 @@ impl Hub {
         Ok(())
     }
 
-    /// Validate a study and create one signed task per analysis per registered node.
+    /// [`Hub::submit_as`] the default researcher (`researcher.token`).
     pub fn submit(&self, text: &str) -> Result<Submitted, HubError> {
+        self.submit_as(crate::setup::DEFAULT_RESEARCHER, text)
+    }
+
+    /// Validate a study and create one signed task per analysis per registered node. Every task
+    /// carries `requester`, as the hub authenticated them, for the nodes' per-requester budgets.
+    pub fn submit_as(&self, requester: &str, text: &str) -> Result<Submitted, HubError> {
         let study = medfed_protocol::study::parse_study(text)
             .map_err(|e| HubError::BadRequest(format!("study refused: {e}")))?;
         let nodes: Vec<String> = self.nodes()?.into_iter().map(|n| n.name).collect();
@@ -276,11 +282,11 @@ impl Hub {
             };
             let ttl = crate::store::round_ttl(&study, &steps);
             tasks.extend(crate::store::new_tasks(
-                &self.key, &study_id, k, a, 1, steps, ttl,
+                &self.key, &study_id, k, a, 1, steps, ttl, requester,
             ));
         }
         self.store()
-            .insert_study(&study_id, &study, &tasks, &fits)?;
+            .insert_study(&study_id, requester, &study, &tasks, &fits)?;
         self.wake.notify_waiters();
         Ok(Submitted {
             study_id,

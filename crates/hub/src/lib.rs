@@ -6,11 +6,13 @@
 //! - [`store`]: schema and transactions (exactly-once application, study completion);
 //! - [`core`]: the hub's behaviour, shared by the HTTP server and the in-process transport;
 //! - [`server`]: the `/v1` HTTPS API (axum on rustls);
+//! - [`beacon`]: the GA4GH Beacon v2 endpoint `/api/g_variants`;
 //! - [`setup`]: `medfed hub init` (keys, self-signed certificate, researcher token, configuration).
 //!
 //! Architecture invariant: the hub never connects to a node, and never accepts an unsigned task result
 //! or a request from a node that is not registered.
 
+pub mod beacon;
 pub mod core;
 pub mod db;
 pub mod server;

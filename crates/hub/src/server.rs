@@ -1,7 +1,9 @@
 //! The hub's HTTPS API, `/v1/…` (documented in `docs/openapi.yaml`).
 //!
 //! Nodes authenticate every request with their Ed25519 signature headers
-//! ([`medfed_protocol::request`]); researchers with the bearer token from `researcher.token`.
+//! ([`medfed_protocol::request`]); researchers with a bearer token (`researcher.token` for the
+//! default researcher, `researchers/NAME.token` for the others), and every study they submit carries
+//! their name to the nodes.
 //! The server speaks TLS only (rustls with the ring provider); there is no plain-HTTP listener.
 
 use std::sync::Arc;
@@ -21,7 +23,8 @@ use crate::{Hub, HubError};
 #[derive(Clone)]
 struct AppState {
     hub: Arc<Hub>,
-    token: Arc<String>,
+    /// (name, token) of every researcher.
+    researchers: Arc<Vec<(String, String)>>,
 }
 
 impl IntoResponse for HubError {
@@ -46,10 +49,11 @@ impl IntoResponse for HubError {
 /// 14 days, one word each, base64: about 1.2 MB) with room for bigger geographies.
 const MAX_BODY: usize = 16 << 20;
 
-pub fn router(hub: Arc<Hub>, researcher_token: String) -> Router {
+/// The API for `hub`, with the researchers' (name, token) pairs (`HubDir::researchers`).
+pub fn router(hub: Arc<Hub>, researchers: Vec<(String, String)>) -> Router {
     let state = AppState {
         hub,
-        token: Arc::new(researcher_token),
+        researchers: Arc::new(researchers),
     };
     Router::new()
         .route("/", get(dashboard))
@@ -62,6 +66,7 @@ pub fn router(hub: Arc<Hub>, researcher_token: String) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/models/{id}/score", post(score))
+        .route("/api/g_variants", post(g_variants_post).get(g_variants_get))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -114,27 +119,28 @@ async fn node_auth(
     Ok(node)
 }
 
-fn researcher(s: &AppState, h: &HeaderMap) -> Result<(), HubError> {
+/// The researcher a request's bearer token belongs to.
+fn researcher(s: &AppState, h: &HeaderMap) -> Result<String, HubError> {
     let given = h
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Constant-time comparison.
-    let want = s.token.as_bytes();
-    let ok = given.len() == want.len()
-        && given
-            .bytes()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if ok {
-        Ok(())
-    } else {
-        Err(HubError::Unauthorized(
-            "researcher token missing or wrong".into(),
-        ))
+    // Constant-time comparison against every token.
+    let mut found = None;
+    for (name, token) in s.researchers.iter() {
+        let want = token.as_bytes();
+        let same = given.len() == want.len()
+            && given
+                .bytes()
+                .zip(want)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same && !token.is_empty() {
+            found = Some(name.clone());
+        }
     }
+    found.ok_or_else(|| HubError::Unauthorized("researcher token missing or wrong".into()))
 }
 
 #[derive(serde::Deserialize)]
@@ -185,11 +191,11 @@ async fn submit(
     h: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<crate::Submitted>), HubError> {
-    researcher(&s, &h)?;
+    let who = researcher(&s, &h)?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| HubError::BadRequest("study refused: $: not UTF-8".into()))?;
     let hub = s.hub.clone();
-    let ack = blocking(move || hub.submit(&text)).await?;
+    let ack = blocking(move || hub.submit_as(&who, &text)).await?;
     Ok((StatusCode::CREATED, Json(ack)))
 }
 
@@ -254,6 +260,39 @@ async fn score(
         .map_err(|e| HubError::BadRequest(format!("not JSON: {e}")))?;
     let hub = s.hub.clone();
     Ok(Json(blocking(move || hub.score(&id, &body)).await?))
+}
+
+/// Beacon v2 `POST /api/g_variants` (request body with `query.requestParameters`).
+async fn g_variants_post(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, HubError> {
+    let who = researcher(&s, &h)?;
+    let req: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| HubError::BadRequest(format!("beacon request refused: not JSON: {e}")))?;
+    g_variants(&s, &who, &req).await
+}
+
+/// Beacon v2 `GET /api/g_variants?referenceName=…&start=…&referenceBases=…&alternateBases=…`.
+async fn g_variants_get(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, HubError> {
+    let who = researcher(&s, &h)?;
+    let req = serde_json::to_value(&q).map_err(|e| HubError::Internal(e.to_string()))?;
+    g_variants(&s, &who, &req).await
+}
+
+async fn g_variants(
+    s: &AppState,
+    who: &str,
+    req: &serde_json::Value,
+) -> Result<Json<serde_json::Value>, HubError> {
+    let study = crate::beacon::study_for(req)?;
+    let (id, results) = s.hub.beacon(who, study, crate::beacon::WAIT).await?;
+    Ok(Json(crate::beacon::response(s.hub.name(), &id, &results)))
 }
 
 fn esc(s: &str) -> String {

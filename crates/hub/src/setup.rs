@@ -5,7 +5,8 @@
 //! D/hub.key           the hub's Ed25519 signing key for tasks (mode 0600)
 //! D/tls/cert.pem      TLS certificate (self-signed by `init`; replace with a real one and keep the name,
 //! D/tls/key.pem         or point hub.toml at other files)
-//! D/researcher.token  bearer token for the researcher API (mode 0600)
+//! D/researcher.token  bearer token of the default researcher, `researcher` (mode 0600)
+//! D/researchers/N.token  bearer token of researcher N (`medfed hub add-researcher`, mode 0600)
 //! D/hub.sqlite        state and national statistics (when no PostgreSQL URL is configured)
 //! ```
 
@@ -45,6 +46,9 @@ fn default_schema() -> String {
 fn default_lease() -> i64 {
     60
 }
+
+/// The researcher whose token is `researcher.token`.
+pub const DEFAULT_RESEARCHER: &str = "researcher";
 
 #[derive(Clone, Debug)]
 pub struct HubDir(pub PathBuf);
@@ -158,6 +162,55 @@ impl HubDir {
             .map_err(|e| io(&p, e))?
             .trim()
             .to_string())
+    }
+
+    /// Every researcher's (name, token): the default one and `researchers/*.token`.
+    pub fn researchers(&self) -> Result<Vec<(String, String)>, HubError> {
+        let mut out = vec![(DEFAULT_RESEARCHER.to_string(), self.token_value()?)];
+        let dir = self.0.join("researchers");
+        if dir.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| io(&dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "token"))
+                .collect();
+            files.sort();
+            for p in files {
+                let name = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                let token = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
+                out.push((name, token.trim().to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Give researcher `name` a token of their own, written to `researchers/NAME.token` (0600).
+    /// Their studies carry their name to the nodes, which keep per-requester budgets by it.
+    pub fn add_researcher(&self, name: &str) -> Result<PathBuf, HubError> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.as_bytes()[0].is_ascii_lowercase()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(HubError::BadRequest(format!(
+                "researcher name {name:?}: use a lower-case letter, then letters, digits, _ or - (at most 64)"
+            )));
+        }
+        if name == DEFAULT_RESEARCHER || self.researchers()?.iter().any(|(n, _)| n == name) {
+            return Err(HubError::Conflict(format!(
+                "researcher {name} already has a token"
+            )));
+        }
+        let dir = self.0.join("researchers");
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let p = dir.join(format!("{name}.token"));
+        write_private(&p, medfed_protocol::random_id().as_bytes())?;
+        Ok(p)
     }
 
     /// Open the hub's state; `db` overrides the configured database.

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, public_key TEXT NOT NULL,
     added_at BIGINT NOT NULL, last_seen BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL,
-    submitted_at BIGINT NOT NULL, status TEXT NOT NULL, completed_at BIGINT NOT NULL DEFAULT 0);
+    submitted_at BIGINT NOT NULL, status TEXT NOT NULL, completed_at BIGINT NOT NULL DEFAULT 0,
+    requester TEXT NOT NULL DEFAULT 'researcher');
 CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, study_id TEXT NOT NULL REFERENCES studies(id),
     node TEXT NOT NULL, analysis_id TEXT NOT NULL, round BIGINT NOT NULL, payload TEXT NOT NULL,
     signature TEXT NOT NULL, status TEXT NOT NULL, leased_until BIGINT NOT NULL,
@@ -80,7 +81,8 @@ pub struct NewTask {
 
 /// Signed tasks of one round of analysis number `k` of a study: one per node, each with its own step
 /// (or none). Task ids start with the analysis's position and round, so that nodes receive (and answer)
-/// a study's analyses in order. A task lives `ttl_s` seconds.
+/// a study's analyses in order. A task lives `ttl_s` seconds and carries `requester`.
+#[allow(clippy::too_many_arguments)]
 pub fn new_tasks(
     key: &SecretKey,
     study_id: &str,
@@ -89,6 +91,7 @@ pub fn new_tasks(
     round: u32,
     steps: Vec<(String, Option<ModelStep>)>,
     ttl_s: u64,
+    requester: &str,
 ) -> Vec<NewTask> {
     let now = medfed_protocol::now();
     steps
@@ -104,6 +107,7 @@ pub fn new_tasks(
                 expires_at: now + ttl_s as i64,
                 nonce: medfed_protocol::random_id(),
                 step,
+                requester: Some(requester.to_string()),
             };
             let signed = Signed::seal(&task, key);
             NewTask {
@@ -193,6 +197,16 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS audit (seq {serial}, at BIGINT NOT NULL, actor TEXT NOT NULL, \
              action TEXT NOT NULL, detail TEXT NOT NULL)"
         ))?;
+        // Hubs made before studies recorded their requester: add the column (every earlier study
+        // was submitted with the one researcher token).
+        if db
+            .query("SELECT requester FROM studies WHERE 1 = 0", &[])
+            .is_err()
+        {
+            db.batch(
+                "ALTER TABLE studies ADD COLUMN requester TEXT NOT NULL DEFAULT 'researcher'",
+            )?;
+        }
         Ok(Store { db })
     }
 
@@ -335,6 +349,7 @@ impl Store {
     pub fn insert_study(
         &mut self,
         id: &str,
+        requester: &str,
         study: &Study,
         tasks: &[NewTask],
         fits: &[(String, serde_json::Value)],
@@ -343,8 +358,8 @@ impl Store {
         let spec = serde_json::to_string(study).expect("studies serialise");
         self.tx(|db| {
             db.execute(
-                "INSERT INTO studies (id, name, spec, submitted_at, status) VALUES ($1, $2, $3, $4, 'running')",
-                &[id.into(), study.name.as_str().into(), spec.into(), now.into()],
+                "INSERT INTO studies (id, name, spec, submitted_at, status, requester) VALUES ($1, $2, $3, $4, 'running', $5)",
+                &[id.into(), study.name.as_str().into(), spec.into(), now.into(), requester.into()],
             )?;
             for (analysis, state) in fits {
                 save_fit(db, id, analysis, state, now)?;
@@ -352,7 +367,7 @@ impl Store {
             insert_tasks(db, id, tasks, now)?;
             audit(
                 db,
-                "researcher",
+                requester,
                 "study_submitted",
                 &format!("{id} {:?}: {} analyses, {} tasks", study.name, study.analyses.len(), tasks.len()),
             )?;
@@ -932,8 +947,13 @@ fn advance_fit(
     analysis_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    let spec = db.query("SELECT spec FROM studies WHERE id = $1", &[study_id.into()])?;
+    let spec = db.query(
+        "SELECT spec, requester FROM studies WHERE id = $1",
+        &[study_id.into()],
+    )?;
     let study = parse_stored(&spec[0][0].clone().into_text())?;
+    let requester = spec[0][1].clone().into_text();
+    let requester = requester.as_str();
     let Some((k, a)) = study
         .analyses
         .iter()
@@ -983,10 +1003,14 @@ fn advance_fit(
     let r = match a {
         AnalysisSpec::Regression(r) => r,
         AnalysisSpec::Surveillance(sv) => {
-            return advance_surveillance(db, key, study_id, &study, k, sv, &step, &inputs, now)
+            return advance_surveillance(
+                db, key, study_id, &study, k, sv, &step, &inputs, now, requester,
+            )
         }
         AnalysisSpec::Gwas(g) => {
-            return advance_gwas(db, key, study_id, &study, k, g, &step, &inputs, now)
+            return advance_gwas(
+                db, key, study_id, &study, k, g, &step, &inputs, now, requester,
+            )
         }
         _ => return Ok(()),
     };
@@ -1015,7 +1039,7 @@ fn advance_fit(
         let steps: Vec<(String, Option<ModelStep>)> =
             steps.into_iter().map(|(n, s)| (n, Some(s))).collect();
         let ttl = round_ttl(&study, &steps);
-        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl);
+        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl, requester);
         insert_tasks(db, study_id, &tasks, now)?;
     }
     save_fit(db, study_id, analysis_id, &state, now)?;
@@ -1034,6 +1058,7 @@ fn advance_gwas(
     step: &ModelStep,
     inputs: &[(String, SiteInput<'_>)],
     now: i64,
+    requester: &str,
 ) -> Result<(), StoreError> {
     let mut state: GwasState = load_fit(db, study_id, &g.id)?;
     let next = medfed_analysis::gwas::advance(g, &mut state, step, inputs);
@@ -1055,7 +1080,7 @@ fn advance_gwas(
         let steps: Vec<(String, Option<ModelStep>)> =
             steps.into_iter().map(|(n, s)| (n, Some(s))).collect();
         let ttl = round_ttl(study, &steps);
-        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl);
+        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl, requester);
         insert_tasks(db, study_id, &tasks, now)?;
     }
     save_fit(db, study_id, &g.id, &state, now)?;
@@ -1229,6 +1254,7 @@ fn advance_surveillance(
     step: &ModelStep,
     inputs: &[(String, SiteInput<'_>)],
     now: i64,
+    requester: &str,
 ) -> Result<(), StoreError> {
     let mut state: SurveilState = load_fit(db, study_id, &s.id)?;
     let (next, totals) = surveillance::advance(s, &mut state, step, inputs);
@@ -1297,7 +1323,7 @@ fn advance_surveillance(
             steps.into_iter().map(|(n, s)| (n, Some(s))).collect();
         let ttl = round_ttl(study, &steps);
         let a = &study.analyses[k];
-        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl);
+        let tasks = new_tasks(key, study_id, k, a, state.round, steps, ttl, requester);
         insert_tasks(db, study_id, &tasks, now)?;
     }
     save_fit(db, study_id, &s.id, &state, now)?;

@@ -111,7 +111,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let base = format!("https://{}", listener.local_addr()?);
-            let app = medfed_hub::server::router(hub.clone(), token);
+            let app = medfed_hub::server::router(
+                hub.clone(),
+                vec![(medfed_hub::setup::DEFAULT_RESEARCHER.into(), token.clone())],
+            );
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let server = tokio::spawn(medfed_hub::server::serve(listener, app, tls, async {
                 let _ = stop_rx.await;

@@ -19,6 +19,10 @@ enum Command {
     Serve(ServeArgs),
     /// Register a hospital node by name and public key (printed by `medfed node init`).
     AddNode(AddNodeArgs),
+    /// Give a researcher a bearer token of their own (written to DIR/researchers/NAME.token). Their
+    /// studies and beacon look-ups carry their name to the nodes, which keep rare-variant probe
+    /// budgets per researcher. Takes effect when the hub is next started.
+    AddResearcher(AddResearcherArgs),
     /// List registered nodes and when each was last seen.
     Nodes(DirArgs),
     /// Print the hub's audit trail (registrations, studies, deliveries, results, refusals).
@@ -58,6 +62,16 @@ struct ServeArgs {
     /// Database URL (overrides hub.toml): postgres://… or sqlite:PATH.
     #[arg(long)]
     db: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct AddResearcherArgs {
+    /// Hub folder.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Researcher name (lower-case letters, digits, _ or -).
+    #[arg(long)]
+    name: String,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +140,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             println!("node {:?} registered", a.name);
             Ok(())
         }
+        Command::AddResearcher(a) => {
+            let p = HubDir(a.dir).add_researcher(&a.name)?;
+            println!("researcher {:?}: token in {}", a.name, p.display());
+            Ok(())
+        }
         Command::Nodes(a) => {
             let hub = HubDir(a.dir).open(a.db.as_deref())?;
             for n in hub.nodes()? {
@@ -160,7 +179,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = d.load_config()?;
     let hub = d.open(a.db.as_deref())?;
     let tls = d.tls()?;
-    let token = d.token_value()?;
+    let researchers = d.researchers()?;
     let listen = a.listen.unwrap_or(cfg.listen);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -182,7 +201,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             hub.name(),
             hub.backend()
         );
-        let app = medfed_hub::server::router(hub, token);
+        let app = medfed_hub::server::router(hub, researchers);
         medfed_hub::server::serve(listener, app, tls, super::shutdown_signal()).await;
         anyhow::Ok(())
     });

@@ -1,3 +1,4 @@
+pub mod beacon;
 pub mod bench;
 pub mod bench_model;
 pub mod bench_surveil;

@@ -292,6 +292,7 @@ pub fn print_summary(results: &serde_json::Value) {
         let model = &v["summary"]["coefficients"];
         let shown = match v.get("tables").and_then(|t| t.as_array()) {
             _ if r["type"] == "gwas" => gwas_summary(v),
+            _ if r["type"] == "beacon" => beacon_summary(v),
             _ if model.is_object() => format!(
                 "{} coefficients, {} rounds{}",
                 model.as_object().map_or(0, |m| m.len()),
@@ -324,6 +325,38 @@ pub fn print_summary(results: &serde_json::Value) {
             notes
         );
     }
+}
+
+/// One line about a beacon look-up: each variant carried or not, with carriers where counted.
+fn beacon_summary(v: &serde_json::Value) -> String {
+    let parts: Vec<String> = v["variants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| {
+            let e = match x["exists"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "withheld",
+            };
+            match (
+                x["carriers"].as_u64(),
+                x["carriers_min"].as_u64(),
+                x["carriers_max"].as_u64(),
+            ) {
+                (Some(c), _, _) => format!("{} {e} ({c})", x["variant"].as_str().unwrap_or("")),
+                (None, Some(lo), Some(hi)) => {
+                    format!("{} {e} ({lo}-{hi})", x["variant"].as_str().unwrap_or(""))
+                }
+                _ => format!("{} {e}", x["variant"].as_str().unwrap_or("")),
+            }
+        })
+        .collect();
+    format!(
+        "beacon at {} level: {}",
+        v["answered"].as_str().unwrap_or("?"),
+        parts.join("; ")
+    )
 }
 
 /// One line about a pooled GWAS: samples, variants, λ, hits, and the top variant.

@@ -1420,3 +1420,284 @@ fn surveillance_over_https_adds_counts_so_the_hub_never_holds_a_sites() {
         "the restarted hub publishes the same totals"
     );
 }
+
+/// Genotype classes (hom A1, het, hom A2) and alleles of every variant in a PLINK `--hardy` report.
+fn hardy(path: &Path) -> BTreeMap<String, (u64, u64, u64, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if !f[2].starts_with("ALL") {
+                return None;
+            }
+            let g: Vec<u64> = f[5].split('/').map(|x| x.parse().unwrap()).collect();
+            Some((
+                f[1].to_string(),
+                (g[0], g[1], g[2], f[3].into(), f[4].into()),
+            ))
+        })
+        .collect()
+}
+
+/// A site's answer for a variant whose classes (hom alt, het, hom ref) PLINK counted, checked
+/// against the policy: min cell 10, frequency level allowed.
+fn check_answer(what: &str, a: &serde_json::Value, (hom, het, refs): (u64, u64, u64)) {
+    let k = 10;
+    let small = |n: u64| n > 0 && n < k;
+    let carriers = hom + het;
+    assert_eq!(a["typed"], true, "{what}: {a}");
+    assert_eq!(a["exists"], carriers > 0, "{what}: {a}");
+    if small(carriers) {
+        assert!(a["carriers"].is_null(), "{what}: small count released: {a}");
+        assert_eq!(a["withheld"]["rule"], "min_cell_count", "{what}: {a}");
+    } else {
+        assert_eq!(a["carriers"], carriers, "{what}: {a}");
+    }
+    if small(carriers) || small(hom) || small(het) || small(refs) {
+        assert!(
+            a["allele_count"].is_null() && a["hom_alt"].is_null(),
+            "{what}: {a}"
+        );
+    } else {
+        assert_eq!(a["allele_count"], 2 * hom + het, "{what}: {a}");
+        assert_eq!(a["allele_number"], 2 * (hom + het + refs), "{what}: {a}");
+        assert_eq!(
+            (a["hom_alt"].clone(), a["het"].clone()),
+            (hom.into(), het.into()),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn beacon_over_https_equals_plink_and_holds_a_prober_to_the_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sites = population(tmp.path(), 3_000, 3);
+    let policy = "min_cell_count = 10\n[analyses]\nbeacon = \"allow\"\n\
+                  [beacon]\ngranularity = \"frequency\"\nrare_frequency = 0.05\nprobe_budget = 5\n";
+    let mut net = Net::new(tmp.path(), &sites, false, Some(policy));
+    let hub = s(&net.hub_dir);
+    let out = ok(&["hub", "add-researcher", "--dir", &hub, "--name", "mallory"]);
+    assert!(out.contains("researchers/mallory.token"), "{out}");
+    let mallory = net.hub_dir.join("researchers/mallory.token");
+    // Tokens are read when the hub starts.
+    assert!(net.hub.terminate().success());
+    net.start_hub(&[]);
+    net.start_nodes(&[]);
+
+    // PLINK 1.9 on each site and on the merged sites.
+    let refdir = tmp.path().join("plink");
+    std::fs::create_dir_all(&refdir).unwrap();
+    let mut per_site = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        let bfile = s(&site.join("genotypes/site"));
+        super::gwas::plink(
+            &refdir,
+            &["--bfile", &bfile, "--hardy", "--out", &format!("s{i}")],
+        );
+        per_site.push(hardy(&refdir.join(format!("s{i}.hwe"))));
+    }
+    let list: String = sites
+        .iter()
+        .map(|p| format!("{}\n", p.join("genotypes/site").display()))
+        .collect();
+    std::fs::write(refdir.join("sites.txt"), list).unwrap();
+    super::gwas::plink(
+        &refdir,
+        &["--merge-list", "sites.txt", "--hardy", "--out", "pooled"],
+    );
+    let pooled = hardy(&refdir.join("pooled.hwe"));
+    let bim = std::fs::read_to_string(sites[0].join("genotypes/site.bim")).unwrap();
+    let panel: Vec<(String, String, String, String, String)> = bim
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[1].into(),
+                f[0].into(),
+                f[3].into(),
+                f[4].into(),
+                f[5].into(),
+            )
+        })
+        .collect();
+    // A site's classes for alt = A1 (the .bim's A1, which PLINK's report also counts first).
+    let classes = |site: usize, snp: &str| {
+        let (h1, het, h2, _, _) = &per_site[site][snp];
+        (*h1, *het, *h2)
+    };
+    let freq = |c: (u64, u64, u64)| (2 * c.0 + c.1) as f64 / (2 * (c.0 + c.1 + c.2)).max(1) as f64;
+    let rare_everywhere = |snp: &str| (0..sites.len()).all(|i| freq(classes(i, snp)) < 0.05);
+    let common: Vec<&(String, String, String, String, String)> = panel
+        .iter()
+        .filter(|v| (0..sites.len()).all(|i| freq(classes(i, &v.0)) > 0.2))
+        .take(3)
+        .collect();
+    let rare: Vec<&(String, String, String, String, String)> = panel
+        .iter()
+        .filter(|v| rare_everywhere(&v.0))
+        .take(8)
+        .collect();
+    assert_eq!((common.len(), rare.len()), (3, 8));
+    let arg =
+        |v: &(String, String, String, String, String)| format!("{}:{}:{}:{}", v.1, v.2, v.4, v.3);
+    let beacon = |token: Option<&Path>, vars: &[&(String, String, String, String, String)]| {
+        let mut a: Vec<String> = vec!["beacon".into(), "--hub-dir".into(), hub.clone()];
+        if let Some(t) = token {
+            a.extend(["--token-file".into(), s(t)]);
+        }
+        for v in vars {
+            a.extend(["--variant".into(), arg(v)]);
+        }
+        a.extend(["--granularity".into(), "frequency".into(), "--json".into()]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let r: serde_json::Value = serde_json::from_str(&ok(&a)).unwrap();
+        assert_eq!(r["info"]["complete"], true, "{r}");
+        r
+    };
+
+    // Common variants: every site's answer is PLINK's count under the policy, and the network's
+    // allele count and number are PLINK's on the merged sites.
+    let r = beacon(None, &common);
+    assert_eq!(r["meta"]["returnedGranularity"], "aggregated", "{r}");
+    assert_eq!(r["response"]["resultSets"].as_array().unwrap().len(), 3);
+    for (j, v) in common.iter().enumerate() {
+        let net_v = &r["info"]["network"]["variants"][j];
+        for (i, (name, _)) in net.nodes.iter().enumerate() {
+            let a = &net_v["sites"][i];
+            assert_eq!(a[0], name.as_str());
+            check_answer(&format!("{} at {name}", v.0), &a[1], classes(i, &v.0));
+        }
+        let (h1, het, h2, a1, _) = &pooled[&v.0];
+        assert_eq!(a1, &v.3);
+        if net_v["withheld"].as_array().unwrap().is_empty() {
+            assert_eq!(net_v["carriers"], h1 + het, "{net_v}");
+            assert_eq!(net_v["allele_count"], 2 * h1 + het, "{net_v}");
+            assert_eq!(net_v["allele_number"], 2 * (h1 + het + h2), "{net_v}");
+        }
+    }
+    // Beacon v2's GET form, from another HTTPS client (Python's), answers the same.
+    let token = std::fs::read_to_string(net.hub_dir.join("researcher.token")).unwrap();
+    let v = common[0];
+    let url = format!(
+        "{}/api/g_variants?referenceName={}&start={}&referenceBases={}&alternateBases={}&requestedGranularity=count",
+        net.url(),
+        v.1,
+        v.2.parse::<u64>().unwrap() - 1,
+        v.4,
+        v.3
+    );
+    let py = "import json,ssl,sys,urllib.request as u\n\
+              c=ssl.create_default_context(cafile=sys.argv[2])\n\
+              r=u.Request(sys.argv[1],headers={'Authorization':'Bearer '+sys.argv[3]})\n\
+              print(u.urlopen(r,context=c).read().decode())";
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            py,
+            &url,
+            &s(&net.hub_dir.join("tls/cert.pem")),
+            token.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(got["meta"]["returnedGranularity"], "count", "{got}");
+    assert_eq!(
+        got["info"]["network"]["variants"][0]["carriers"],
+        r["info"]["network"]["variants"][0]["carriers"],
+        "{got}"
+    );
+    // The text form names every site.
+    let text = ok(&["beacon", "--hub-dir", &hub, "--variant", &arg(common[0])]);
+    for (name, _) in &net.nodes {
+        assert!(text.contains(name.as_str()), "{text}");
+    }
+
+    // Mallory probes rare variants one by one: five are answered at every site, then none.
+    let probe = |v| beacon(Some(&mallory), &[v]);
+    for (j, v) in rare.iter().enumerate() {
+        let r = probe(*v);
+        let answers = &r["info"]["network"]["variants"][0]["sites"];
+        for (i, (name, _)) in net.nodes.iter().enumerate() {
+            let a = &answers[i][1];
+            if j < 5 {
+                check_answer(&format!("{} at {name}", v.0), a, classes(i, &v.0));
+            } else {
+                assert_eq!(
+                    a["withheld"]["rule"], "probe_budget",
+                    "probe {j} at {name}: {a}"
+                );
+                assert!(a["exists"].is_null() && a["carriers"].is_null(), "{a}");
+            }
+        }
+        if j >= 5 {
+            assert!(r["responseSummary"]["exists"].is_null(), "{r}");
+        }
+    }
+    // A variant already charged is answered again; common variants stay free.
+    let r = beacon(Some(&mallory), &[rare[0], common[0]]);
+    for i in 0..net.nodes.len() {
+        check_answer(
+            "repeat",
+            &r["info"]["network"]["variants"][0]["sites"][i][1],
+            classes(i, &rare[0].0),
+        );
+        check_answer(
+            "common",
+            &r["info"]["network"]["variants"][1]["sites"][i][1],
+            classes(i, &common[0].0),
+        );
+    }
+    // Another researcher has a budget of their own.
+    let r = beacon(None, &[rare[7]]);
+    for i in 0..net.nodes.len() {
+        check_answer(
+            "ann",
+            &r["info"]["network"]["variants"][0]["sites"][i][1],
+            classes(i, &rare[7].0),
+        );
+    }
+    // The budget outlives a restart of the nodes.
+    net.runners.clear();
+    net.start_nodes(&[]);
+    let r = probe(rare[6]);
+    for i in 0..net.nodes.len() {
+        assert_eq!(
+            r["info"]["network"]["variants"][0]["sites"][i][1]["withheld"]["rule"], "probe_budget",
+            "{r}"
+        );
+    }
+    // The hub knows who asked; the nodes' ledgers hold what each was charged, locally.
+    let mut db = net.db();
+    let who = db
+        .query(
+            "SELECT DISTINCT requester FROM studies ORDER BY requester",
+            &[],
+        )
+        .unwrap();
+    let who: Vec<String> = who.into_iter().map(|r| r[0].clone().into_text()).collect();
+    assert_eq!(who, ["mallory", "researcher"]);
+    let ledger = std::fs::read_to_string(net.nodes[0].1.join("state/beacon_probes")).unwrap();
+    assert_eq!(
+        ledger.lines().filter(|l| l.starts_with("mallory ")).count(),
+        5,
+        "{ledger}"
+    );
+    // A wrong token gets nothing.
+    let bad = tmp.path().join("bad.token");
+    std::fs::write(&bad, "not-a-token").unwrap();
+    let (okay, _, err) = medfed(&[
+        "beacon",
+        "--hub-dir",
+        &hub,
+        "--token-file",
+        &s(&bad),
+        "--variant",
+        &arg(common[0]),
+    ]);
+    assert!(!okay && err.contains("401"), "{err}");
+}
