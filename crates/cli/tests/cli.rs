@@ -154,6 +154,44 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
         assert_eq!(r["type"], "gwas");
         assert_eq!(r["sites"].as_array().unwrap().len(), 3, "{r}");
     }
+    // Beacon look-ups: the clinician's answers, and the prober stopped at hospital_a's budget of
+    // 50 distinct rare variants (all 60 asked are rare there).
+    for section in [
+        "Variant look-ups (GA4GH Beacon v2)",
+        "A prober held to the budget",
+    ] {
+        assert!(report.contains(section), "report lacks {section}");
+    }
+    let lookups: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results/beacon/lookups.json")).unwrap(),
+    )
+    .unwrap();
+    let asked = lookups["clinician"]["info"]["network"]["variants"]
+        .as_array()
+        .unwrap();
+    assert_eq!(asked.len(), 3, "{lookups}");
+    assert_eq!(asked[0]["exists"], true, "rs_causal1: {}", asked[0]);
+    assert_eq!(
+        (asked[2]["exists"].clone(), asked[2]["sites_typed"].clone()),
+        (false.into(), 0.into())
+    );
+    let probes = lookups["prober"]["info"]["network"]["variants"]
+        .as_array()
+        .unwrap();
+    assert_eq!(probes.len(), 60);
+    let at_a = |rule: Option<&str>| {
+        probes
+            .iter()
+            .filter(|v| {
+                let a = &v["sites"][0][1];
+                match rule {
+                    Some(r) => a["withheld"]["rule"] == r,
+                    None => !a["exists"].is_null(),
+                }
+            })
+            .count()
+    };
+    assert_eq!((at_a(None), at_a(Some("probe_budget"))), (50, 10));
     // The R&D catalog ran through the same network and its plots are in the report.
     let catalog: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results/catalog/results.json")).unwrap(),

@@ -227,6 +227,7 @@ struct NetworkRun {
     gwas_latency_s: f64,
     /// Pooled results of the surveillance study, and its detectors scored against the planted
     /// outbreaks (from the hub's internal store, which only the operator on this machine can read).
+    lookups: super::beacon::DemoLookups,
     surveil: serde_json::Value,
     surveil_latency_s: f64,
     surveil_scores: Option<serde_json::Value>,
@@ -334,6 +335,40 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
             results: "results/gwas",
         },
     )?;
+    // Variant look-ups: a clinician's question, and a second researcher probing rare variants.
+    let prober = super::study::Client::new(&super::study::HubArgs {
+        hub: None,
+        ca: None,
+        token: Some(
+            std::fs::read_to_string(net.hub_dir.join("researchers/prober.token"))?
+                .trim()
+                .to_string(),
+        ),
+        hub_dir: Some(net.hub_dir.clone()),
+    })?;
+    let lookups = super::beacon::demo_lookups(&client, &prober, &sites[0])?;
+    print!("{}", super::beacon::render(&lookups.clinician));
+    let withheld = lookups.prober["info"]["network"]["variants"]
+        .as_array()
+        .map_or(0, |v| {
+            v.iter()
+                .filter(|x| {
+                    x["withheld"]
+                        .as_array()
+                        .is_some_and(|w| w.iter().any(|p| p[1]["rule"] == "probe_budget"))
+                })
+                .count()
+        });
+    println!(
+        "beacon: the researcher 'prober' asked for {} rare variants; {withheld} were withheld somewhere because the budget was spent",
+        lookups.probes
+    );
+    std::fs::create_dir_all(a.out.join("results/beacon"))?;
+    std::fs::write(
+        a.out.join("results/beacon/lookups.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "clinician": lookups.clinician, "prober": lookups.prober}))?,
+    )?;
     // Syndromic surveillance: four secure-aggregation phases per chunk of days.
     let surveil_path = a.out.join("network/surveillance.json");
     std::fs::write(&surveil_path, super::surveil::DEFAULT_STUDY)?;
@@ -378,6 +413,7 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         models_latency_s,
         gwas,
         gwas_latency_s,
+        lookups,
         surveil,
         surveil_latency_s,
         surveil_scores,
@@ -557,6 +593,7 @@ fn render(
         truth,
         net.gwas_latency_s,
     ));
+    h.push_str(&super::beacon::section(&net.lookups));
     h.push_str(&super::report::surveillance_section(
         &net.surveil,
         net.surveil_scores.as_ref(),

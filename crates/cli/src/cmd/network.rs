@@ -55,7 +55,10 @@ impl LocalNetwork {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)?;
         let hub_dir = dir.join("hub");
-        medfed_hub::HubDir::init(&hub_dir, "national", listen, None, "medfed_hub", &[])?;
+        let hd = medfed_hub::HubDir::init(&hub_dir, "national", listen, None, "medfed_hub", &[])?;
+        // A second researcher, so that the demo can show a prober held to the beacon budget while
+        // the default researcher's look-ups go on.
+        hd.add_researcher("prober")?;
         let hub_s = hub_dir.to_string_lossy().to_string();
         let hub_log = logs.join("hub.log");
         let mut hub = spawn(
