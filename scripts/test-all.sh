@@ -14,6 +14,7 @@ pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 need_apt=()
 command -v plink1.9 >/dev/null 2>&1 || need_apt+=(plink1.9)
 command -v plink2 >/dev/null 2>&1 || need_apt+=(plink2)
+command -v bcftools >/dev/null 2>&1 || need_apt+=(bcftools)
 if ! pg_up && ! command -v pg_ctlcluster >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"

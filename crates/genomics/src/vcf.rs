@@ -1,5 +1,7 @@
-//! VCF import into the site's PLINK 1 binary genotype store, through `noodles-vcf` (plain text, gzip
-//! or BGZF, detected from the extension).
+//! VCF and BCF import into the site's PLINK 1 binary genotype store, through `noodles-vcf` (plain
+//! text, gzip or BGZF, detected from the extension) and `noodles-bcf` (BCF 2, BGZF or uncompressed,
+//! detected from the `.bcf` extension or the `BCF` magic bytes). A BCF record is decoded by
+//! noodles and read through the same VCF record path, so both formats follow the same rules.
 //!
 //! What PLINK 1.9's `--vcf … --double-id --keep-allele-order` would write, with these rules, every
 //! one counted in the report:
@@ -11,12 +13,15 @@
 //! - Sample ids: kept as they are (FID = IID = sample), or mapped to `person_id` through a map; a
 //!   sample the map lacks is left out and listed.
 //! - A record that cannot be read (bad position, a GT allele index past the ALT list, a wrong
-//!   number of sample columns) stops the import with the file, the line and the field; nothing is
-//!   written under the output prefix until every record has been read.
+//!   number of sample columns) stops the import with the file, the line (for BCF, the record
+//!   number) and the field; nothing is written under the output prefix until every record has been
+//!   read.
 
 use std::collections::HashMap;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
+use noodles_bcf as bcf;
 use noodles_vcf as vcf;
 
 use crate::{bad, io_err, write_bim, write_fam, BedWriter, GenoError, Sample, Variant};
@@ -66,9 +71,95 @@ fn parse_gt(field: &str) -> Result<[Option<u32>; 2], String> {
     Ok(out)
 }
 
+/// A variant file being read: VCF text, or BCF with the encoder that turns each record into the
+/// VCF line the rest of the import reads.
+enum Input {
+    Vcf(vcf::io::Reader<Box<dyn BufRead>>),
+    Bcf {
+        reader: bcf::io::Reader<Box<dyn Read>>,
+        record: bcf::Record,
+        line: vcf::io::Writer<Vec<u8>>,
+    },
+}
+
+/// Whether `src` is BCF, and if so whether BGZF-compressed: the `.bcf` extension, or the raw magic
+/// `BCF` of an uncompressed file.
+fn bcf_kind(src: &Path) -> Result<Option<bcf::io::CompressionMethod>, GenoError> {
+    let mut magic = [0u8; 3];
+    let mut f = std::fs::File::open(src).map_err(|e| io_err(src, e))?;
+    let n = f.read(&mut magic).map_err(|e| io_err(src, e))?;
+    if n == 3 && &magic == b"BCF" {
+        return Ok(Some(bcf::io::CompressionMethod::None));
+    }
+    let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("");
+    Ok(ext
+        .eq_ignore_ascii_case("bcf")
+        .then_some(bcf::io::CompressionMethod::Bgzf))
+}
+
+impl Input {
+    fn open(src: &Path) -> Result<(Input, vcf::Header), GenoError> {
+        match bcf_kind(src)? {
+            Some(method) => {
+                let mut reader = bcf::io::reader::Builder::default()
+                    .set_compression_method(method)
+                    .build_from_path(src)
+                    .map_err(|e| io_err(src, e))?;
+                let header = reader
+                    .read_header()
+                    .map_err(|e| bad(src, format!("BCF header: {e}")))?;
+                let input = Input::Bcf {
+                    reader,
+                    record: bcf::Record::default(),
+                    line: vcf::io::Writer::new(Vec::new()),
+                };
+                Ok((input, header))
+            }
+            None => {
+                let mut reader = vcf::io::reader::Builder::default()
+                    .build_from_path(src)
+                    .map_err(|e| io_err(src, e))?;
+                let header = reader
+                    .read_header()
+                    .map_err(|e| bad(src, format!("header: {e}")))?;
+                Ok((Input::Vcf(reader), header))
+            }
+        }
+    }
+
+    /// The next record into `record`; 0 at the end.
+    fn next(&mut self, header: &vcf::Header, record: &mut vcf::Record) -> std::io::Result<usize> {
+        match self {
+            Input::Vcf(r) => r.read_record(record),
+            Input::Bcf {
+                reader,
+                record: b,
+                line,
+            } => {
+                use vcf::variant::io::Write as _;
+                let n = reader.read_record(b)?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                line.get_mut().clear();
+                line.write_variant_record(header, b)?;
+                *record = vcf::Record::try_from(&line.get_ref()[..])?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// What errors call a record's place: a line of a VCF, a record of a BCF.
+    fn unit(&self) -> &'static str {
+        match self {
+            Input::Vcf(_) => "line",
+            Input::Bcf { .. } => "record",
+        }
+    }
+}
+
 /// Lines of the header (`##…` and `#CHROM`), so that errors can name a record's line.
 fn header_lines(src: &Path) -> Result<u64, GenoError> {
-    use std::io::BufRead;
     let mut r = vcf::io::reader::Builder::default()
         .build_from_path(src)
         .map_err(|e| io_err(src, e))?;
@@ -94,14 +185,13 @@ pub fn import_vcf(
     out: &Path,
     map: Option<&HashMap<String, String>>,
 ) -> Result<VcfImport, GenoError> {
-    let mut reader = vcf::io::reader::Builder::default()
-        .build_from_path(src)
-        .map_err(|e| io_err(src, e))?;
-    let header = reader
-        .read_header()
-        .map_err(|e| bad(src, format!("header: {e}")))?;
+    let (mut input, header) = Input::open(src)?;
     let names: Vec<String> = header.sample_names().iter().cloned().collect();
-    let header_lines = header_lines(src)?;
+    let unit = input.unit();
+    let header_lines = match input {
+        Input::Vcf(_) => header_lines(src)?,
+        Input::Bcf { .. } => 0,
+    };
     let mut report = VcfImport {
         samples: names.len(),
         ..VcfImport::default()
@@ -141,15 +231,15 @@ pub fn import_vcf(
     let mut line = header_lines;
     let result = (|| -> Result<(), GenoError> {
         loop {
-            let n = reader
-                .read_record(&mut record)
-                .map_err(|e| bad(src, format!("line {}: {e}", line + 1)))?;
+            let n = input
+                .next(&header, &mut record)
+                .map_err(|e| bad(src, format!("{unit} {}: {e}", line + 1)))?;
             if n == 0 {
                 return Ok(());
             }
             line += 1;
             report.records += 1;
-            let at = |field: &str, msg: String| bad(src, format!("line {line}, {field}: {msg}"));
+            let at = |field: &str, msg: String| bad(src, format!("{unit} {line}, {field}: {msg}"));
             let chrom = record.reference_sequence_name().to_string();
             let pos = match record.variant_start() {
                 Some(Ok(p)) => usize::from(p) as u64,
@@ -389,5 +479,90 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count() == 1,
             "left files behind"
         );
+    }
+
+    fn bcftools(args: &[&str]) {
+        let o = std::process::Command::new("bcftools")
+            .args(args)
+            .output()
+            .expect("bcftools (installed by scripts/test-all.sh)");
+        assert!(
+            o.status.success(),
+            "bcftools {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn files(prefix: &Path) -> Vec<Vec<u8>> {
+        ["bed", "bim", "fam"]
+            .iter()
+            .map(|e| std::fs::read(crate::with_suffix(prefix, e)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn bcf_compressed_or_not_imports_as_its_vcf_does() {
+        // bcftools writes the 1000 Genomes region and the multi-allelic test file as BGZF and as
+        // uncompressed BCF; each imports to the same .bed, .bim and .fam, and the same report, as
+        // the VCF it came from.
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("t.vcf");
+        std::fs::write(
+            &small,
+            "##fileformat=VCFv4.3\n##contig=<ID=1>\n##FORMAT=<ID=GT,Number=1,Type=String,Description=\"Genotype\">\n\
+             #CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\ts2\ts3\ts4\n\
+             1\t100\trs1\tA\tG\t.\t.\t.\tGT\t0/0\t0/1\t1|1\t./.\n\
+             1\t200\trs2\tC\tT,G\t.\t.\t.\tGT\t0/2\t1/1\t0/.\t2\n\
+             1\t300\t.\tT\t.\t.\t.\t.\tGT\t0/0\t0/0\t0/0\t0/0\n",
+        )
+        .unwrap();
+        for (name, src) in [
+            ("kg", data("kg1000_chr1_region/example.vcf.gz")),
+            ("small", small),
+        ] {
+            let from_vcf = dir.path().join(format!("{name}_vcf"));
+            let want = import_vcf(&src, &from_vcf, None).unwrap();
+            for (flag, file) in [
+                ("-Ob", format!("{name}.bcf")),
+                ("-Ou", format!("{name}.raw")),
+            ] {
+                let bcf = dir.path().join(&file);
+                bcftools(&[
+                    "view",
+                    flag,
+                    "-o",
+                    bcf.to_str().unwrap(),
+                    src.to_str().unwrap(),
+                ]);
+                let out = dir.path().join(format!("{file}_out"));
+                let got = import_vcf(&bcf, &out, None).unwrap();
+                assert_eq!(got, want, "{file}");
+                assert!(files(&out) == files(&from_vcf), "{file}: files differ");
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_bcf_names_the_file_and_record_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole.bcf");
+        let src = data("kg1000_chr1_region/example.vcf.gz");
+        bcftools(&[
+            "view",
+            "-Ou",
+            "-o",
+            whole.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ]);
+        let bytes = std::fs::read(&whole).unwrap();
+        let cut = dir.path().join("cut.bcf");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::remove_file(&whole).unwrap();
+        let e = import_vcf(&cut, &dir.path().join("site"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cut.bcf") && e.contains("record "), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "left files behind");
     }
 }

@@ -31,7 +31,8 @@ pub struct Args {
     /// With a PostgreSQL target: where to keep the quarantined rows [default: ./quarantine-SCHEMA].
     #[arg(long, value_name = "DIR")]
     quarantine: Option<PathBuf>,
-    /// The site's genotypes as VCF (plain, .gz or BGZF .vcf.gz), written into the store as PLINK 1
+    /// The site's genotypes as VCF (plain, .gz or BGZF .vcf.gz) or BCF (.bcf, BGZF or
+    /// uncompressed), written into the store as PLINK 1
     /// binary (genotypes/site.{bed,bim,fam}); multi-allelic records become one variant per ALT.
     /// Sample ids must be person_ids unless --vcf-ids maps them.
     #[arg(long, value_name = "VCF")]
