@@ -52,7 +52,7 @@ pub struct Sums {
     pub xtx: Vec<f64>,
     /// Linear: `Xᵀy`; logistic: the score `Xᵀ(y − μ)`.
     pub xty: Vec<f64>,
-    /// Linear: `yᵀy`; logistic: the log-likelihood.
+    /// Linear: `yᵀy`; logistic: 0 (the Newton step does not need the log-likelihood).
     pub scalar: f64,
 }
 
@@ -158,11 +158,13 @@ pub fn logistic_sums(d: &Design, packed: &[u8], beta: &[f64]) -> Sums {
         }
         d.row(j, g, &mut x);
         let eta: f64 = x.iter().zip(beta).map(|(a, b)| a * b).sum();
-        let mu = 1.0 / (1.0 + (-eta).exp());
+        // One exponential a sample, stable for large |η|: e = e^−|η|, μ = 1/(1+e) or e/(1+e).
+        // The Newton step needs the score and information only; no log-likelihood is summed
+        // (`scalar` stays 0), which saves a logarithm a sample and round.
+        let e = (-eta.abs()).exp();
+        let mu = if eta >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
         let y = d.y[j];
         accumulate(&mut s, &x, mu * (1.0 - mu), y - mu);
-        // log-likelihood, stable for large |eta|: y·eta − log(1 + e^eta)
-        s.scalar += y * eta - (eta.max(0.0) + (-eta.abs()).exp().ln_1p());
         s.n += 1;
     }
     symmetrize(&mut s, k);
