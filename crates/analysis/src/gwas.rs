@@ -279,6 +279,10 @@ pub struct GwasState {
     /// First variant of the chunk in progress.
     pub first: u32,
     pub error: Option<String>,
+    /// Variants not fitted because their logistic maximum-likelihood estimate does not exist: no
+    /// copy of one allele among the cases or among the controls (separation).
+    #[serde(default)]
+    pub separated: u32,
 }
 
 pub use crate::regression::Next;
@@ -514,24 +518,42 @@ fn next_chunk(g: &Gwas, state: &mut GwasState, next: usize) -> Next {
     }
 }
 
+/// Whether a case/control variant's logistic fit has no finite maximum: among the cases or among
+/// the controls, no copy of one of the alleles (or nobody). Then moving the dosage coefficient
+/// towards ±∞ raises the likelihood for ever — Newton rounds would run to the iteration limit —
+/// so the hub does not fit it (PLINK 2 reports such variants as failing to converge, or fits them
+/// by Firth regression).
+fn separated(t: &CaseControl) -> bool {
+    [t.case, t.control].iter().any(|c| {
+        let (a1, a2) = (2 * c.hom_a1 + c.het, 2 * c.hom_a2 + c.het);
+        a1 == 0 || a2 == 0
+    })
+}
+
 /// Start fitting the chunk at `first`: zero coefficients for every variant that is polymorphic in
-/// the pooled table.
+/// the pooled table (and, for a case/control trait, not separated).
 fn start_fit(g: &Gwas, state: &mut GwasState, first: u32) -> Next {
     let count = chunk_len(g, state, first);
     state.first = first;
     state.k = g.parameters();
     let k = state.k;
     let (a, n) = (first as usize, count as usize);
+    let case_control = !g.quantitative();
+    let mut skipped = 0;
     state.beta = (a..a + n)
         .map(|v| {
             let t = unflat(&state.tables[v * TABLE_WIDTH..(v + 1) * TABLE_WIDTH]);
             if mac(&t) == 0 {
+                Vec::new()
+            } else if case_control && separated(&t) {
+                skipped += 1;
                 Vec::new()
             } else {
                 vec![0.0; k]
             }
         })
         .collect();
+    state.separated += skipped;
     state.iterations = vec![0; n];
     Next::Round(to_all(
         &state.sites,
@@ -831,6 +853,12 @@ pub fn pooled_result(g: &Gwas, state: &GwasState) -> crate::PooledResult {
             r.withheld_variants, r.variants
         ));
     }
+    if state.separated > 0 {
+        notes.push(format!(
+            "{} variants not fitted by logistic regression: no copy of one allele among the cases or the controls, so the estimate is infinite (separation)",
+            state.separated
+        ));
+    }
     crate::PooledResult {
         id: g.id.clone(),
         kind: "gwas".into(),
@@ -1088,6 +1116,28 @@ mod tests {
             rounds > 1 + 3 + 3 * 3 && rounds < 1 + 3 + 3 * 12,
             "{rounds} rounds"
         );
+    }
+
+    #[test]
+    fn separated_variants_are_not_fitted() {
+        let g = |hom_a1, het, hom_a2| GenoCounts {
+            hom_a1,
+            het,
+            hom_a2,
+            missing: 0,
+        };
+        let none = g(0, 0, 0);
+        let t = |case, control| CaseControl {
+            case,
+            control,
+            other: none,
+        };
+        // No A1 among the cases; every control homozygous A1; no case at all.
+        assert!(separated(&t(g(0, 0, 50), g(1, 5, 90))));
+        assert!(separated(&t(g(1, 5, 90), g(40, 0, 0))));
+        assert!(separated(&t(none, g(1, 5, 90))));
+        // One heterozygous case is enough for a finite estimate.
+        assert!(!separated(&t(g(0, 1, 50), g(1, 5, 90))));
     }
 
     #[test]

@@ -162,7 +162,11 @@ pub fn logistic_sums(d: &Design, packed: &[u8], beta: &[f64]) -> Sums {
         // The Newton step needs the score and information only; no log-likelihood is summed
         // (`scalar` stays 0), which saves a logarithm a sample and round.
         let e = (-eta.abs()).exp();
-        let mu = if eta >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+        let mu = if eta >= 0.0 {
+            1.0 / (1.0 + e)
+        } else {
+            e / (1.0 + e)
+        };
         let y = d.y[j];
         accumulate(&mut s, &x, mu * (1.0 - mu), y - mu);
         s.n += 1;
