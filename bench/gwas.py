@@ -60,6 +60,23 @@ def run_study(mf, work, sites, spec, tag):
     return dt, rss, res, out
 
 
+def timed_limit(cmd, cwd, limit):
+    """`timed`, but stop the whole process group after `limit` seconds (TimeoutExpired)."""
+    import signal
+    t0 = time.perf_counter()
+    p = subprocess.Popen(["/usr/bin/time", "-f", "%M", *cmd], cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
+    return time.perf_counter() - t0, int(err.strip().splitlines()[-1]) / 1024, out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--persons", type=int, default=100_000)
@@ -72,6 +89,8 @@ def main():
     ap.add_argument("--work", default="/tmp/medfed-bench-gwas")
     ap.add_argument("--tests", default="allelic,logistic",
                     help="which comparisons to run: allelic, logistic or both")
+    ap.add_argument("--plink19-logistic-timeout", type=float, default=None,
+                    help="stop plink1.9 --logistic after this many seconds and report it unfinished")
     ap.add_argument("--skip-one-hospital-logistic", action="store_true",
                     help="measure the federated overhead on the allelic test only")
     a = ap.parse_args()
@@ -133,7 +152,14 @@ def main():
             runs.append(("logistic", "plink1.9 --logistic",
                          ["plink1.9", *base, *covar, "--logistic", "hide-covar", "--out", "p19"]))
     for test, tool, cmd in runs:
-        dt, rss, _ = timed(cmd, cwd=ref)
+        limit = a.plink19_logistic_timeout if tool == "plink1.9 --logistic" else None
+        try:
+            dt, rss, _ = timed(cmd, cwd=ref) if limit is None else timed_limit(cmd, ref, limit)
+        except subprocess.TimeoutExpired:
+            rows.append({"test": test, "tool": f"{tool} (stopped unfinished)", "s": limit,
+                         "mib": float("nan")})
+            print(f"{tool}: stopped after {limit:.0f} s", file=sys.stderr)
+            continue
         rows.append({"test": test, "tool": tool, "s": dt, "mib": rss})
         print(f"{tool}: {dt:.1f} s, {rss:.0f} MiB", file=sys.stderr)
 

@@ -530,8 +530,8 @@ fn separated(t: &CaseControl) -> bool {
     })
 }
 
-/// Start fitting the chunk at `first`: zero coefficients for every variant that is polymorphic in
-/// the pooled table (and, for a case/control trait, not separated).
+/// Start fitting the chunk at `first`: coefficients for every variant that is polymorphic in the
+/// pooled table (and, for a case/control trait, not separated).
 fn start_fit(g: &Gwas, state: &mut GwasState, first: u32) -> Next {
     let count = chunk_len(g, state, first);
     state.first = first;
@@ -549,7 +549,14 @@ fn start_fit(g: &Gwas, state: &mut GwasState, first: u32) -> Next {
                 skipped += 1;
                 Vec::new()
             } else {
-                vec![0.0; k]
+                // Start at the intercept-only fit (the log odds of being a case among the called
+                // samples): Newton then needs a round or two fewer than from zero.
+                let mut b = vec![0.0; k];
+                let (cases, controls) = (t.case.called() as f64, t.control.called() as f64);
+                if case_control && cases > 0.0 && controls > 0.0 {
+                    b[0] = (cases / controls).ln();
+                }
+                b
             }
         })
         .collect();

@@ -1701,3 +1701,33 @@ fn beacon_over_https_equals_plink_and_holds_a_prober_to_the_budget() {
     ]);
     assert!(!okay && err.contains("401"), "{err}");
 }
+
+#[test]
+fn a_hub_made_before_requesters_gains_the_column_and_keeps_its_studies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = s(&tmp.path().join("old.sqlite"));
+    let mut old = medfed_hub::db::Sqlite::open(&path).unwrap();
+    old.batch(
+        "CREATE TABLE studies (id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, \
+         submitted_at BIGINT NOT NULL, status TEXT NOT NULL, completed_at BIGINT NOT NULL DEFAULT 0);\
+         INSERT INTO studies VALUES ('s1', 'old study', '{}', 1, 'complete', 2);",
+    )
+    .unwrap();
+    drop(old);
+    for _ in 0..2 {
+        // Opening adds the column once; opening again changes nothing.
+        let store =
+            medfed_hub::store::Store::new(Box::new(medfed_hub::db::Sqlite::open(&path).unwrap()))
+                .unwrap();
+        drop(store);
+        let mut db = medfed_hub::db::Sqlite::open(&path).unwrap();
+        let rows = db
+            .query("SELECT id, name, requester FROM studies", &[])
+            .unwrap();
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| v.into_text()).collect())
+            .collect();
+        assert_eq!(rows, [["s1", "old study", "researcher"]]);
+    }
+}
