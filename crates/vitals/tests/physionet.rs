@@ -1,0 +1,163 @@
+//! Real PhysioNet records (`../shared/data/physionet_wfdb_samples`): decoding against wfdb-python's
+//! own decoding of the same files (the `csv/` folder), and R-peak detection against the MIT-BIH
+//! cardiologists' beat annotations.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use medfed_vitals::rpeak::{detect, match_beats};
+use medfed_vitals::wfdb::{read_annotations, read_record};
+
+fn data(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/physionet_wfdb_samples")
+        .join(p)
+}
+
+/// Columns of a wfdb-python CSV (gzip), without the sample column.
+fn csv(p: &str) -> (Vec<String>, Vec<Vec<f64>>) {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(data(p)).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let mut lines = text.lines();
+    let head: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .skip(1)
+        .map(String::from)
+        .collect();
+    let mut cols = vec![Vec::new(); head.len()];
+    for l in lines {
+        for (c, v) in l.split(',').skip(1).enumerate() {
+            cols[c].push(v.parse().unwrap_or(f64::NAN));
+        }
+    }
+    (head, cols)
+}
+
+fn same_as_wfdb_python(record: &str, csv_file: &str, decimals: i32) {
+    let r = read_record(&data(&format!("wfdb/{record}"))).unwrap();
+    let (head, cols) = csv(csv_file);
+    let scale = 10f64.powi(decimals);
+    for (name, want) in head.iter().zip(&cols) {
+        let s = r
+            .signal(name)
+            .unwrap_or_else(|| panic!("{record}: no signal {name}"));
+        let got = &r.samples[s];
+        assert_eq!(got.len(), want.len(), "{record} {name}");
+        for (t, (a, b)) in got.iter().zip(want).enumerate() {
+            // The CSV is rounded to `decimals` (ties either way): ours must round to it.
+            assert!(
+                (a - b).abs() <= 0.5 / scale * (1.0 + 1e-9) || (a.is_nan() && b.is_nan()),
+                "{record} {name} sample {t}: ours {a}, wfdb-python {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn records_decode_as_wfdb_python_decodes_them() {
+    // Format 212 with two signals (MIT-BIH 100), 212 with four (v102s), 16 after a 24-byte header
+    // (the Challenge's a103l.mat).
+    same_as_wfdb_python("100", "csv/mitdb100_signals.csv.gz", 3);
+    same_as_wfdb_python("v102s", "csv/v102s_signals.csv.gz", 4);
+    same_as_wfdb_python("a103l", "csv/a103l_signals.csv.gz", 4);
+    let r = read_record(&data("wfdb/a103l")).unwrap();
+    assert_eq!((r.fs, r.samples[0].len()), (250.0, 82_500));
+    assert_eq!(r.comments, ["Asystole", "False alarm"]);
+}
+
+#[test]
+fn annotations_read_as_wfdb_python_reads_them() {
+    let ours = read_annotations(&data("wfdb/100.atr")).unwrap();
+    let text = std::fs::read_to_string(data("csv/mitdb100_atr.csv")).unwrap();
+    let theirs: Vec<(u64, String)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[1].to_string())
+        })
+        .collect();
+    assert_eq!(ours.len(), theirs.len());
+    for (a, (s, sym)) in ours.iter().zip(&theirs) {
+        assert_eq!((a.sample, a.symbol), (*s, sym.as_str()));
+    }
+    assert_eq!(ours[0].aux, "(N");
+    assert_eq!(ours.iter().filter(|a| a.is_beat()).count(), 2273);
+}
+
+#[test]
+fn r_peaks_on_mitdb_100_match_the_cardiologists_beats() {
+    let r = read_record(&data("wfdb/100")).unwrap();
+    let lead = r.signal("MLII").unwrap();
+    let beats: Vec<u64> = read_annotations(&data("wfdb/100.atr"))
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.is_beat())
+        .map(|a| a.sample)
+        .collect();
+    let found = detect(&r.samples[lead], r.fs);
+    let tolerance = (0.150 * r.fs).round() as u64;
+    let s = match_beats(&beats, &found, tolerance);
+    eprintln!(
+        "MIT-BIH 100, MLII: {} beats, {} detected; TP {} FN {} FP {}; sensitivity {:.4}, positive predictivity {:.4}",
+        beats.len(),
+        found.len(),
+        s.true_positives,
+        s.false_negatives,
+        s.false_positives,
+        s.sensitivity(),
+        s.positive_predictivity()
+    );
+    assert!(
+        s.sensitivity() >= 0.99 && s.positive_predictivity() >= 0.99,
+        "{s:?}"
+    );
+    // The other lead works too, and the scorer can fail: a detector that is 100 ms late by design
+    // still passes at 150 ms but not at 50 ms.
+    let v5 = detect(&r.samples[r.signal("V5").unwrap()], r.fs);
+    let s5 = match_beats(&beats, &v5, tolerance);
+    eprintln!(
+        "V5: sensitivity {:.4}, positive predictivity {:.4}",
+        s5.sensitivity(),
+        s5.positive_predictivity()
+    );
+    let late: Vec<u64> = beats.iter().map(|b| b + 36).collect();
+    assert_eq!(
+        match_beats(&beats, &late, tolerance).true_positives,
+        beats.len()
+    );
+    assert_eq!(match_beats(&beats, &late, 18).true_positives, 0);
+}
+
+#[test]
+fn bad_records_and_annotations_are_refused_with_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let hea = dir.path().join("r.hea");
+    std::fs::write(&hea, "r 2 360 100\nr.dat 212 200 11 1024 0 0 0 I\n").unwrap();
+    let e = read_record(&hea).unwrap_err().to_string();
+    assert!(
+        e.contains("r.hea") && e.contains("2 signals announced, 1 described"),
+        "{e}"
+    );
+    std::fs::write(&hea, "r 1 360 100\nr.dat 212 abc/mV 11 1024 0 0 0 I\n").unwrap();
+    let e = read_record(&hea).unwrap_err().to_string();
+    assert!(e.contains("r.hea") && e.contains("gain"), "{e}");
+    // A signal file shorter than the header says.
+    std::fs::write(&hea, "r 1 360 100\nr.dat 16 200 16 0 0 0 0 I\n").unwrap();
+    std::fs::write(dir.path().join("r.dat"), [0u8; 50]).unwrap();
+    let e = read_record(&hea).unwrap_err().to_string();
+    assert!(
+        e.contains("r.dat") && e.contains("25 frames, the header announces 100"),
+        "{e}"
+    );
+    // An annotation file cut in the middle.
+    let atr = std::fs::read(data("wfdb/100.atr")).unwrap();
+    let cut = dir.path().join("cut.atr");
+    std::fs::write(&cut, &atr[..atr.len() / 2]).unwrap();
+    let e = read_annotations(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.atr") && e.contains("byte"), "{e}");
+}
