@@ -1,9 +1,10 @@
 //! Driver vital signs for the in-car emergency extension (issue 8): reading PhysioNet WFDB records
-//! ([`wfdb`]) and streaming R-peak detection on ECG ([`rpeak`]), checked against cardiologists'
-//! beat annotations.
+//! ([`wfdb`]), streaming R-peak detection on ECG ([`rpeak`]), checked against cardiologists' beat
+//! annotations, and vital-sign trends with persistence ([`trend`]).
 //!
 //! Architecture invariant: no I/O besides [`wfdb`]'s file reading, no network, no knowledge of
 //! vehicles, brokers or the hub: samples in, beats out.
 
 pub mod rpeak;
+pub mod trend;
 pub mod wfdb;

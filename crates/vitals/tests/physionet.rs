@@ -161,3 +161,30 @@ fn bad_records_and_annotations_are_refused_with_the_file_and_field() {
     let e = read_annotations(&cut).unwrap_err().to_string();
     assert!(e.contains("cut.atr") && e.contains("byte"), "{e}");
 }
+
+#[test]
+fn thirty_two_hours_of_mimic_ii_trends_raise_nothing() {
+    // MIMIC-II numerics (1 reading a minute): a 60-year-old woman's heart rate and saturation with
+    // real artefacts (HR 11.5 and 99.8 for a minute) and long stretches of 0 (sensor off). Read as
+    // WFDB format 16 and checked against wfdb-python's CSV first.
+    use medfed_vitals::trend::TrendMonitor;
+    let r = read_record(&data("wfdb/s00001/s00001-2896-10-10-00-31n")).unwrap();
+    assert_eq!(r.samples[0].len(), 1936);
+    let text = std::fs::read_to_string(data("csv/mimic2_s00001_numerics_1min.csv")).unwrap();
+    let (hr, spo2) = (r.signal("HR").unwrap(), r.signal("SpO2").unwrap());
+    let mut m = TrendMonitor::default();
+    let mut episodes = Vec::new();
+    for (minute, line) in text.lines().skip(1).enumerate() {
+        let f: Vec<f64> = line
+            .split(',')
+            .map(|x| x.parse().unwrap_or(f64::NAN))
+            .collect();
+        let (h, s) = (r.samples[hr][minute], r.samples[spo2][minute]);
+        assert!(
+            (h - f[1]).abs() < 1e-9 && (s - f[7]).abs() < 1e-9,
+            "minute {minute}"
+        );
+        episodes.extend(m.push(minute as f64 * 60.0, Some(h), Some(s)));
+    }
+    assert!(episodes.is_empty(), "{episodes:?}");
+}
