@@ -188,3 +188,128 @@ fn thirty_two_hours_of_mimic_ii_trends_raise_nothing() {
     }
     assert!(episodes.is_empty(), "{episodes:?}");
 }
+
+/// The asystole monitor over a whole record's ECG leads (and pleth); the samples where it raised.
+fn asystole_calls(record: &str, leads: &[&str], pleth: Option<&str>) -> Vec<u64> {
+    use medfed_vitals::arrest::AsystoleMonitor;
+    let r = read_record(&data(&format!("wfdb/{record}"))).unwrap();
+    let idx: Vec<usize> = leads.iter().map(|l| r.signal(l).unwrap()).collect();
+    let p = pleth.map(|p| r.signal(p).unwrap());
+    let mut m = AsystoleMonitor::new(r.fs, idx.len(), p.is_some(), 4.0);
+    let mut calls = Vec::new();
+    let mut frame = vec![0.0; idx.len()];
+    for t in 0..r.samples[0].len() {
+        for (k, &i) in idx.iter().enumerate() {
+            frame[k] = r.samples[i][t];
+        }
+        calls.extend(m.push(&frame, p.map(|p| r.samples[p][t])));
+    }
+    calls
+}
+
+#[test]
+fn the_labelled_icu_false_alarms_raise_no_asystole() {
+    // PhysioNet/CinC 2015: a103l was a bedside monitor's false asystole alarm, v102s a false VT
+    // alarm; with both ECG leads and the plethysmogram, nothing is raised over either record.
+    for (rec, leads) in [("a103l", ["II", "V"]), ("v102s", ["II", "V"])] {
+        let calls = asystole_calls(rec, &leads, Some("PLETH"));
+        assert!(calls.is_empty(), "{rec}: asystole raised at {calls:?}");
+        let ecg_only = asystole_calls(rec, &leads, None);
+        eprintln!("{rec}: ECG only would raise at {ecg_only:?}");
+    }
+}
+
+#[test]
+fn a_stopped_heart_is_raised_and_a_lifted_electrode_is_not() {
+    use medfed_vitals::arrest::AsystoleMonitor;
+    let r = read_record(&data("wfdb/100")).unwrap();
+    let (fs, a, b) = (r.fs, r.signal("MLII").unwrap(), r.signal("V5").unwrap());
+    let onset = (60.0 * fs) as usize;
+    let end = (90.0 * fs) as usize;
+    let mut seed = 7u64;
+    let mut noise = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.04
+    };
+    // Stopped: after 60 s both leads show only a few hundredths of a millivolt of noise.
+    let mut m = AsystoleMonitor::new(fs, 2, false, 4.0);
+    let mut calls = Vec::new();
+    for t in 0..end {
+        let f = if t < onset {
+            [r.samples[a][t], r.samples[b][t]]
+        } else {
+            [noise(), noise()]
+        };
+        calls.extend(m.push(&f, None));
+    }
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    // Asystole is four seconds without a beat, counted from the last real one.
+    let last_beat = read_annotations(&data("wfdb/100.atr"))
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.is_beat() && (x.sample as usize) < onset)
+        .map(|x| x.sample)
+        .max()
+        .unwrap();
+    let delay = (calls[0] as f64 - last_beat as f64) / fs;
+    eprintln!("asystole raised {delay:.2} s after the last beat");
+    assert!(
+        (4.0..6.0).contains(&delay),
+        "raised {delay} s after the last beat"
+    );
+    // Lifted: both leads stuck at one value (lead off) — unusable, so never asystole.
+    let mut m = AsystoleMonitor::new(fs, 2, false, 4.0);
+    for t in 0..end {
+        let f = if t < onset {
+            [r.samples[a][t], r.samples[b][t]]
+        } else {
+            [0.0, 0.0]
+        };
+        assert!(
+            m.push(&f, None).is_none(),
+            "raised at {t} on a lifted electrode"
+        );
+    }
+}
+
+#[test]
+fn the_plethysmogram_vetoes_a_silent_ecg_until_it_stops_pulsing_too() {
+    // a103l: after 60 s the ECG leads show only noise; the pleth goes on pulsing (a perfused heart
+    // with a bad ECG) — nothing is raised. At 120 s the pleth goes flat as well: asystole.
+    use medfed_vitals::arrest::AsystoleMonitor;
+    let r = read_record(&data("wfdb/a103l")).unwrap();
+    let (ii, v, pl) = (
+        r.signal("II").unwrap(),
+        r.signal("V").unwrap(),
+        r.signal("PLETH").unwrap(),
+    );
+    let (ecg_off, pleth_off) = ((60.0 * r.fs) as usize, (120.0 * r.fs) as usize);
+    let mut seed = 11u64;
+    let mut noise = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.04
+    };
+    let mut m = AsystoleMonitor::new(r.fs, 2, true, 4.0);
+    let mut calls = Vec::new();
+    for t in 0..(150.0 * r.fs) as usize {
+        let ecg = if t < ecg_off {
+            [r.samples[ii][t], r.samples[v][t]]
+        } else {
+            [noise(), noise()]
+        };
+        let p = if t < pleth_off {
+            r.samples[pl][t]
+        } else {
+            0.5 + noise() * 0.1
+        };
+        calls.extend(m.push(&ecg, Some(p)));
+    }
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let at = calls[0] as f64 / r.fs;
+    eprintln!("pleth flat at 120 s: asystole raised at {at:.2} s");
+    assert!((120.0..127.0).contains(&at), "raised at {at} s");
+}
