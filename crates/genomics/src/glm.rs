@@ -212,10 +212,8 @@ fn logistic_fixed<const K: usize>(d: &Design, packed: &[u8], beta: &[f64]) -> Su
         n += 1;
     }
     let mut s = Sums::zero(K);
-    for a in 0..K {
-        for c in a..K {
-            s.xtx[a * K + c] = xtx[a][c];
-        }
+    for (a, row) in xtx.iter().enumerate() {
+        s.xtx[a * K + a..(a + 1) * K].copy_from_slice(&row[a..]);
     }
     s.xty.copy_from_slice(&xty);
     s.n = n;
