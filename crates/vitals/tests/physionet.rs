@@ -189,6 +189,17 @@ fn thirty_two_hours_of_mimic_ii_trends_raise_nothing() {
     assert!(episodes.is_empty(), "{episodes:?}");
 }
 
+/// Uniform noise of ±0.02 (a linear congruential generator from `seed`): a baseline with no
+/// heartbeat on it.
+fn noise(mut seed: u64) -> impl FnMut() -> f64 {
+    move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.04
+    }
+}
+
 /// The asystole monitor over a whole record's ECG leads (and pleth); the samples where it raised.
 fn asystole_calls(record: &str, leads: &[&str], pleth: Option<&str>) -> Vec<u64> {
     use medfed_vitals::arrest::AsystoleMonitor;
@@ -226,13 +237,7 @@ fn a_stopped_heart_is_raised_and_a_lifted_electrode_is_not() {
     let (fs, a, b) = (r.fs, r.signal("MLII").unwrap(), r.signal("V5").unwrap());
     let onset = (60.0 * fs) as usize;
     let end = (90.0 * fs) as usize;
-    let mut seed = 7u64;
-    let mut noise = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.04
-    };
+    let mut noise = noise(7);
     // Stopped: after 60 s both leads show only a few hundredths of a millivolt of noise.
     let mut m = AsystoleMonitor::new(fs, 2, false, 4.0);
     let mut calls = Vec::new();
@@ -286,13 +291,7 @@ fn the_plethysmogram_vetoes_a_silent_ecg_until_it_stops_pulsing_too() {
         r.signal("PLETH").unwrap(),
     );
     let (ecg_off, pleth_off) = ((60.0 * r.fs) as usize, (120.0 * r.fs) as usize);
-    let mut seed = 11u64;
-    let mut noise = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.04
-    };
+    let mut noise = noise(11);
     let mut m = AsystoleMonitor::new(r.fs, 2, true, 4.0);
     let mut calls = Vec::new();
     for t in 0..(150.0 * r.fs) as usize {
