@@ -51,7 +51,6 @@ pub fn lookups(bed: &Bed, queries: &[VariantQuery]) -> Vec<Lookup> {
                 hom_alt: 0,
                 het: 0,
                 hom_ref: 0,
-                missing: 0,
             };
             // (variant, whether its A1 is the alternate allele)
             let found: Option<(usize, bool)> = match (&q.id, &q.chrom, q.pos) {
@@ -103,7 +102,6 @@ pub fn lookups(bed: &Bed, queries: &[VariantQuery]) -> Vec<Lookup> {
                 hom_alt,
                 het: c.het,
                 hom_ref,
-                missing: c.missing,
             }
         })
         .collect()

@@ -98,11 +98,10 @@ pub struct Lookup {
     pub key: String,
     /// Whether the site's panel has the variant at all (the panel is public: no charge).
     pub typed: bool,
-    /// Samples homozygous for the alternate allele, heterozygous, homozygous reference, not called.
+    /// Called samples homozygous for the alternate allele, heterozygous, homozygous reference.
     pub hom_alt: u64,
     pub het: u64,
     pub hom_ref: u64,
-    pub missing: u64,
 }
 
 impl Lookup {
@@ -282,7 +281,6 @@ mod tests {
             hom_alt,
             het,
             hom_ref,
-            missing: 0,
         }
     }
 

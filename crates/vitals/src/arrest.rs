@@ -2,8 +2,8 @@
 //! seconds, and — when a pulse oximeter is worn — no pulse in its plethysmogram either.
 //!
 //! A loose or lifted electrode must not look like a stopped heart. A lead is *unusable* for a
-//! second when it is railed or stuck (the same value throughout, or clipping at the ADC's limits);
-//! an unusable lead cannot show beats, and it cannot show their absence either. Asystole needs at
+//! second when it is stuck (the same value throughout) or carries non-numbers (the WFDB invalid
+//! value); an unusable lead cannot show beats, and it cannot show their absence either. Asystole needs at
 //! least one usable lead that stays without beats for the whole window. The plethysmogram is the
 //! independent witness the PhysioNet/CinC 2015 false-alarm winners used: while it keeps pulsing, the
 //! heart is beating, whatever the ECG shows.
@@ -105,8 +105,6 @@ pub struct AsystoleMonitor {
     pulse: Option<(PulseDetector, Option<u64>)>,
     n: u64,
     raised: bool,
-    /// ADC limits of the ECG in physical units (railed values), if known.
-    pub rails: Option<(f64, f64)>,
 }
 
 impl AsystoleMonitor {
@@ -125,7 +123,6 @@ impl AsystoleMonitor {
             pulse: pleth.then(|| (PulseDetector::new(fs), None)),
             n: 0,
             raised: false,
-            rails: None,
         }
     }
 
@@ -153,10 +150,7 @@ impl AsystoleMonitor {
                 let spread = (hi - lo).partial_cmp(&1e-6);
                 let stuck = spread != Some(std::cmp::Ordering::Greater)
                     || lead.second.iter().any(|v| !v.is_finite());
-                let railed = self.rails.is_some_and(|(rl, rh)| {
-                    lead.second.iter().filter(|&&v| v <= rl || v >= rh).count() * 10 > second
-                });
-                if stuck || railed {
+                if stuck {
                     lead.usable_since = None;
                 } else if lead.usable_since.is_none() {
                     lead.usable_since = Some(n + 1 - second as u64);

@@ -113,7 +113,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let base = format!("https://{}", listener.local_addr()?);
             let app = medfed_hub::server::router(
                 hub.clone(),
-                vec![(medfed_hub::setup::DEFAULT_RESEARCHER.into(), token.clone())],
+                vec![(medfed_hub::setup::DEFAULT_RESEARCHER.into(), token)],
             );
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let server = tokio::spawn(medfed_hub::server::serve(listener, app, tls, async {
