@@ -126,17 +126,36 @@ impl AsystoleMonitor {
         }
     }
 
+    /// Whether an asystole episode is on.
+    pub fn active(&self) -> bool {
+        self.raised
+    }
+
     /// One frame (a sample of every lead, and of the plethysmogram if worn). Returns the sample
     /// index when asystole is raised (once per episode; a beat or a pulse ends the episode).
     pub fn push(&mut self, ecg: &[f64], pleth: Option<f64>) -> Option<u64> {
+        self.push_beats(ecg, pleth, &mut Vec::new())
+    }
+
+    /// [`push`](Self::push), also appending the beats the first lead's detector confirmed now,
+    /// so that a caller needing the beat series does not run a second detector.
+    pub fn push_beats(
+        &mut self,
+        ecg: &[f64],
+        pleth: Option<f64>,
+        first_lead_beats: &mut Vec<u64>,
+    ) -> Option<u64> {
         let n = self.n;
         self.n += 1;
         let second = self.fs.round() as usize;
         let mut out = Vec::new();
         let mut any_beat = false;
-        for (lead, &x) in self.leads.iter_mut().zip(ecg) {
+        for (i, (lead, &x)) in self.leads.iter_mut().zip(ecg).enumerate() {
             out.clear();
             lead.beats.push(x, &mut out);
+            if i == 0 {
+                first_lead_beats.extend_from_slice(&out);
+            }
             if let Some(&b) = out.last() {
                 lead.last_beat = Some(b);
                 any_beat = true;

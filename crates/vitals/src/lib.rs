@@ -7,6 +7,8 @@
 //! vehicles, brokers or the hub: samples in, beats out.
 
 pub mod arrest;
+pub mod driver;
+pub mod rhythm;
 pub mod rpeak;
 pub mod trend;
 pub mod wfdb;

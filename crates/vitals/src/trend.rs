@@ -120,6 +120,15 @@ impl TrendMonitor {
         }
     }
 
+    /// Whether the condition's episode is on (raised and not yet ended by a valid reading).
+    pub fn active(&self, c: Condition) -> bool {
+        match c {
+            Condition::Bradycardia => self.brady.raised,
+            Condition::Tachycardia => self.tachy.raised,
+            Condition::Desaturation => self.desat.raised,
+        }
+    }
+
     /// Readings at time `t` seconds (`None` where a sensor gave nothing); episodes raised now.
     pub fn push(&mut self, t: f64, hr: Option<f64>, spo2: Option<f64>) -> Vec<Episode> {
         let r = self.rules;

@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use medfed_vitals::driver::Detection;
 use medfed_vitals::rpeak::{detect, match_beats};
 use medfed_vitals::wfdb::{read_annotations, read_record};
 
@@ -311,4 +312,60 @@ fn the_plethysmogram_vetoes_a_silent_ecg_until_it_stops_pulsing_too() {
     let at = calls[0] as f64 / r.fs;
     eprintln!("pleth flat at 120 s: asystole raised at {at:.2} s");
     assert!((120.0..127.0).contains(&at), "raised at {at} s");
+}
+
+/// What a driver monitor raises on one ECG lead of a record, fed in one-second chunks, with the
+/// record's plethysmogram (if any) standing in for the car's wearable: its pulse rate once a second.
+fn driver_detections(record: &str, lead: &str, pleth: Option<&str>) -> Vec<Detection> {
+    use medfed_vitals::arrest::PulseDetector;
+    use medfed_vitals::driver::{DriverMonitor, DriverRules, Reading};
+    let r = read_record(&data(&format!("wfdb/{record}"))).unwrap();
+    let ecg = &r.samples[r.signal(lead).unwrap()];
+    let pleth = pleth.map(|p| &r.samples[r.signal(p).unwrap()]);
+    let fs = r.fs;
+    let second = fs as usize;
+    let mut m = DriverMonitor::new(Default::default(), DriverRules::default());
+    let mut pulses = PulseDetector::new(fs);
+    let mut last: Vec<u64> = Vec::new();
+    let mut out = Vec::new();
+    for (s, chunk) in ecg.chunks(second).enumerate() {
+        let t = s as f64;
+        out.extend(m.ecg(t, fs, chunk, false));
+        let mut hr = None;
+        if let Some(p) = pleth {
+            for &x in &p[s * second..(s * second + chunk.len())] {
+                last.extend(pulses.push(x));
+            }
+            let end = ((s + 1) * second) as u64;
+            last.retain(|&b| b + 5 * second as u64 >= end);
+            if last.len() >= 3 {
+                let span = (last[last.len() - 1] - last[0]) as f64 / fs;
+                hr = Some(60.0 * (last.len() - 1) as f64 / span);
+            }
+        }
+        let reading = Reading {
+            t: t + 1.0,
+            hr,
+            spo2: None,
+            worn: pleth.is_some(),
+            ..Reading::default()
+        };
+        out.extend(m.reading(&reading));
+    }
+    out
+}
+
+#[test]
+fn real_rhythms_raise_no_vt_vf_or_af_and_the_labelled_false_vt_alarm_neither() {
+    // MIT-BIH 100: sinus rhythm with 33 atrial and 1 ventricular premature beats, 30 minutes, on
+    // either lead.
+    assert_eq!(driver_detections("100", "MLII", None), []);
+    assert_eq!(driver_detections("100", "V5", None), []);
+    // CinC 2015 v102s, a bedside monitor's VT alarm that experts labelled false. Its lead II is
+    // noise (kurtosis about 3.5 throughout), where the beat detector finds fast "beats"; the
+    // plethysmogram's regular pulse contradicts a ventricular rhythm, and the noise is no ground
+    // for AF.
+    assert_eq!(driver_detections("v102s", "II", Some("PLETH")), []);
+    assert_eq!(driver_detections("v102s", "V", Some("PLETH")), []);
+    assert_eq!(driver_detections("a103l", "II", Some("PLETH")), []);
 }
