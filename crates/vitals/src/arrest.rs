@@ -2,8 +2,9 @@
 //! seconds, and — when a pulse oximeter is worn — no pulse in its plethysmogram either.
 //!
 //! A loose or lifted electrode must not look like a stopped heart. A lead is *unusable* for a
-//! second when it is stuck (the same value throughout) or carries non-numbers (the WFDB invalid
-//! value); an unusable lead cannot show beats, and it cannot show their absence either. Asystole needs at
+//! second when it is stuck (the same value throughout), carries non-numbers (the WFDB invalid
+//! value), or is a motion artefact (peak to peak over 2.5 times the median of its last ten usable
+//! seconds; the beat detector then learns its levels again); an unusable lead cannot show beats, and it cannot show their absence either. Asystole needs at
 //! least one usable lead that stays without beats for the whole window. The plethysmogram is the
 //! independent witness the PhysioNet/CinC 2015 false-alarm winners used: while it keeps pulsing, the
 //! heart is beating, whatever the ECG shows.
@@ -94,6 +95,8 @@ struct Lead {
     /// Whether the lead was usable in the last completed second, and since when it has been
     /// usable without a pause.
     usable_since: Option<u64>,
+    /// Peak-to-peak amplitudes of the last ten usable seconds.
+    spans: VecDeque<f64>,
 }
 
 /// An asystole monitor over ECG leads and an optional plethysmogram, all at `fs`.
@@ -118,12 +121,18 @@ impl AsystoleMonitor {
                     last_beat: None,
                     second: Vec::new(),
                     usable_since: None,
+                    spans: VecDeque::new(),
                 })
                 .collect(),
             pulse: pleth.then(|| (PulseDetector::new(fs), None)),
             n: 0,
             raised: false,
         }
+    }
+
+    /// Whether lead `i` was usable in its last completed second (not stuck, lifted or moving).
+    pub fn lead_usable(&self, i: usize) -> bool {
+        self.leads.get(i).is_some_and(|l| l.usable_since.is_some())
     }
 
     /// Whether an asystole episode is on.
@@ -169,10 +178,27 @@ impl AsystoleMonitor {
                 let spread = (hi - lo).partial_cmp(&1e-6);
                 let stuck = spread != Some(std::cmp::Ordering::Greater)
                     || lead.second.iter().any(|v| !v.is_finite());
-                if stuck {
+                // Motion: a second far wider than the lead's usual beats.
+                let mut sorted: Vec<f64> = lead.spans.iter().copied().collect();
+                sorted.sort_by(f64::total_cmp);
+                let noisy = sorted.len() >= 5 && hi - lo > 2.5 * sorted[sorted.len() / 2];
+                if stuck || noisy {
                     lead.usable_since = None;
-                } else if lead.usable_since.is_none() {
-                    lead.usable_since = Some(n + 1 - second as u64);
+                    if noisy {
+                        lead.beats.relearn();
+                    }
+                } else {
+                    lead.spans.push_back(hi - lo);
+                    if lead.spans.len() > 10 {
+                        lead.spans.pop_front();
+                    }
+                    if lead.usable_since.is_none() {
+                        // Usable again: the step back from a lifted or stuck lead is an
+                        // artefact too, so the detector learns its levels afresh, and the lead
+                        // can show asystole only after that learning and a whole window.
+                        lead.usable_since = Some(n + 1 + 2 * second as u64);
+                        lead.beats.relearn();
+                    }
                 }
                 lead.second.clear();
             }

@@ -30,7 +30,7 @@
 use std::collections::VecDeque;
 
 use crate::arrest::AsystoleMonitor;
-use crate::rhythm::{Rhythm, RhythmMonitor, RhythmRules};
+use crate::rhythm::{vf_leakage, Rhythm, RhythmMonitor, RhythmRules};
 use crate::trend::{Condition, Profile, Rules, TrendMonitor};
 
 /// What the monitor raises.
@@ -90,11 +90,13 @@ pub struct Detection {
 }
 
 /// One 1 Hz vitals reading from the car.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Reading {
     pub t: f64,
     /// The wearable's pulse rate; `None` when it finds none.
     pub hr: Option<f64>,
+    /// The wearable's beat-to-beat intervals in the last second, milliseconds.
+    pub rr_ms: Vec<f64>,
     pub spo2: Option<f64>,
     /// Whether the wearable is on the body (its own contact sensor).
     pub worn: bool,
@@ -111,6 +113,8 @@ pub struct Reading {
 pub struct DriverRules {
     pub asystole_s: f64,
     pub unresponsive_s: f64,
+    /// With no vital sign at all (no wearable, no usable ECG), inactivity alone raises after this.
+    pub unresponsive_blind_s: f64,
     pub pulse_lost_s: f64,
     /// ECG gaps longer than this restart the detectors (shorter ones are unusable signal).
     pub max_gap_s: f64,
@@ -121,7 +125,8 @@ impl Default for DriverRules {
         DriverRules {
             asystole_s: 4.0,
             unresponsive_s: 10.0,
-            pulse_lost_s: 5.0,
+            unresponsive_blind_s: 20.0,
+            pulse_lost_s: 10.0,
             max_gap_s: 30.0,
         }
     }
@@ -132,6 +137,10 @@ impl Default for DriverRules {
 /// guards and the CinC 2015 record v102s's lead V (kurtosis 5–7) is noise with fast "beats".
 /// Clean ECG is far above it: MIT-BIH 100 has 20–34, the simulator's 10–20.
 const CLEAN_KURTOSIS: f64 = 8.0;
+
+/// Kuo and Dillman's VF-filter threshold: two 4-s blocks in a row leaking less are fibrillation
+/// (with a peak-to-peak amplitude over 0.15 mV, so that a quiet line is not).
+const VF_LEAKAGE: f64 = 0.406;
 
 /// Kurtosis of a block of samples (Li and Clifford's kSQI): clean ECG is peaked (> 5).
 #[derive(Clone, Debug, Default)]
@@ -176,6 +185,21 @@ struct Ecg {
     kurtosis: Kurtosis,
     last_beat: Option<u64>,
     beats: Vec<u64>,
+    /// The VF filter: high-passed samples of the current 4-s block, and how many blocks in a row
+    /// leaked little.
+    hp: crate::rpeak::Biquad,
+    lp: crate::rpeak::Biquad,
+    vf_block: Vec<f64>,
+    vf_blocks: u32,
+    vf_raised: bool,
+}
+
+impl Ecg {
+    /// Whether the ECG shows beats at car time `t` (a usable lead, a beat in the last 3 s).
+    fn beating(&self, t: f64) -> bool {
+        self.last_beat
+            .is_some_and(|b| t - (self.t0 + b as f64 / self.fs) < 3.0)
+    }
 }
 
 /// One driver's monitor.
@@ -185,6 +209,10 @@ pub struct DriverMonitor {
     rules: DriverRules,
     trend: TrendMonitor,
     ecg: Option<Ecg>,
+    /// AF from the wearable's intervals (a watch's irregular-rhythm notification), for when the
+    /// hands are off the wheel; its "beats" are the intervals' running sum in milliseconds.
+    wearable_rhythm: RhythmMonitor,
+    wearable_clock_ms: u64,
     /// The wearable's valid pulse readings of the last 10 s: (t, bpm).
     pulses: VecDeque<(f64, f64)>,
     /// Since when a worn wearable has found no pulse.
@@ -192,6 +220,9 @@ pub struct DriverMonitor {
     inactive_since: Option<f64>,
     last_controls: Option<(f64, bool)>,
     unresponsive_raised: bool,
+    /// Consecutive readings with the rate outside 40–150/min, and with SpO2 under 88 %.
+    hr_off_run: u32,
+    spo2_low_run: u32,
     baseline: Vec<f64>,
     baseline_hr: Option<f64>,
     last_t: f64,
@@ -204,11 +235,21 @@ impl DriverMonitor {
             rules,
             trend: TrendMonitor::new(Rules::for_profile(profile)),
             ecg: None,
+            wearable_rhythm: RhythmMonitor::new(
+                1000.0,
+                RhythmRules {
+                    known_af: profile.atrial_fibrillation,
+                    ..RhythmRules::default()
+                },
+            ),
+            wearable_clock_ms: 0,
             pulses: VecDeque::new(),
             no_pulse_since: None,
             inactive_since: None,
             last_controls: None,
             unresponsive_raised: false,
+            hr_off_run: 0,
+            spo2_low_run: 0,
             baseline: Vec::new(),
             baseline_hr: None,
             last_t: f64::MIN,
@@ -236,6 +277,11 @@ impl DriverMonitor {
             kurtosis: Kurtosis::default(),
             last_beat: None,
             beats: Vec::new(),
+            hp: crate::rpeak::Biquad::butterworth(1.0, fs, true),
+            lp: crate::rpeak::Biquad::butterworth(15.0, fs, false),
+            vf_block: Vec::new(),
+            vf_blocks: 0,
+            vf_raised: false,
         }
     }
 
@@ -253,7 +299,7 @@ impl DriverMonitor {
     /// front end says an electrode has no contact. Returns what was raised.
     pub fn ecg(&mut self, t0: f64, fs: f64, samples: &[f64], lead_off: bool) -> Vec<Detection> {
         let mut out = Vec::new();
-        if !(fs.is_finite() && (50.0..=1000.0).contains(&fs)) || !t0.is_finite() {
+        if !(50.0..=1000.0).contains(&fs) || !t0.is_finite() {
             return out;
         }
         // Place the chunk on the stream: a duplicate or overlap is cut, a gap filled with
@@ -298,7 +344,33 @@ impl DriverMonitor {
             }
             if x.is_finite() {
                 e.kurtosis.push(x);
+                let y = e.hp.step(x);
+                e.vf_block.push(e.lp.step(y));
+                if e.vf_block.len() >= (4.0 * fs) as usize {
+                    let (lo, hi) = e
+                        .vf_block
+                        .iter()
+                        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                    let fib = hi - lo > 0.15 && vf_leakage(&e.vf_block) < VF_LEAKAGE;
+                    e.vf_block.clear();
+                    e.vf_blocks = if fib { e.vf_blocks + 1 } else { 0 };
+                    if !fib {
+                        e.vf_raised = false;
+                    } else if e.vf_blocks >= 2
+                        && !e.vf_raised
+                        && !self.contradicted(Rhythm::VentricularFibrillation, t)
+                    {
+                        e.vf_raised = true;
+                        out.push(Detection {
+                            kind: EventKind::VentricularFibrillation,
+                            onset_s: t - 8.0,
+                            raised_s: t,
+                        });
+                    }
+                }
             } else {
+                e.vf_block.clear();
+                e.vf_blocks = 0;
                 // Unusable samples break the beat series.
                 if e.kurtosis.n > 0 || e.last_beat.is_some() {
                     e.rhythm.gap();
@@ -335,7 +407,10 @@ impl DriverMonitor {
         out
     }
 
-    /// Whether the vitals are abnormal now (for loss of responsiveness).
+    /// Whether the vitals are abnormal now (for loss of responsiveness). Each sign must hold for
+    /// a while or be corroborated, so that one artefact during a quiet stretch of highway does not
+    /// call: a pulse the wearable lost counts only while the ECG shows no beats either, a rate or
+    /// saturation out of range only after ten readings in a row.
     fn abnormal(&self, r: &Reading) -> bool {
         let trend = [
             Condition::Bradycardia,
@@ -346,15 +421,16 @@ impl DriverMonitor {
         .any(|&c| self.trend.active(c));
         let ecg = self.ecg.as_ref().is_some_and(|e| {
             e.asystole.active()
+                || e.vf_raised
                 || e.rhythm.active(Rhythm::VentricularFibrillation)
                 || e.rhythm.active(Rhythm::VentricularTachycardia)
         });
-        let pulse_lost = self
-            .no_pulse_since
-            .is_some_and(|s| r.t - s >= self.rules.pulse_lost_s);
-        let hr_off = r.hr.is_some_and(|h| !(40.0..=150.0).contains(&h));
-        let spo2_low = r.spo2.is_some_and(|s| (50.0..88.0).contains(&s));
-        trend || ecg || pulse_lost || hr_off || spo2_low
+        let beating = self.ecg.as_ref().is_some_and(|e| e.beating(r.t));
+        let pulse_lost = !beating
+            && self
+                .no_pulse_since
+                .is_some_and(|s| r.t - s >= self.rules.pulse_lost_s);
+        trend || ecg || pulse_lost || self.hr_off_run >= 10 || self.spo2_low_run >= 10
     }
 
     /// One 1 Hz reading; returns what was raised.
@@ -390,6 +466,47 @@ impl DriverMonitor {
             self.pulses.pop_front();
         }
         let spo2 = if r.worn { r.spo2 } else { None };
+        // AF from the wearable's intervals, when it gives them and the ECG has not said so.
+        if r.worn && !r.rr_ms.is_empty() {
+            // Interval series from a PPG are clean when present; it restarts on a lost pulse.
+            self.wearable_rhythm.quality(true, 1.0);
+            for &rr in &r.rr_ms {
+                if !(rr.is_finite() && (200.0..3000.0).contains(&rr)) {
+                    continue;
+                }
+                self.wearable_clock_ms += rr as u64;
+                let ecg_af = self
+                    .ecg
+                    .as_ref()
+                    .is_some_and(|e| e.rhythm.active(Rhythm::AtrialFibrillation));
+                for rh in self.wearable_rhythm.beat(self.wearable_clock_ms) {
+                    if rh == Rhythm::AtrialFibrillation && !ecg_af {
+                        out.push(Detection {
+                            kind: EventKind::AtrialFibrillation,
+                            onset_s: r.t - 64.0 * 0.8,
+                            raised_s: r.t,
+                        });
+                    }
+                }
+            }
+        } else {
+            self.wearable_rhythm.gap();
+        }
+        // Without the wearable's pulse, the ECG's rate while it shows beats.
+        let hr = hr.or_else(|| {
+            self.ecg
+                .as_ref()
+                .filter(|e| e.beating(r.t) && e.asystole.lead_usable(0))
+                .and_then(|e| e.rhythm.rate())
+        });
+        self.hr_off_run = match hr {
+            Some(h) if !(40.0..=150.0).contains(&h) => self.hr_off_run + 1,
+            _ => 0,
+        };
+        self.spo2_low_run = match spo2 {
+            Some(s) if (50.0..88.0).contains(&s) => self.spo2_low_run + 1,
+            _ => 0,
+        };
         for ep in self.trend.push(r.t, hr, spo2) {
             let kind = match ep.condition {
                 Condition::Bradycardia => EventKind::Bradycardia,
@@ -413,9 +530,14 @@ impl DriverMonitor {
             self.unresponsive_raised = false;
         } else {
             let since = *self.inactive_since.get_or_insert(r.t);
+            let blind = !r.worn
+                && !self
+                    .ecg
+                    .as_ref()
+                    .is_some_and(|e| e.asystole.lead_usable(0) && e.beating(r.t));
             if !self.unresponsive_raised
-                && r.t - since >= self.rules.unresponsive_s
-                && self.abnormal(r)
+                && ((r.t - since >= self.rules.unresponsive_s && self.abnormal(r))
+                    || (blind && r.t - since >= self.rules.unresponsive_blind_s))
             {
                 self.unresponsive_raised = true;
                 out.push(Detection {

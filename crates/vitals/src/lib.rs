@@ -8,7 +8,9 @@
 
 pub mod arrest;
 pub mod driver;
+pub mod escalate;
 pub mod rhythm;
 pub mod rpeak;
+pub mod sim;
 pub mod trend;
 pub mod wfdb;

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 /// A second-order IIR section (direct form I).
 #[derive(Clone, Debug)]
-struct Biquad {
+pub(crate) struct Biquad {
     b: [f64; 3],
     a: [f64; 2],
     x: [f64; 2],
@@ -22,7 +22,7 @@ struct Biquad {
 impl Biquad {
     /// Butterworth low-pass (`high = false`) or high-pass at `fc` Hz for sampling rate `fs`
     /// (bilinear transform).
-    fn butterworth(fc: f64, fs: f64, high: bool) -> Biquad {
+    pub(crate) fn butterworth(fc: f64, fs: f64, high: bool) -> Biquad {
         let k = (std::f64::consts::PI * fc / fs).tan();
         let r2 = std::f64::consts::SQRT_2;
         let norm = 1.0 / (1.0 + r2 * k + k * k);
@@ -41,7 +41,7 @@ impl Biquad {
         }
     }
 
-    fn step(&mut self, x: f64) -> f64 {
+    pub(crate) fn step(&mut self, x: f64) -> f64 {
         let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1]
             - self.a[0] * self.y[0]
             - self.a[1] * self.y[1];
@@ -75,6 +75,7 @@ pub struct RPeakDetector {
     learn_max: f64,
     learn_sum: f64,
     learning: bool,
+    learn_start: u64,
     spki: f64,
     npki: f64,
     /// A peak over the threshold waiting out the refractory period: (index, value).
@@ -104,6 +105,7 @@ impl RPeakDetector {
             learn_max: 0.0,
             learn_sum: 0.0,
             learning: true,
+            learn_start: 0,
             spki: 0.0,
             npki: 0.0,
             pending: None,
@@ -154,6 +156,17 @@ impl RPeakDetector {
         out.push(r);
     }
 
+    /// Learn the signal and noise levels again from the next two seconds, as at the start: after
+    /// an artefact, whose peaks would otherwise keep the threshold over the real beats.
+    pub fn relearn(&mut self) {
+        self.learning = true;
+        self.learn_start = self.n;
+        self.learn_max = 0.0;
+        self.learn_sum = 0.0;
+        self.pending = None;
+        self.noise_peaks.clear();
+    }
+
     /// Add one sample; detected beats (sample indices of R peaks, in order) are appended to `out`.
     pub fn push(&mut self, x: f64, out: &mut Vec<u64>) {
         let x = if x.is_finite() { x } else { 0.0 };
@@ -178,10 +191,10 @@ impl RPeakDetector {
         if self.learning {
             self.learn_max = self.learn_max.max(m);
             self.learn_sum += m;
-            if self.n >= self.samples(2.0) {
+            if self.n - self.learn_start >= self.samples(2.0) {
                 self.learning = false;
                 self.spki = 0.25 * self.learn_max;
-                self.npki = 0.5 * self.learn_sum / self.n as f64;
+                self.npki = 0.5 * self.learn_sum / (self.n - self.learn_start) as f64;
             }
             self.m2 = self.m1;
             self.m1 = m;
