@@ -15,6 +15,8 @@ need_apt=()
 command -v plink1.9 >/dev/null 2>&1 || need_apt+=(plink1.9)
 command -v plink2 >/dev/null 2>&1 || need_apt+=(plink2)
 command -v bcftools >/dev/null 2>&1 || need_apt+=(bcftools)
+mqtt_up() { (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; }
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 if ! pg_up && ! command -v pg_ctlcluster >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
@@ -36,6 +38,15 @@ fi
 if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
   psql -h 127.0.0.1 -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null 2>&1 || \
     $SUDO -u postgres psql -c 'CREATE DATABASE test' >/dev/null
+fi
+
+# Mosquitto on 127.0.0.1:1883 (the in-car tests' broker; one test also starts private ones).
+if ! mqtt_up; then
+  echo "starting mosquitto"
+  mq=/usr/sbin/mosquitto; [ -x "$mq" ] || mq=$(command -v mosquitto)
+  conf=$(mktemp); printf 'listener 1883 127.0.0.1\nallow_anonymous true\n' > "$conf"
+  "$mq" -d -c "$conf"
+  for _ in $(seq 1 30); do mqtt_up && break; sleep 1; done
 fi
 
 # DuckDB, numpy and statsmodels: the independent computations the tests check pooled answers against

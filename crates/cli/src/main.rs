@@ -48,6 +48,12 @@ enum Command {
     /// Syndromic surveillance of vulnerable groups: counts added over hospitals under secure
     /// aggregation, EARS/CUSUM/Farrington/space-time scan at the hub, grouped alerts.
     Surveil(cmd::surveil::Args),
+    /// The in-car emergency service: serve (MQTT in, a monitor per driver, 119 calls out),
+    /// simulate a fleet, evaluate detection, and release event counts.
+    Vehicles(cmd::vehicles::Args),
+    /// A receiving 119 endpoint for demos and tests: takes eCall-style calls over HTTPS, once per
+    /// event, and shows them.
+    EmergencyCenter(cmd::vehicles::CenterArgs),
     /// Benchmark: hub throughput for result posts under load from many simulated nodes.
     #[command(hide = true)]
     BenchHub(cmd::bench::Args),
@@ -74,6 +80,8 @@ fn main() {
         Command::Model(a) => cmd::model::run(a),
         Command::Beacon(a) => cmd::beacon::run(a),
         Command::Surveil(a) => cmd::surveil::run(a),
+        Command::Vehicles(a) => cmd::vehicles::run(a),
+        Command::EmergencyCenter(a) => cmd::vehicles::center(a),
         Command::BenchHub(a) => cmd::bench::run(a),
         Command::BenchModel(a) => cmd::bench_model::run(a),
         Command::BenchSurveil(a) => cmd::bench_surveil::run(a),

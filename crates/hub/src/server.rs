@@ -16,7 +16,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use medfed_protocol::{request, Signed};
-use tokio::net::TcpListener;
 
 use crate::{Hub, HubError};
 
@@ -333,37 +332,4 @@ async fn dashboard(State(s): State<AppState>) -> Result<Html<String>, HubError> 
 }
 
 /// Serve the API over TLS on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            // A client that never finishes the handshake does not hold a task for ever.
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let svc = TowerToHyperService::new(app);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
-        });
-    }
-}
+pub use medfed_tls::serve;

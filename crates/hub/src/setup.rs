@@ -120,19 +120,9 @@ impl HubDir {
         let key = SecretKey::generate();
         key.save(&d.key())
             .map_err(|e| HubError::Internal(e.to_string()))?;
-        let mut names = vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ];
-        names.extend(hosts.iter().cloned());
-        let cert = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| HubError::Internal(format!("certificate: {e}")))?;
-        std::fs::write(dir.join("tls/cert.pem"), cert.cert.pem()).map_err(|e| io(dir, e))?;
-        write_private(
-            &dir.join("tls/key.pem"),
-            cert.signing_key.serialize_pem().as_bytes(),
-        )?;
+        let (cert, key) = medfed_tls::self_signed(hosts).map_err(HubError::Internal)?;
+        std::fs::write(dir.join("tls/cert.pem"), cert).map_err(|e| io(dir, e))?;
+        write_private(&dir.join("tls/key.pem"), key.as_bytes())?;
         write_private(&d.token(), medfed_protocol::random_id().as_bytes())?;
         let cfg = HubConfig {
             name: name.to_string(),
@@ -243,23 +233,8 @@ impl HubDir {
 
     /// rustls server configuration from the configured certificate and key.
     pub fn tls(&self) -> Result<Arc<rustls::ServerConfig>, HubError> {
-        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
         let cfg = self.load_config()?;
-        let cert_path = self.0.join(&cfg.tls_cert);
-        let key_path = self.0.join(&cfg.tls_key);
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| HubError::BadRequest(format!("{}: {e}", cert_path.display())))?;
-        let key = PrivateKeyDer::from_pem_file(&key_path)
-            .map_err(|e| HubError::BadRequest(format!("{}: {e}", key_path.display())))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut sc = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HubError::Internal(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| HubError::BadRequest(format!("TLS certificate and key: {e}")))?;
-        sc.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(sc))
+        medfed_tls::server_config(&self.0.join(&cfg.tls_cert), &self.0.join(&cfg.tls_key))
+            .map_err(HubError::BadRequest)
     }
 }

@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use medfed_protocol::{request, SecretKey, Signed};
@@ -46,39 +45,7 @@ pub struct HttpTransport {
     restarted: std::sync::atomic::AtomicBool,
 }
 
-/// A rustls client configuration that trusts exactly the certificates in `ca_pem` (the hub's own for a
-/// self-signed hub, or the CA that issued the hub's certificate).
-pub fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore::empty();
-    let mut n = 0;
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("unusable certificate: {e}"))?;
-        n += 1;
-    }
-    if n == 0 {
-        return Err("no certificate found in the PEM file".into());
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// An HTTPS client for talking to a hub whose certificate is in `ca_pem`.
-pub fn client(ca_pem: &[u8], timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls_config(ca_pem)?)
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())
-}
+pub use medfed_tls::{client, tls_config};
 
 impl HttpTransport {
     pub fn new(

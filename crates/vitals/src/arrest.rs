@@ -97,6 +97,41 @@ struct Lead {
     usable_since: Option<u64>,
     /// Peak-to-peak amplitudes of the last ten usable seconds.
     spans: VecDeque<f64>,
+    /// The last two seconds of samples (the first one's index is `raw_start`), to measure beats.
+    raw: VecDeque<f64>,
+    raw_start: u64,
+    /// Amplitudes of beats in the current second, committed to `amps` if the second is clean.
+    pending: Vec<f64>,
+    /// Amplitudes of the last 16 beats in clean seconds.
+    amps: VecDeque<f64>,
+}
+
+impl Lead {
+    /// A beat's amplitude: the largest distance from the mean of the last two seconds within
+    /// 60 ms of the beat (the detector places it on the band-passed signal, a few samples off).
+    fn amplitude(&self, b: u64, fs: f64) -> f64 {
+        let finite: Vec<f64> = self.raw.iter().copied().filter(|v| v.is_finite()).collect();
+        let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+        let w = (0.06 * fs) as u64;
+        (b.saturating_sub(w)..=b + w)
+            .filter_map(|i| i.checked_sub(self.raw_start))
+            .filter_map(|i| self.raw.get(i as usize))
+            .filter(|v| v.is_finite())
+            .map(|v| (v - mean).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Whether a detected beat is as large as real ones (a third of the median of the last clean
+    /// beats): after an artefact the detector learns its levels afresh, and on the flat line of a
+    /// stopped heart it would otherwise learn the noise and find "beats" in it.
+    fn real(&self, amp: f64) -> bool {
+        if self.amps.len() < 4 {
+            return true;
+        }
+        let mut s: Vec<f64> = self.amps.iter().copied().collect();
+        s.sort_by(f64::total_cmp);
+        amp >= s[s.len() / 2] / 3.0
+    }
 }
 
 /// An asystole monitor over ECG leads and an optional plethysmogram, all at `fs`.
@@ -122,6 +157,10 @@ impl AsystoleMonitor {
                     second: Vec::new(),
                     usable_since: None,
                     spans: VecDeque::new(),
+                    raw: VecDeque::new(),
+                    raw_start: 0,
+                    pending: Vec::new(),
+                    amps: VecDeque::new(),
                 })
                 .collect(),
             pulse: pleth.then(|| (PulseDetector::new(fs), None)),
@@ -161,13 +200,22 @@ impl AsystoleMonitor {
         let mut any_beat = false;
         for (i, (lead, &x)) in self.leads.iter_mut().zip(ecg).enumerate() {
             out.clear();
+            lead.raw.push_back(x);
+            if lead.raw.len() > 2 * second {
+                lead.raw.pop_front();
+                lead.raw_start += 1;
+            }
             lead.beats.push(x, &mut out);
             if i == 0 {
                 first_lead_beats.extend_from_slice(&out);
             }
-            if let Some(&b) = out.last() {
-                lead.last_beat = Some(b);
-                any_beat = true;
+            for &b in &out {
+                let amp = lead.amplitude(b, self.fs);
+                if lead.real(amp) {
+                    lead.pending.push(amp);
+                    lead.last_beat = Some(b);
+                    any_beat = true;
+                }
             }
             lead.second.push(x);
             if lead.second.len() == second {
@@ -182,12 +230,17 @@ impl AsystoleMonitor {
                 let mut sorted: Vec<f64> = lead.spans.iter().copied().collect();
                 sorted.sort_by(f64::total_cmp);
                 let noisy = sorted.len() >= 5 && hi - lo > 2.5 * sorted[sorted.len() / 2];
+                let pending = std::mem::take(&mut lead.pending);
                 if stuck || noisy {
                     lead.usable_since = None;
                     if noisy {
                         lead.beats.relearn();
                     }
                 } else {
+                    lead.amps.extend(pending);
+                    while lead.amps.len() > 16 {
+                        lead.amps.pop_front();
+                    }
                     lead.spans.push_back(hi - lo);
                     if lead.spans.len() > 10 {
                         lead.spans.pop_front();

@@ -18,6 +18,7 @@ pub mod sql;
 pub mod study;
 pub mod surveil;
 pub mod synth;
+pub mod vehicles;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
