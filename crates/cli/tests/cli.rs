@@ -6,6 +6,7 @@ mod gwas;
 mod model;
 mod network;
 mod surveil;
+mod vehicles;
 
 use std::path::Path;
 use std::process::Command;
@@ -50,6 +51,12 @@ fn every_command_has_help() {
         "model score",
         "model features",
         "surveil",
+        "vehicles",
+        "vehicles serve",
+        "vehicles simulate",
+        "vehicles evaluate",
+        "vehicles stats",
+        "emergency-center",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");
@@ -156,6 +163,20 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
     }
     // Beacon look-ups: the clinician's answers, and the prober stopped at hospital_a's budget of
     // 50 distinct rare variants (all 60 asked are rare there).
+    // The in-car step: calls at the 119 centre, the evaluation, the released counts.
+    for section in [
+        "In-car emergencies: detection and 119 calls",
+        "Calls received by the 119 centre",
+        "simulated driving hours",
+        "Event counts released to the national statistics",
+    ] {
+        assert!(report.contains(section), "report lacks {section}");
+    }
+    let calls: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results/vehicles/calls.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(calls.as_array().unwrap().len() >= 4, "{calls}");
     for section in [
         "Variant look-ups (GA4GH Beacon v2)",
         "A prober held to the budget",

@@ -119,6 +119,16 @@ pub async fn simulate(
     cfg: FleetConfig,
     progress: impl Fn(u64) + Send + Sync + 'static,
 ) -> Result<FleetReport, String> {
+    // A broker that is not there at the start is a mistake, not an outage to ride out.
+    let addr = format!("{}:{}", cfg.broker_host, cfg.broker_port);
+    let reachable = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await;
+    if !matches!(reachable, Ok(Ok(_))) {
+        return Err(format!("cannot reach the MQTT broker at {addr}"));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let vin_list = vins(cfg.seed, cfg.cars);
     let mut plants: Vec<Option<Planted>> = vec![None; cfg.cars];

@@ -117,6 +117,8 @@ pub struct ServiceStats {
     /// Sample-to-decision latencies in µs (publish by the car to the end of processing).
     pub latencies_us: Mutex<Vec<u32>>,
     pub connected: AtomicU64,
+    /// Nanoseconds the worker spent handling messages (its CPU, as it is one task).
+    pub busy_ns: AtomicU64,
 }
 
 impl ServiceStats {
@@ -735,7 +737,11 @@ pub fn start(cfg: ServiceConfig) -> Result<Service, String> {
             loop {
                 tokio::select! {
                     m = rx.recv() => match m {
-                        Some((topic, payload)) => w.handle(&topic, &payload).await,
+                        Some((topic, payload)) => {
+                            let t = Instant::now();
+                            w.handle(&topic, &payload).await;
+                            w.stats.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        }
                         None => return,
                     },
                     _ = tick.tick() => w.tick().await,

@@ -167,10 +167,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let sites: Vec<PathBuf> = stats.iter().map(|s| pop.join(&s.name)).collect();
     let net = network(&a, &sites)?;
+    let vehicles = super::vehicles::demo(&a.out)?;
     // Concept names for the report (vocabulary, not patient data) from the first store.
     let names = concept_names(&SiteEngine::open(&sites[0])?)?;
     let report = a.out.join("report.html");
-    std::fs::write(&report, render(&stats, &truth, &net, &names))?;
+    std::fs::write(&report, render(&stats, &truth, &net, &names, &vehicles))?;
     let total: i64 = stats.iter().map(|s| s.persons).sum();
     println!("{total} persons across {} hospitals", stats.len());
     for s in &stats {
@@ -552,6 +553,7 @@ fn render(
     truth: &serde_json::Value,
     net: &NetworkRun,
     names: &std::collections::HashMap<i64, String>,
+    vehicles: &super::vehicles::VehiclesDemo,
 ) -> String {
     let mut pooled = [[0i64; 18]; 2];
     for s in stats {
@@ -599,6 +601,7 @@ fn render(
         net.surveil_scores.as_ref(),
         net.surveil_latency_s,
     ));
+    h.push_str(&super::vehicles::section(vehicles));
     h.push_str("<h2>Hospitals (site-side summary)</h2><p>Computed by each site's data steward with <code>medfed sql</code> on the local store; in the network these become catalog analyses.</p><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
     for s in stats {
         let _ = write!(
