@@ -412,3 +412,51 @@ pub fn router(center: Arc<Center>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(center)
 }
+
+/// A centre serving on loopback (or any address) in this process.
+pub struct Running {
+    pub center: Arc<Center>,
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Open the centre in `dir` and serve it over HTTPS on `addr` (`127.0.0.1:0` for a free port).
+pub async fn spawn(
+    dir: &Path,
+    addr: &str,
+    on_call: Box<dyn Fn(&Record) + Send + Sync>,
+) -> Result<Running, String> {
+    let center = Center::open(CenterDir(dir.to_path_buf()), on_call)?;
+    let d = CenterDir(dir.to_path_buf());
+    let tls = medfed_tls::server_config(&d.cert(), &d.key())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let url = format!(
+        "https://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(medfed_tls::serve(
+        listener,
+        router(center.clone()),
+        tls,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Ok(Running {
+        center,
+        url,
+        stop,
+        task,
+    })
+}

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command as Proc};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medfed_vehicles::center::{Center, CenterDir, Record};
+use medfed_vehicles::center::{CenterDir, Record};
 use medfed_vehicles::dispatch::Endpoint;
 use medfed_vehicles::fleet::{self, FleetConfig};
 use medfed_vehicles::msg;
@@ -82,36 +81,26 @@ fn stop(m: Mosquitto) {
     drop(m);
 }
 
-struct CenterHandle {
-    center: Arc<Center>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+async fn start_center(dir: &Path, port: u16) -> medfed_vehicles::center::Running {
+    medfed_vehicles::center::spawn(
+        dir,
+        &format!("127.0.0.1:{port}"),
+        Box::new(|_r: &Record| {}),
+    )
+    .await
+    .unwrap()
 }
 
-async fn start_center(dir: &Path, port: u16) -> CenterHandle {
-    let center = Center::open(CenterDir(dir.to_path_buf()), Box::new(|_r: &Record| {})).unwrap();
-    let d = CenterDir(dir.to_path_buf());
-    let tls = medfed_tls::server_config(&d.cert(), &d.key()).unwrap();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = medfed_vehicles::center::router(center.clone());
-    let task = tokio::spawn(medfed_tls::serve(listener, app, tls, async {
-        let _ = rx.await;
-    }));
-    CenterHandle {
-        center,
-        stop: tx,
-        task,
-    }
-}
-
-impl CenterHandle {
-    async fn shut(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
+/// The VINs the centre took calls for, and the VINs with a planted emergency, both sorted.
+fn called_and_planted(
+    records: &[Record],
+    report: &fleet::FleetReport,
+) -> (Vec<String>, Vec<String>) {
+    let mut called: Vec<String> = records.iter().map(|r| r.call.msd.vin.clone()).collect();
+    called.sort();
+    let mut planted: Vec<String> = report.planted.iter().map(|(v, _)| v.clone()).collect();
+    planted.sort();
+    (called, planted)
 }
 
 fn endpoint(dir: &Path, port: u16) -> Endpoint {
@@ -283,10 +272,7 @@ async fn planted_emergencies_reach_the_119_centre_once_and_hostile_messages_are_
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = center.center.records();
     // Exactly one call for each planted emergency, none for the other cars.
-    let mut called: Vec<&str> = records.iter().map(|r| r.call.msd.vin.as_str()).collect();
-    called.sort();
-    let mut planted: Vec<&str> = report.planted.iter().map(|(v, _)| v.as_str()).collect();
-    planted.sort();
+    let (called, planted) = called_and_planted(&records, &report);
     assert_eq!(called, planted, "{records:#?}");
     for r in &records {
         let (_, p) = report
@@ -360,7 +346,7 @@ async fn planted_emergencies_reach_the_119_centre_once_and_hostile_messages_are_
     assert_eq!(resp.status().as_u16(), 401);
     assert_eq!(center.center.records().len(), 4);
     svc.stop().await;
-    center.shut().await;
+    center.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,10 +438,7 @@ async fn broker_restart_centre_down_a_minute_and_duplicates_lose_nothing_and_cal
     assert!(wait_for(|| c.records().len() >= 3, Duration::from_secs(30)).await);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let records = center.center.records();
-    let mut called: Vec<&str> = records.iter().map(|r| r.call.msd.vin.as_str()).collect();
-    called.sort();
-    let mut planted: Vec<&str> = report.planted.iter().map(|(v, _)| v.as_str()).collect();
-    planted.sort();
+    let (called, planted) = called_and_planted(&records, &report);
     assert_eq!(called, planted, "exactly one call per event, none lost");
     eprintln!(
         "{} messages published (each twice), {duplicates} dropped as duplicates; centre up after {:?}",
@@ -468,6 +451,6 @@ async fn broker_restart_centre_down_a_minute_and_duplicates_lose_nothing_and_cal
         report.published
     );
     svc2.stop().await;
-    center.shut().await;
+    center.stop().await;
     stop(broker);
 }

@@ -66,10 +66,74 @@ enum Sub {
     /// Counts of events by district, age group and kind from a service's events log, under the
     /// small-cell rule, ready for the national statistics.
     Stats(StatsArgs),
+    /// R peaks on a PhysioNet WFDB record, scored against its beat annotations when given
+    /// (sensitivity and positive predictivity within 150 ms, as ANSI/AAMI EC57 counts them).
+    Detect(DetectArgs),
     /// Benchmark: cars at 1 Hz vitals plus ECG chunks through a broker into one service worker;
     /// sustained vehicles per core and sample-to-decision latency.
     #[command(hide = true)]
     Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct DetectArgs {
+    /// The record's path without extension (its .hea names the signal files).
+    #[arg(long)]
+    record: PathBuf,
+    /// The ECG signal to use (its name in the header), e.g. MLII; the first signal if absent.
+    #[arg(long)]
+    lead: Option<String>,
+    /// Reference annotations (MIT format, e.g. 100.atr).
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// Write the detected beats' sample indices, one per line.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn detect(a: DetectArgs) -> anyhow::Result<()> {
+    use medfed_vitals::{rpeak, wfdb};
+    let r = wfdb::read_record(&a.record)?;
+    let s = match &a.lead {
+        Some(l) => r
+            .signal(l)
+            .with_context(|| format!("{}: no signal {l:?}", a.record.display()))?,
+        None => 0,
+    };
+    let x = r.samples.get(s).context("the record has no signals")?;
+    let t = std::time::Instant::now();
+    let beats = rpeak::detect(x, r.fs);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{} beats in {:.0} s of signal at {} Hz; detection took {:.3} s ({:.0} samples/s)",
+        beats.len(),
+        x.len() as f64 / r.fs,
+        r.fs,
+        secs,
+        x.len() as f64 / secs
+    );
+    if let Some(p) = &a.annotations {
+        let reference: Vec<u64> = wfdb::read_annotations(p)?
+            .iter()
+            .filter(|a| a.is_beat())
+            .map(|a| a.sample)
+            .collect();
+        let sc = rpeak::match_beats(&reference, &beats, (0.150 * r.fs) as u64);
+        println!(
+            "against {} annotated beats: sensitivity {:.2} %, positive predictivity {:.2} % (TP {}, FN {}, FP {})",
+            reference.len(),
+            100.0 * sc.sensitivity(),
+            100.0 * sc.positive_predictivity(),
+            sc.true_positives,
+            sc.false_negatives,
+            sc.false_positives
+        );
+    }
+    if let Some(o) = &a.out {
+        let text: String = beats.iter().map(|b| format!("{b}\n")).collect();
+        std::fs::write(o, text)?;
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -94,18 +158,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         let (host, port) = broker(&a.broker)?;
         let center_dir = tmp.path().join("center");
-        let c = Center::open(CenterDir(center_dir.clone()), Box::new(|_| {}))
+        let running = center::spawn(&center_dir, "127.0.0.1:0", Box::new(|_| {}))
+            .await
             .map_err(anyhow::Error::msg)?;
-        let d = CenterDir(center_dir.clone());
-        let tls = medfed_tls::server_config(&d.cert(), &d.key()).map_err(anyhow::Error::msg)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("https://{}", listener.local_addr()?);
-        tokio::spawn(medfed_tls::serve(
-            listener,
-            center::router(c),
-            tls,
-            std::future::pending(),
-        ));
+        let url = running.url.clone();
         println!(
             "cars  seconds  messages/s  worker busy  vehicles/core  latency p50 ms  p99 ms  max ms"
         );
@@ -514,6 +570,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Sub::Evaluate(e) => evaluate(e),
         Sub::Stats(s) => stats(s),
         Sub::Bench(b) => bench(b),
+        Sub::Detect(d) => detect(d),
     }
 }
 
@@ -555,21 +612,10 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
     let rt = tokio::runtime::Runtime::new()?;
     let (calls, report, stats) = rt.block_on(async {
         let port = medfed_vehicles::broker::start(0).map_err(anyhow::Error::msg)?;
-        let c = Center::open(CenterDir(center_dir.clone()), Box::new(|_| {}))
+        let running = center::spawn(&center_dir, "127.0.0.1:0", Box::new(|_| {}))
+            .await
             .map_err(anyhow::Error::msg)?;
-        let d = CenterDir(center_dir.clone());
-        let tls = medfed_tls::server_config(&d.cert(), &d.key()).map_err(anyhow::Error::msg)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("https://{}", listener.local_addr()?);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(medfed_tls::serve(
-            listener,
-            center::router(c.clone()),
-            tls,
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
+        let (c, url) = (running.center.clone(), running.url.clone());
         let svc = service::start(ServiceConfig {
             broker_host: "127.0.0.1".into(),
             broker_port: port,
@@ -623,8 +669,7 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
         }
         let stats = svc.stats.clone();
         svc.stop().await;
-        let _ = stop_tx.send(());
-        let _ = server.await;
+        running.stop().await;
         anyhow::Ok((c.records(), report, stats))
     })?;
     let mut lat: Vec<u32> = stats
