@@ -54,6 +54,9 @@ impl Drop for Mosquitto {
 
 /// A private mosquitto on `port` that keeps its sessions on disk across restarts.
 fn mosquitto(dir: &Path, port: u16) -> Mosquitto {
+    // Run as root, mosquitto drops to its own user: it must be able to write its sessions here.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
