@@ -120,22 +120,11 @@ async fn node_auth(
 
 /// The researcher a request's bearer token belongs to.
 fn researcher(s: &AppState, h: &HeaderMap) -> Result<String, HubError> {
-    let given = h
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = medfed_tls::bearer(h);
     // Constant-time comparison against every token.
     let mut found = None;
     for (name, token) in s.researchers.iter() {
-        let want = token.as_bytes();
-        let same = given.len() == want.len()
-            && given
-                .bytes()
-                .zip(want)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same && !token.is_empty() {
+        if medfed_tls::same_secret(given, token) {
             found = Some(name.clone());
         }
     }

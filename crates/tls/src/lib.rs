@@ -83,6 +83,27 @@ pub async fn serve(
     }
 }
 
+/// The bearer token of a request (`Authorization: Bearer …`), or "" when there is none.
+pub fn bearer(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// Whether a given secret equals the expected one, in time that does not depend on where they
+/// differ. An empty expected secret matches nothing.
+pub fn same_secret(given: &str, want: &str) -> bool {
+    !want.is_empty()
+        && given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// A rustls client configuration that trusts exactly the certificates in `ca_pem` (the server's
 /// own for a self-signed server, or the CA that issued its certificate).
 pub fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, String> {

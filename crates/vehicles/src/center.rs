@@ -266,18 +266,7 @@ pub fn describe(r: &Record) -> String {
 }
 
 fn authorized(center: &Center, headers: &HeaderMap) -> bool {
-    let want = format!("Bearer {}", center.token);
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.len() == want.len()
-                && v.as_bytes()
-                    .iter()
-                    .zip(want.as_bytes())
-                    .fold(0u8, |a, (x, y)| a | (x ^ y))
-                    == 0
-        })
+    medfed_tls::same_secret(medfed_tls::bearer(headers), &center.token)
 }
 
 async fn post_call(
