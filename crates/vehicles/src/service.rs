@@ -162,9 +162,8 @@ struct Car {
     strip: VecDeque<Option<i32>>,
     strip_end_ms: i64,
     strip_fs: f64,
-    inactive_since: Option<f64>,
     /// The event waiting for the driver's answer.
-    prompt: Option<(String, EventKind, f64)>,
+    prompt: Option<String>,
 }
 
 fn now_us() -> i64 {
@@ -243,7 +242,6 @@ impl Worker {
                 strip: VecDeque::new(),
                 strip_end_ms: 0,
                 strip_fs: 250.0,
-                inactive_since: None,
                 prompt: None,
             }
         })
@@ -285,16 +283,6 @@ impl Worker {
                     brake: v.brake,
                     speed_kmh: v.speed_kmh,
                 };
-                let input = v.steering_dps.abs() >= 1.0
-                    || car
-                        .last
-                        .as_ref()
-                        .is_some_and(|l| (l.pedal - v.pedal).abs() >= 0.02 || l.brake != v.brake);
-                if input || v.speed_kmh < 10.0 {
-                    car.inactive_since = None;
-                } else {
-                    car.inactive_since.get_or_insert(t);
-                }
                 detections = car.monitor.reading(&r);
                 for (q, x) in [(&mut car.hr, v.hr), (&mut car.spo2, v.spo2)] {
                     q.push_back(x);
@@ -324,7 +312,7 @@ impl Worker {
                 car.last_t = car.last_t.max(t0 + e.uv.len() as f64 / e.fs);
             }
             Incoming::Cancel(c) => {
-                if car.prompt.as_ref().is_some_and(|p| p.0 == c.event) {
+                if car.prompt.as_ref() == Some(&c.event) {
                     cancel = Some(c.t_ms as f64 / 1000.0);
                 }
             }
@@ -386,7 +374,7 @@ impl Worker {
                 let id = event_id(vin, onset_s);
                 self.stats.prompts.fetch_add(1, Ordering::Relaxed);
                 let t = self.car(vin).last_t;
-                self.car(vin).prompt = Some((id.clone(), kind, deadline_s));
+                self.car(vin).prompt = Some(id.clone());
                 self.log(&line(
                     &id,
                     kind,
@@ -539,9 +527,7 @@ impl Worker {
                 hr_60s: car.hr.iter().copied().collect(),
                 spo2_60s: car.spo2.iter().copied().collect(),
                 speed_kmh: v.as_ref().map_or(0.0, |v| v.speed_kmh),
-                seconds_without_input: car
-                    .inactive_since
-                    .map_or(0.0, |s| (car.last_t - s).max(0.0)),
+                seconds_without_input: car.monitor.seconds_without_input(car.last_t),
             },
             strip: Strip {
                 fs: car.strip_fs,

@@ -256,6 +256,11 @@ impl DriverMonitor {
         }
     }
 
+    /// Seconds the car has been moving without steering or pedal input, at car time `t`.
+    pub fn seconds_without_input(&self, t: f64) -> f64 {
+        self.inactive_since.map_or(0.0, |s| (t - s).max(0.0))
+    }
+
     /// The resting heart rate learned from the first five minutes.
     pub fn baseline_hr(&self) -> Option<f64> {
         self.baseline_hr
