@@ -125,6 +125,23 @@ impl ServiceStats {
     pub fn rejected_total(&self) -> u64 {
         self.rejected.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
+    /// Sample-to-decision latency quantiles in ms (the value at index ⌊(n−1)·p⌋ of the sorted
+    /// latencies), `None` before any message.
+    pub fn latency_ms(&self, ps: &[f64]) -> Vec<Option<f64>> {
+        let mut lat = self
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        lat.sort_unstable();
+        ps.iter()
+            .map(|p| {
+                lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+                    .map(|&v| v as f64 / 1000.0)
+            })
+            .collect()
+    }
+
     pub fn rejected_by(&self, reason: &str) -> u64 {
         self.rejected
             .lock()

@@ -476,9 +476,45 @@ pub struct Evaluation {
     pub false_af_advice: usize,
 }
 
+/// One planted kind's result.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KindSummary {
+    pub kind: EventKind,
+    pub planted: usize,
+    pub called: usize,
+    /// Seconds from onset to the call (NaN when none was called).
+    pub median_s: f64,
+    pub p90_s: f64,
+    /// Calls within the confirmation window + 30 s of the onset (the target for asystole and VF).
+    pub within_window_30: usize,
+}
+
 impl Evaluation {
     pub fn false_calls_per_1000_h(&self) -> f64 {
         1000.0 * self.false_calls as f64 / self.driving_hours
+    }
+
+    /// Per planted kind: how many were called, and how fast, for a confirmation window of
+    /// `confirm_s`.
+    pub fn kinds(&self, confirm_s: f64) -> Vec<KindSummary> {
+        self.planted
+            .iter()
+            .map(|(kind, n, called, t)| {
+                let q = |p: f64| {
+                    t.get(((t.len() as f64 - 1.0) * p).round() as usize)
+                        .copied()
+                        .unwrap_or(f64::NAN)
+                };
+                KindSummary {
+                    kind: *kind,
+                    planted: *n,
+                    called: *called,
+                    median_s: q(0.5),
+                    p90_s: q(0.9),
+                    within_window_30: t.iter().filter(|&&x| x <= confirm_s + 30.0).count(),
+                }
+            })
+            .collect()
     }
 }
 
@@ -656,25 +692,23 @@ mod tests {
         assert!(e.false_prompts <= 10, "{e:?}");
         assert_eq!(e.false_af_advice, 0);
         assert!(e.af_advised >= 12, "{e:?}");
-        for (kind, n, called, times) in &e.planted {
+        for (k, (_, _, _, times)) in e.kinds(rules.confirm_s).iter().zip(&e.planted) {
+            let (kind, n, called) = (k.kind, k.planted, k.called);
             eprintln!("{kind:?}: {called}/{n} called, seconds after onset {times:?}");
             // Desaturation needs the oximeter, which 15 % of the simulated drivers do not wear.
-            let floor = if *kind == EventKind::Desaturation {
+            let floor = if kind == EventKind::Desaturation {
                 0.75
             } else {
                 0.85
             };
-            assert!(*called as f64 >= floor * *n as f64, "{kind:?} {called}/{n}");
+            assert!(called as f64 >= floor * n as f64, "{kind:?} {called}/{n}");
             if matches!(
                 kind,
                 EventKind::Asystole | EventKind::VentricularFibrillation
             ) {
                 // Called within 30 s after the confirmation window, nearly always.
-                let fast = times
-                    .iter()
-                    .filter(|&&t| t <= rules.confirm_s + 30.0)
-                    .count();
-                assert!(fast as f64 >= 0.85 * *n as f64, "{kind:?} {times:?}");
+                let fast = k.within_window_30;
+                assert!(fast as f64 >= 0.85 * n as f64, "{kind:?} {times:?}");
             }
         }
     }

@@ -206,20 +206,19 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             let s = svc.stats.clone();
             svc.stop().await;
             let busy = s.busy_ns.load(Relaxed) as f64 / 1e9 / wall;
-            let mut lat = s.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
-            lat.sort_unstable();
-            let q = |p: f64| {
-                lat.get(((lat.len() as f64 - 1.0) * p) as usize)
-                    .map_or(f64::NAN, |&v| v as f64 / 1000.0)
-            };
+            let q: Vec<f64> = s
+                .latency_ms(&[0.5, 0.99, 1.0])
+                .into_iter()
+                .map(|x| x.unwrap_or(f64::NAN))
+                .collect();
             println!(
                 "{cars:>5} {wall:>8.0} {:>11.0} {:>11.1}% {:>14.0} {:>15.2} {:>7.2} {:>7.1}",
                 s.messages.load(Relaxed) as f64 / wall,
                 100.0 * busy,
                 cars as f64 / busy.max(1e-9),
-                q(0.5),
-                q(0.99),
-                q(1.0)
+                q[0],
+                q[1],
+                q[2]
             );
         }
         anyhow::Ok(())
@@ -509,22 +508,16 @@ pub fn render_evaluation(e: &medfed_vitals::sim::Evaluation, confirm_s: f64) -> 
         e.driving_hours, e.false_prompts, e.false_calls, e.false_calls_per_1000_h(), e.af_advised, e.false_af_advice
     );
     out.push_str("kind                        called   median s  p90 s  within window+30 s\n");
-    for (kind, n, called, t) in &e.planted {
-        let q = |p: f64| {
-            t.get(((t.len() as f64 - 1.0) * p).round() as usize)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
-        let fast = t.iter().filter(|&&x| x <= confirm_s + 30.0).count();
+    for k in e.kinds(confirm_s) {
         out.push_str(&format!(
             "{:<27} {:>3}/{:<3} {:>9.0} {:>6.0}  {}/{}\n",
-            kind.name(),
-            called,
-            n,
-            q(0.5),
-            q(0.9),
-            fast,
-            n
+            k.kind.name(),
+            k.called,
+            k.planted,
+            k.median_s,
+            k.p90_s,
+            k.within_window_30,
+            k.planted
         ));
     }
     out
@@ -672,16 +665,8 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
         running.stop().await;
         anyhow::Ok((c.records(), report, stats))
     })?;
-    let mut lat: Vec<u32> = stats
-        .latencies_us
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
-    lat.sort_unstable();
-    let q = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
-            .map_or(0.0, |&v| v as f64 / 1000.0)
-    };
+    let lat = stats.latency_ms(&[0.5, 0.99]);
+    let q = |i: usize| lat[i].unwrap_or(0.0);
     let evaluation = medfed_vitals::sim::evaluate(
         60,
         5.0,
@@ -710,7 +695,7 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
         published: report.published,
         cancels: report.cancels,
         rejected: stats.rejected_total(),
-        latency_ms: (q(0.5), q(0.99)),
+        latency_ms: (q(0), q(1)),
         evaluation,
         confirm_s,
         stats: released,
@@ -769,16 +754,20 @@ pub fn section(d: &VehiclesDemo) -> String {
         .iter()
         .flat_map(|x| x.3.iter())
         .fold(1.0f64, |a, &b| a.max(b));
-    for (kind, n, called, t) in &e.planted {
-        let q = |p: f64| {
-            t.get(((t.len() as f64 - 1.0) * p).round() as usize)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
-        let fast = t.iter().filter(|&&x| x <= d.confirm_s + 30.0).count();
+    for k in e.kinds(d.confirm_s) {
         let w = 240.0;
-        let bar = format!("<svg width='{}' height='12'><rect x='0' y='1' width='{:.0}' height='10' fill='#c0504d'/><line x1='{:.0}' x2='{:.0}' y1='0' y2='12' stroke='#333'/></svg>", w, q(0.5) / max_t * w, (d.confirm_s + 30.0) / max_t * w, (d.confirm_s + 30.0) / max_t * w);
-        let _ = write!(h, "<tr><td>{}</td><td>{called}/{n}</td><td>{:.0} {bar}</td><td>{:.0}</td><td>{fast}/{n}</td></tr>", kind.name(), q(0.5), q(0.9));
+        let bar = format!("<svg width='{}' height='12'><rect x='0' y='1' width='{:.0}' height='10' fill='#c0504d'/><line x1='{:.0}' x2='{:.0}' y1='0' y2='12' stroke='#333'/></svg>", w, k.median_s / max_t * w, (d.confirm_s + 30.0) / max_t * w, (d.confirm_s + 30.0) / max_t * w);
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}/{}</td><td>{:.0} {bar}</td><td>{:.0}</td><td>{}/{}</td></tr>",
+            k.kind.name(),
+            k.called,
+            k.planted,
+            k.median_s,
+            k.p90_s,
+            k.within_window_30,
+            k.planted
+        );
     }
     h.push_str("</table><p>Seconds from the onset to the call include the confirmation window; the line marks the window + 30 s, the target for asystole and VF. Desaturation needs the wearable oximeter, which 15&nbsp;% of simulated drivers do not wear.</p>");
     h.push_str("<h3>Event counts released to the national statistics</h3><p>Calls and AF advice by district, age group and kind, released under the same small-cell rule and secondary suppression as a hospital's table (k = 5; <code>medfed vehicles stats</code>). No VIN, time or vital sign is in it; sent calls with their vitals are deleted after 30 days.</p><table><tr><th>district</th><th>age group</th><th>kind</th><th>events</th></tr>");
