@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medfed_vitals::driver::EventKind;
-use medfed_vitals::sim::{CarSim, Planted};
+use medfed_vitals::sim::{dismisses, CarSim, Planted};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -185,7 +185,7 @@ pub async fn simulate(
     let bad_cmds = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = Arc::new(progress);
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut handles = Vec::new();
+    let (mut loops, mut drivers) = (Vec::new(), Vec::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for (g, cars) in groups.into_iter().enumerate() {
         let mut opts = MqttOptions::new(
@@ -205,7 +205,7 @@ pub async fn simulate(
         let sub = client.clone();
         let bad = bad_cmds.clone();
         let mut stop = stop_rx.clone();
-        handles.push(tokio::spawn(async move {
+        loops.push(tokio::spawn(async move {
             loop {
                 let ev = tokio::select! {
                     e = eventloop.poll() => e,
@@ -262,7 +262,7 @@ pub async fn simulate(
         let done = done.clone();
         let groups_n = connections as u64;
         let mut seed_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (g as u64) << 20);
-        handles.push(tokio::spawn(async move {
+        drivers.push(tokio::spawn(async move {
             let mut cars = cars;
             let period = Duration::from_secs_f64(1.0 / speed.max(0.001));
             let mut next = tokio::time::Instant::now();
@@ -271,10 +271,7 @@ pub async fn simulate(
                     let s = car.sim.step();
                     let t = s.reading.t;
                     car.seq += 1;
-                    let sent_us = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_micros() as i64)
-                        .unwrap_or(0);
+                    let sent_us = msg::now_us();
                     let v = VitalsMsg {
                         seq: car.seq,
                         t_ms: (t * 1000.0).round() as i64,
@@ -315,20 +312,12 @@ pub async fn simulate(
                         if let Some(c) = m.get_mut(&car.vin) {
                             let emergency = car.sim.planted.is_some_and(|p| t >= p.onset_s);
                             for cmd in std::mem::take(&mut c.inbox) {
-                                if car.sim.responsive() && !emergency && seed_rng.random_bool(0.9) {
-                                    c.cancel = Some((
-                                        cmd.event.clone(),
-                                        t + seed_rng.random_range(3.0..10.0),
-                                    ));
-                                } else {
-                                    c.cancel = Some((cmd.event.clone(), f64::INFINITY));
-                                }
+                                c.cancel =
+                                    dismisses(&mut seed_rng, car.sim.responsive(), emergency, t)
+                                        .map(|at| (cmd.event, at));
                             }
-                            if let Some((ev, at)) = c.cancel.clone() {
-                                if t >= at {
-                                    cancel = Some(ev);
-                                    c.cancel = Some((String::new(), f64::INFINITY));
-                                }
+                            if c.cancel.as_ref().is_some_and(|(_, at)| t >= *at) {
+                                cancel = c.cancel.take().map(|(ev, _)| ev);
                             }
                         }
                     }
@@ -365,16 +354,7 @@ pub async fn simulate(
             }
         }));
     }
-    // Wait for the driving loops (every second handle), then let the event loops drain.
-    let mut loops = Vec::new();
-    let mut drivers = Vec::new();
-    for (i, h) in handles.into_iter().enumerate() {
-        if i % 2 == 0 {
-            loops.push(h);
-        } else {
-            drivers.push(h);
-        }
-    }
+    // Wait for the driving loops, then let the event loops drain.
     for h in drivers {
         h.await.map_err(|e| e.to_string())?;
     }

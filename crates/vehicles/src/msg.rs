@@ -25,6 +25,15 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Wall clock in µs since the epoch: the `sent_us` a car stamps and the service measures
+/// latency against.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 /// A car's key: HMAC-SHA256 of its VIN under the fleet key.
 pub fn vehicle_key(fleet_key: &[u8], vin: &str) -> [u8; 32] {
     let mut m = HmacSha256::new_from_slice(fleet_key).expect("HMAC takes any key length");

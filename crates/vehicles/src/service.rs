@@ -183,13 +183,6 @@ struct Car {
     prompt: Option<String>,
 }
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 fn event_id(vin: &str, onset_s: f64) -> String {
     format!("{vin}-{}", (onset_s * 1000.0).round() as i64)
 }
@@ -350,7 +343,7 @@ impl Worker {
             self.act(&vin, a).await;
         }
         if sent_us > 0 {
-            let lat = (now_us() - sent_us).clamp(0, u32::MAX as i64) as u32;
+            let lat = (msg::now_us() - sent_us).clamp(0, u32::MAX as i64) as u32;
             if let Ok(mut l) = self.stats.latencies_us.lock() {
                 l.push(lat);
             }

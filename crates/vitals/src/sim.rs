@@ -459,6 +459,13 @@ impl CarSim {
     }
 }
 
+/// The simulated driver's answer to a prompt shown at car time `t`: a driver who is still
+/// responsive and having no emergency dismisses it 3–10 s later with probability 0.9 (a driver
+/// having one lets it through). Returns when the driver presses cancel.
+pub fn dismisses(rng: &mut impl Rng, responsive: bool, emergency: bool, t: f64) -> Option<f64> {
+    (responsive && !emergency && rng.random_bool(0.9)).then(|| t + rng.random_range(3.0..10.0))
+}
+
 /// What [`evaluate`] measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Evaluation {
@@ -565,9 +572,8 @@ fn run_car(
                             Some(x) => x.1 += 1,
                             None => ev.false_by_kind.push((kind, 1)),
                         }
-                        if car.responsive() && rng.random_bool(0.9) {
-                            cancel_at =
-                                Some((t + rng.random_range(3.0..10.0)).min(deadline_s - 0.5));
+                        if let Some(at) = dismisses(&mut rng, car.responsive(), false, t) {
+                            cancel_at = Some(at.min(deadline_s - 0.5));
                         }
                     }
                 }
