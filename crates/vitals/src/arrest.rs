@@ -110,8 +110,12 @@ impl Lead {
     /// A beat's amplitude: the largest distance from the mean of the last two seconds within
     /// 60 ms of the beat (the detector places it on the band-passed signal, a few samples off).
     fn amplitude(&self, b: u64, fs: f64) -> f64 {
-        let finite: Vec<f64> = self.raw.iter().copied().filter(|v| v.is_finite()).collect();
-        let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+        let (sum, n) = self
+            .raw
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        let mean = sum / n.max(1) as f64;
         let w = (0.06 * fs) as u64;
         (b.saturating_sub(w)..=b + w)
             .filter_map(|i| i.checked_sub(self.raw_start))

@@ -338,9 +338,8 @@ impl DriverMonitor {
             e.beats.clear();
             let raised = e.asystole.push_beats(&[x], None, &mut e.beats);
             let t = e.t0 + i as f64 / fs;
-            if let Some(at) = raised {
+            if raised.is_some() {
                 let last = e.last_beat.map_or(t, |b| e.t0 + b as f64 / fs);
-                let _ = at;
                 out.push(Detection {
                     kind: EventKind::Asystole,
                     onset_s: last,
