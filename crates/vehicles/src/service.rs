@@ -187,6 +187,32 @@ fn event_id(vin: &str, onset_s: f64) -> String {
     format!("{vin}-{}", (onset_s * 1000.0).round() as i64)
 }
 
+/// `events.jsonl`, appended to (and fsynced) by the worker and by the sender.
+struct EventsLog(Mutex<std::fs::File>);
+
+impl EventsLog {
+    fn open(state_dir: &std::path::Path) -> Result<Arc<EventsLog>, String> {
+        let path = state_dir.join("events.jsonl");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Arc::new(EventsLog(Mutex::new(f))))
+    }
+
+    fn append(&self, line: &EventLine) {
+        let Ok(mut b) = serde_json::to_vec(line) else {
+            return;
+        };
+        b.push(b'\n');
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(&b).and_then(|_| f.sync_data()) {
+            eprintln!("events.jsonl: {e}");
+        }
+    }
+}
+
 struct Worker {
     cfg: Arc<ServiceConfig>,
     stats: Arc<ServiceStats>,
@@ -194,7 +220,7 @@ struct Worker {
     cars: HashMap<String, Car>,
     outbox: Outbox,
     wake: Arc<tokio::sync::Notify>,
-    events: std::fs::File,
+    events: Arc<EventsLog>,
 }
 
 impl Worker {
@@ -204,17 +230,8 @@ impl Worker {
         }
     }
 
-    fn log(&mut self, line: &EventLine) {
-        if let Ok(mut b) = serde_json::to_vec(line) {
-            b.push(b'\n');
-            if let Err(e) = self
-                .events
-                .write_all(&b)
-                .and_then(|_| self.events.sync_data())
-            {
-                eprintln!("events.jsonl: {e}");
-            }
-        }
+    fn log(&self, line: &EventLine) {
+        self.events.append(line);
     }
 
     async fn command(&self, vin: &str, c: Command) {
@@ -607,12 +624,7 @@ pub fn start(cfg: ServiceConfig) -> Result<Service, String> {
         .map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
     let outbox = Outbox::open(&cfg.state_dir.join("outbox"))?;
     outbox.prune(cfg.retention_days)?;
-    let events_path = cfg.state_dir.join("events.jsonl");
-    let events = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&events_path)
-        .map_err(|e| format!("{}: {e}", events_path.display()))?;
+    let events = EventsLog::open(&cfg.state_dir)?;
     let cfg = Arc::new(cfg);
     let mut opts = MqttOptions::new(
         cfg.client_id.clone(),
@@ -676,15 +688,8 @@ pub fn start(cfg: ServiceConfig) -> Result<Service, String> {
         let dstats = stats.dispatch.clone();
         let wake = wake.clone();
         let stop = stop_rx.clone();
-        let sd = cfg.state_dir.clone();
+        let log = events.clone();
         tasks.push(tokio::spawn(async move {
-            let events = std::sync::Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(sd.join("events.jsonl"))
-                    .ok(),
-            );
             crate::dispatch::run(outbox, ep, dstats, wake, stop, move |call, ack| {
                 let line = EventLine {
                     event_id: call.event_id.clone(),
@@ -706,12 +711,7 @@ pub fn start(cfg: ServiceConfig) -> Result<Service, String> {
                     .into(),
                     age_group: None,
                 };
-                if let (Ok(mut g), Ok(mut b)) = (events.lock(), serde_json::to_vec(&line)) {
-                    b.push(b'\n');
-                    if let Some(f) = g.as_mut() {
-                        let _ = f.write_all(&b).and_then(|_| f.sync_data());
-                    }
-                }
+                log.append(&line);
             })
             .await;
         }));
