@@ -92,6 +92,14 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> &str {
         .unwrap_or("")
 }
 
+/// A new secret (a bearer token, a key): 32 random bytes as 64 hex digits.
+pub fn random_secret() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Whether a given secret equals the expected one, in time that does not depend on where they
 /// differ. An empty expected secret matches nothing.
 pub fn same_secret(given: &str, want: &str) -> bool {

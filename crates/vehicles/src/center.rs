@@ -123,10 +123,8 @@ impl CenterDir {
             std::fs::write(self.cert(), cert).map_err(|e| io(&self.cert(), e))?;
         }
         if !self.token().exists() {
-            let token: String = (0..32)
-                .map(|_| format!("{:02x}", rand::random::<u8>()))
-                .collect();
-            std::fs::write(self.token(), token).map_err(|e| io(&self.token(), e))?;
+            std::fs::write(self.token(), medfed_tls::random_secret())
+                .map_err(|e| io(&self.token(), e))?;
         }
         Ok(())
     }

@@ -268,10 +268,7 @@ pub fn fleet_key(path: &Path) -> anyhow::Result<Vec<u8>> {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
-        let key: String = (0..32)
-            .map(|_| format!("{:02x}", rand::random::<u8>()))
-            .collect();
-        std::fs::write(path, key)?;
+        std::fs::write(path, medfed_tls::random_secret())?;
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
