@@ -13,6 +13,9 @@ pub enum AnalysisError {
     Cohort { id: String, message: String },
     #[error("analysis {id}: unexpected result shape: {message}")]
     Shape { id: String, message: String },
+    /// The node does not hold the data the analysis counts, or cannot read it.
+    #[error("analysis {id}: {message}")]
+    Data { id: String, message: String },
 }
 
 /// Table, concept column and date column of a domain.
@@ -113,6 +116,23 @@ fn person_sql(p: &PersonCount, list: bool) -> String {
 }
 
 /// Run the local step of `spec` on a site.
+/// The local step of `vehicle_events` at a vehicle service's node: its events log (the file, or the
+/// service's state folder) counted by district, age group and kind.
+pub fn vehicle_events(
+    log: &std::path::Path,
+    spec: &medfed_protocol::vehicles::VehicleEvents,
+) -> Result<SiteStatistic, AnalysisError> {
+    let t0 = std::time::Instant::now();
+    let events =
+        medfed_protocol::vehicles::read_events(log).map_err(|message| AnalysisError::Data {
+            id: spec.id.clone(),
+            message,
+        })?;
+    let mut t = medfed_protocol::vehicles::count(&events, spec);
+    t.elapsed_ms = t0.elapsed().as_millis() as u64;
+    Ok(SiteStatistic::tables(vec![t]))
+}
+
 pub async fn run_local(
     engine: &SiteEngine,
     spec: &AnalysisSpec,

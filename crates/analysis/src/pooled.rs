@@ -562,7 +562,8 @@ pub fn summarize(spec: &AnalysisSpec, tables: &mut [PooledTable]) -> Value {
         | A::Regression(_)
         | A::Surveillance(_)
         | A::Gwas(_)
-        | A::Beacon(_) => Value::Null,
+        | A::Beacon(_)
+        | A::VehicleEvents(_) => Value::Null,
     }
 }
 

@@ -696,6 +696,10 @@ pub async fn run_tables(
             spec.id(),
             "surveillance counts are only ever added under secure aggregation; this task carries no aggregation step",
         )),
+        A::VehicleEvents(_) => Err(AnalysisError::Data {
+            id: spec.id().to_string(),
+            message: "vehicle events are counted from a vehicle service's events log, which this node does not hold".into(),
+        }),
         A::PersonCount(_) | A::CohortCount(_) | A::Regression(_) | A::Gwas(_) | A::Beacon(_) => {
             Err(shape(spec.id(), "not a table analysis"))
         }

@@ -73,6 +73,7 @@ pub const CATALOG_TYPES: &[&str] = &[
     "surveillance",
     "gwas",
     "beacon",
+    "vehicle_events",
 ];
 
 fn default_min_cell() -> u64 {
@@ -194,7 +195,10 @@ impl Policy {
          # minor-allele count here is under min_minor_allele_count is withheld (membership inference).\n\
          gwas = \"allow\"\n\
          # Beacon look-ups: whether anyone here carries a variant, at the level set in [beacon].\n\
-         beacon = \"allow\"\n\n\
+         beacon = \"allow\"\n\
+         # In-car emergencies by district x age group x kind, counted from a vehicle service's events\n\
+         # log (only a node configured with one answers it).\n\
+         vehicle_events = \"allow\"\n\n\
          [beacon]\n\
          # The most this site answers: boolean (carries or not) | count (carriers) | frequency\n\
          # (allele count and number, genotype counts). Small counts only ever say the allele exists.\n\

@@ -358,6 +358,7 @@ pub(crate) fn check(spec: &crate::AnalysisSpec, path: &str) -> Result<(), StudyE
         A::Surveillance(s) => s.check(path),
         A::Gwas(g) => g.check(path),
         A::Beacon(b) => b.check(path),
+        A::VehicleEvents(v) => v.check(path),
         A::PersonCount(_) | A::CohortCount(_) => Ok(()),
     }
 }

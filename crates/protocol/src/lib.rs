@@ -18,6 +18,7 @@ pub mod regression;
 pub mod request;
 pub mod study;
 pub mod surveil;
+pub mod vehicles;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 

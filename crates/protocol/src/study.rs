@@ -106,6 +106,7 @@ pub enum AnalysisSpec {
     Surveillance(crate::surveil::Surveillance),
     Gwas(crate::gwas::Gwas),
     Beacon(crate::beacon::Beacon),
+    VehicleEvents(crate::vehicles::VehicleEvents),
 }
 
 /// Distinct persons in a cohort of the study (a Circe definition), counted at each site.
@@ -123,7 +124,19 @@ pub struct CohortCount {
     pub label: Option<String>,
 }
 
+/// The kinds of data a node answers from: a hospital's CDM store, or a vehicle service's events log.
+pub const SOURCES: &[&str] = &["cdm", "vehicle_events"];
+
 impl AnalysisSpec {
+    /// The kind of data (one of [`SOURCES`]) a node must hold to answer this analysis; the hub sends
+    /// its tasks only to nodes registered as serving it.
+    pub fn source(&self) -> &'static str {
+        match self {
+            AnalysisSpec::VehicleEvents(_) => "vehicle_events",
+            _ => "cdm",
+        }
+    }
+
     pub fn id(&self) -> &str {
         use AnalysisSpec as A;
         match self {
@@ -140,6 +153,7 @@ impl AnalysisSpec {
             A::Surveillance(s) => &s.id,
             A::Gwas(g) => &g.id,
             A::Beacon(b) => &b.id,
+            A::VehicleEvents(v) => &v.id,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -158,6 +172,7 @@ impl AnalysisSpec {
             A::Surveillance(_) => "surveillance",
             A::Gwas(_) => "gwas",
             A::Beacon(_) => "beacon",
+            A::VehicleEvents(_) => "vehicle_events",
         }
     }
 
@@ -169,7 +184,8 @@ impl AnalysisSpec {
             | A::CohortCount(_)
             | A::Characterization(_)
             | A::Surveillance(_)
-            | A::Beacon(_) => Vec::new(),
+            | A::Beacon(_)
+            | A::VehicleEvents(_) => Vec::new(),
             A::CohortCharacterization(c) => vec![c.cohort.as_str()],
             A::CrossTab(c) => c.cohort.iter().map(String::as_str).collect(),
             A::Descriptive(d) => d.cohort.iter().map(String::as_str).collect(),
@@ -191,7 +207,8 @@ impl AnalysisSpec {
             | A::CohortCount(_)
             | A::Characterization(_)
             | A::Surveillance(_)
-            | A::Beacon(_) => None,
+            | A::Beacon(_)
+            | A::VehicleEvents(_) => None,
             A::CohortCharacterization(c) => Some(&c.definitions),
             A::CrossTab(c) => Some(&c.definitions),
             A::Descriptive(d) => Some(&d.definitions),
@@ -210,7 +227,8 @@ impl AnalysisSpec {
             | A::CohortCount(_)
             | A::Characterization(_)
             | A::Surveillance(_)
-            | A::Beacon(_) => None,
+            | A::Beacon(_)
+            | A::VehicleEvents(_) => None,
             A::CohortCharacterization(c) => Some(&mut c.definitions),
             A::CrossTab(c) => Some(&mut c.definitions),
             A::Descriptive(d) => Some(&mut d.definitions),
@@ -323,6 +341,7 @@ pub fn parse_analysis(v: &Value, path: &str) -> Result<AnalysisSpec, StudyError>
         "surveillance" => A::Surveillance(de(rest, path)?),
         "gwas" => A::Gwas(de(rest, path)?),
         "beacon" => A::Beacon(de(rest, path)?),
+        "vehicle_events" => A::VehicleEvents(de(rest, path)?),
         other => {
             return Err(err(
                 format!("{path}.type"),

@@ -150,20 +150,8 @@ impl ServiceStats {
     }
 }
 
-/// One line of `events.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EventLine {
-    pub event_id: String,
-    pub vin: String,
-    pub kind: String,
-    pub kinds: Vec<String>,
-    pub onset_ms: i64,
-    pub at_ms: i64,
-    /// `prompted`, `cancelled`, `called`, `acknowledged` or `advised`.
-    pub outcome: String,
-    pub district: String,
-    pub age_group: Option<String>,
-}
+/// The events log's line format and reader are shared with the node that counts it.
+pub use medfed_protocol::vehicles::{read_events, EventLine};
 
 struct Car {
     monitor: DriverMonitor,
@@ -599,23 +587,6 @@ impl Service {
             let _ = t.await;
         }
     }
-}
-
-/// Read `events.jsonl` of a state directory.
-pub fn read_events(state_dir: &std::path::Path) -> Result<Vec<EventLine>, String> {
-    let p = state_dir.join("events.jsonl");
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", p.display())),
-    };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| format!("{} line {}: {e}", p.display(), i + 1))
-        })
-        .collect()
 }
 
 /// Start the service.

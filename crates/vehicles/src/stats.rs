@@ -3,39 +3,33 @@
 //! ([`medfed_privacy::release`]): a cell counting 1..k−1 events is withheld, and so is the smallest
 //! other cell of any line whose margin would give it away. No VIN, time or vital sign leaves.
 
-use std::collections::BTreeSet;
-
-use medfed_privacy::{Measure, ReleasedTable, Table};
+use medfed_privacy::{Measure, ReleasedTable};
 use medfed_privacy::{Policy, SiteStatistic};
+use medfed_protocol::vehicles::{count, VehicleEvents, DIMS, TABLE};
 
 use crate::service::EventLine;
 
-/// One event per id: its final outcome (`called` or `advised`) and where, who and what.
+/// One event per id: its final outcome (`called` or `advised`) and where, who and what, counted by
+/// the node's local step ([`count`]) and released with the small-cell rule at `k`.
 pub fn tabulate(events: &[EventLine], k: u64) -> ReleasedTable {
-    let mut seen = BTreeSet::new();
-    let mut t = Table::new(
-        "vehicle_events",
-        &[("district", true), ("age_group", true), ("kind", true)],
-        vec![Measure::count("events")],
-    );
-    for e in events {
-        if !matches!(e.outcome.as_str(), "called" | "advised") || !seen.insert(e.event_id.clone()) {
-            continue;
-        }
-        let age = e.age_group.clone().unwrap_or_else(|| "unknown".into());
-        t.add(vec![e.district.clone(), age, e.kind.clone()], &[1.0]);
-    }
+    let all = VehicleEvents {
+        id: "vehicle_events".into(),
+        from: None,
+        to: None,
+        label: None,
+    };
     let policy = Policy {
         min_cell_count: k,
         ..Policy::default()
     };
-    let released = medfed_privacy::release(SiteStatistic::tables(vec![t]), &policy);
+    let released =
+        medfed_privacy::release(SiteStatistic::tables(vec![count(events, &all)]), &policy);
     released
         .tables()
         .and_then(|t| t.first().cloned())
         .unwrap_or(ReleasedTable {
-            name: "vehicle_events".into(),
-            dims: vec!["district".into(), "age_group".into(), "kind".into()],
+            name: TABLE.into(),
+            dims: DIMS.iter().map(|d| d.to_string()).collect(),
             measures: vec![Measure::count("events")],
             partition: vec![true; 3],
             elapsed_ms: 0,
