@@ -161,11 +161,32 @@ impl Hub {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Register a hospital's node (it serves analyses of its CDM store).
     pub fn add_node(&self, name: &str, key_hex: &str, replace: bool) -> Result<(), HubError> {
+        self.add_node_serving(name, key_hex, replace, "cdm")
+    }
+
+    /// Register a node that serves `serves` (one of `medfed_protocol::study::SOURCES`).
+    pub fn add_node_serving(
+        &self,
+        name: &str,
+        key_hex: &str,
+        replace: bool,
+        serves: &str,
+    ) -> Result<(), HubError> {
+        use medfed_protocol::study::SOURCES;
         medfed_protocol::study::check_id(name, "node name")
             .map_err(|e| HubError::BadRequest(e.to_string()))?;
         PublicKey::from_hex(key_hex).map_err(|e| HubError::BadRequest(e.to_string()))?;
-        Ok(self.store().add_node(name, key_hex.trim(), replace)?)
+        if !SOURCES.contains(&serves) {
+            return Err(HubError::BadRequest(format!(
+                "a node serves one of {}, not {serves:?}",
+                SOURCES.join(", ")
+            )));
+        }
+        Ok(self
+            .store()
+            .add_node(name, key_hex.trim(), replace, serves)?)
     }
 
     pub fn nodes(&self) -> Result<Vec<NodeRow>, HubError> {
@@ -229,18 +250,35 @@ impl Hub {
     pub fn submit_as(&self, requester: &str, text: &str) -> Result<Submitted, HubError> {
         let study = medfed_protocol::study::parse_study(text)
             .map_err(|e| HubError::BadRequest(format!("study refused: {e}")))?;
-        let nodes: Vec<String> = self.nodes()?.into_iter().map(|n| n.name).collect();
-        if nodes.is_empty() {
+        let registered = self.nodes()?;
+        if registered.is_empty() {
             return Err(HubError::Conflict(
                 "no nodes are registered; add one with `medfed hub add-node`".into(),
             ));
         }
+        // Each analysis goes to the nodes that hold its kind of data.
+        let serving = |source: &str| -> Result<Vec<String>, HubError> {
+            let n: Vec<String> = registered
+                .iter()
+                .filter(|n| n.serves == source)
+                .map(|n| n.name.clone())
+                .collect();
+            if n.is_empty() {
+                return Err(HubError::Conflict(format!(
+                    "no registered node serves {source}; add one with `medfed hub add-node --serves {source}`"
+                )));
+            }
+            Ok(n)
+        };
+        let mut asked = std::collections::BTreeSet::new();
         let study_id = format!("s{}", &medfed_protocol::random_id()[..12]);
         let mut tasks = Vec::new();
         // Task ids start with the analysis's position, so that nodes receive (and answer) a study's
         // analyses in the order the study lists them: the differencing check depends on order.
         let mut fits = Vec::new();
         for (k, a) in study.analyses.iter().enumerate() {
+            let nodes = serving(a.source())?;
+            asked.extend(nodes.iter().cloned());
             let steps: Vec<(String, Option<ModelStep>)> = match a {
                 AnalysisSpec::Regression(r) => {
                     let mut state = FitState {
@@ -291,7 +329,7 @@ impl Hub {
         Ok(Submitted {
             study_id,
             tasks: tasks.len(),
-            nodes,
+            nodes: asked.into_iter().collect(),
         })
     }
 

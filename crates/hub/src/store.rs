@@ -19,7 +19,7 @@ use crate::db::{Db, DbError, Val};
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, public_key TEXT NOT NULL,
-    added_at BIGINT NOT NULL, last_seen BIGINT NOT NULL DEFAULT 0);
+    added_at BIGINT NOT NULL, last_seen BIGINT NOT NULL DEFAULT 0, serves TEXT NOT NULL DEFAULT 'cdm');
 CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL,
     submitted_at BIGINT NOT NULL, status TEXT NOT NULL, completed_at BIGINT NOT NULL DEFAULT 0,
     requester TEXT NOT NULL DEFAULT 'researcher');
@@ -152,6 +152,8 @@ pub struct NodeRow {
     pub public_key: String,
     pub added_at: i64,
     pub last_seen: i64,
+    /// The data it answers from: `cdm` (a hospital) or `vehicle_events` (a vehicle service).
+    pub serves: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -206,6 +208,13 @@ impl Store {
             db.batch(
                 "ALTER TABLE studies ADD COLUMN requester TEXT NOT NULL DEFAULT 'researcher'",
             )?;
+        }
+        // Hubs made before nodes said what data they serve: every earlier node held a CDM store.
+        if db
+            .query("SELECT serves FROM nodes WHERE 1 = 0", &[])
+            .is_err()
+        {
+            db.batch("ALTER TABLE nodes ADD COLUMN serves TEXT NOT NULL DEFAULT 'cdm'")?;
         }
         Ok(Store { db })
     }
@@ -267,11 +276,14 @@ impl Store {
             .map(Val::into_text))
     }
 
+    /// Register a node (or, with `replace`, change its key and what it serves). `serves` is one of
+    /// `medfed_protocol::study::SOURCES`, checked by the caller.
     pub fn add_node(
         &mut self,
         name: &str,
         public_key: &str,
         replace: bool,
+        serves: &str,
     ) -> Result<(), StoreError> {
         let now = medfed_protocol::now();
         self.tx(|db| {
@@ -286,25 +298,25 @@ impl Store {
                     )));
                 }
                 db.execute(
-                    "UPDATE nodes SET public_key = $1 WHERE name = $2",
-                    &[public_key.into(), name.into()],
+                    "UPDATE nodes SET public_key = $1, serves = $2 WHERE name = $3",
+                    &[public_key.into(), serves.into(), name.into()],
                 )?;
                 audit(
                     db,
                     "operator",
                     "node_key_replaced",
-                    &format!("{name} {public_key}"),
+                    &format!("{name} {public_key} serves {serves}"),
                 )?;
             } else {
                 db.execute(
-                    "INSERT INTO nodes (name, public_key, added_at) VALUES ($1, $2, $3)",
-                    &[name.into(), public_key.into(), now.into()],
+                    "INSERT INTO nodes (name, public_key, added_at, serves) VALUES ($1, $2, $3, $4)",
+                    &[name.into(), public_key.into(), now.into(), serves.into()],
                 )?;
                 audit(
                     db,
                     "operator",
                     "node_added",
-                    &format!("{name} {public_key}"),
+                    &format!("{name} {public_key} serves {serves}"),
                 )?;
             }
             Ok(())
@@ -332,7 +344,7 @@ impl Store {
 
     pub fn nodes(&mut self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = self.db.query(
-            "SELECT name, public_key, added_at, last_seen FROM nodes ORDER BY name",
+            "SELECT name, public_key, added_at, last_seen, serves FROM nodes ORDER BY name",
             &[],
         )?;
         Ok(rows
@@ -342,6 +354,7 @@ impl Store {
                 public_key: r[1].clone().into_text(),
                 added_at: r[2].int().unwrap_or(0),
                 last_seen: r[3].int().unwrap_or(0),
+                serves: r[4].clone().into_text(),
             })
             .collect())
     }

@@ -27,11 +27,29 @@ pub struct NodeConfig {
     pub hub_url: String,
     /// The hub's Ed25519 public key (hex); tasks not signed by it are refused.
     pub hub_public_key: String,
-    /// The site store this node answers from.
-    pub site: PathBuf,
+    /// The site store (a folder, or `postgres://…`) this node answers from. A vehicle service's node
+    /// has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<PathBuf>,
+    /// A vehicle service's events log (its state folder or `events.jsonl`), from which this node
+    /// answers `vehicle_events`. A hospital's node has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vehicle_events: Option<PathBuf>,
     /// Longest long-poll wait, seconds.
     #[serde(default = "default_wait")]
     pub poll_wait_s: u64,
+}
+
+impl NodeConfig {
+    /// A node answers from at least one source.
+    pub fn check(&self) -> Result<(), NodeError> {
+        if self.site.is_none() && self.vehicle_events.is_none() {
+            return Err(NodeError::Config(
+                "a node needs a site store (site) or a vehicle events log (vehicle_events) to answer from".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_wait() -> u64 {
@@ -81,6 +99,7 @@ impl NodeDir {
         }
         PublicKey::from_hex(&config.hub_public_key)
             .map_err(|e| NodeError::Config(format!("hub public key: {e}")))?;
+        config.check()?;
         std::fs::create_dir_all(d.state()).map_err(|e| io(&d.state(), e))?;
         std::fs::create_dir_all(d.approvals()).map_err(|e| io(&d.approvals(), e))?;
         let key = SecretKey::generate();
@@ -102,7 +121,10 @@ impl NodeDir {
     pub fn load_config(&self) -> Result<NodeConfig, NodeError> {
         let p = self.config();
         let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-        toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", p.display())))
+        let c: NodeConfig = toml::from_str(&text)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", p.display())))?;
+        c.check()?;
+        Ok(c)
     }
 
     pub fn load_key(&self) -> Result<SecretKey, NodeError> {

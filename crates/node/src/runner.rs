@@ -49,7 +49,8 @@ pub struct Node<T: Transport> {
     cfg: NodeConfig,
     key: SecretKey,
     hub_key: PublicKey,
-    engine: SiteEngine,
+    /// The site store's engine; `None` at a vehicle service's node.
+    engine: Option<SiteEngine>,
     state: State,
     history: SetHistory,
     ledger: DpLedger,
@@ -86,7 +87,10 @@ impl<T: Transport> Node<T> {
         let hub_key = PublicKey::from_hex(&cfg.hub_public_key)
             .map_err(|e| NodeError::Config(format!("hub_public_key: {e}")))?;
         dir.load_policy()?;
-        let engine = SiteEngine::open(&cfg.site).map_err(|e| NodeError::Site(e.to_string()))?;
+        let engine = match &cfg.site {
+            Some(site) => Some(SiteEngine::open(site).map_err(|e| NodeError::Site(e.to_string()))?),
+            None => None,
+        };
         let state = State::open(&dir.state())?;
         let history = SetHistory::open(&dir.state())?;
         let ledger = DpLedger::open(&dir.state())?;
@@ -370,7 +374,17 @@ impl<T: Transport> Node<T> {
         let local = match &task.analysis {
             AnalysisSpec::Regression(_) => self.model_step(&task, &policy).await,
             AnalysisSpec::Gwas(g) => self.gwas_step(&task, g).await,
-            other => medfed_analysis::run_local(&self.engine, other).await,
+            AnalysisSpec::VehicleEvents(v) => match &self.cfg.vehicle_events {
+                Some(log) => medfed_analysis::local::vehicle_events(log, v),
+                None => Err(medfed_analysis::AnalysisError::Data {
+                    id: v.id.clone(),
+                    message: "this node holds no vehicle events log".into(),
+                }),
+            },
+            other => match self.engine(other.id()) {
+                Ok(engine) => medfed_analysis::run_local(engine, other).await,
+                Err(e) => Err(e),
+            },
         };
         let outcome = match local {
             Ok(stat) => {
@@ -547,6 +561,17 @@ impl<T: Transport> Node<T> {
 
     /// A round of a regression: the site's design matrix (extracted once per analysis), then the
     /// step the task asks for.
+    /// The site store's engine, or why this node cannot run a CDM analysis.
+    fn engine(&self, id: &str) -> Result<&SiteEngine, medfed_analysis::AnalysisError> {
+        self.engine
+            .as_ref()
+            .ok_or_else(|| medfed_analysis::AnalysisError::Data {
+                id: id.to_string(),
+                message: "this node holds no CDM site store (it answers vehicle_events only)"
+                    .into(),
+            })
+    }
+
     /// A surveillance chunk's counts, as aggregate-only: they leave this node only masked.
     async fn surveillance_counts(
         &mut self,
@@ -563,7 +588,8 @@ impl<T: Transport> Node<T> {
                 "days {first}..{last} are outside the analysis's range"
             ));
         }
-        let c = medfed_analysis::surveil::site_counts(&self.engine, s, a, b)
+        let engine = self.engine(&s.id).map_err(|e| e.to_string())?;
+        let c = medfed_analysis::surveil::site_counts(engine, s, a, b)
             .await
             .map_err(|e| e.to_string())?;
         if c.unplaced > 0 {
@@ -597,7 +623,11 @@ impl<T: Transport> Node<T> {
             }
             None => {
                 let d = Arc::new(
-                    medfed_analysis::regression::extract(&self.engine, &task.analysis).await?,
+                    medfed_analysis::regression::extract(
+                        self.engine(task.analysis.id())?,
+                        &task.analysis,
+                    )
+                    .await?,
                 );
                 if self.designs.len() >= MAX_DESIGNS {
                     self.designs.remove(0);
@@ -629,7 +659,7 @@ impl<T: Transport> Node<T> {
                 d.1
             }
             None => {
-                let d = Arc::new(medfed_analysis::gwas::samples(&self.engine, g).await?);
+                let d = Arc::new(medfed_analysis::gwas::samples(self.engine(&g.id)?, g).await?);
                 if self.gwas.len() >= MAX_DESIGNS {
                     self.gwas.remove(0);
                 }
@@ -653,7 +683,10 @@ impl<T: Transport> Node<T> {
                 reason: "a beacon look-up must name its requester: rare-variant probes are budgeted per requester".into(),
             };
         };
-        let stat = match medfed_analysis::beacon::local_step(&self.engine, b, requester) {
+        let stat = match self
+            .engine(&b.id)
+            .and_then(|e| medfed_analysis::beacon::local_step(e, b, requester))
+        {
             Ok(s) => s,
             Err(e) => {
                 return Outcome::Refused {

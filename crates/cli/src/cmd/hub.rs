@@ -87,6 +87,10 @@ struct AddNodeArgs {
     /// Replace the key of a node that is already registered.
     #[arg(long)]
     replace: bool,
+    /// The data the node answers from: `cdm` (a hospital's store) or `vehicle_events` (a vehicle
+    /// service's events log). Each analysis goes only to the nodes that serve its kind.
+    #[arg(long, default_value = "cdm")]
+    serves: String,
     #[arg(long)]
     db: Option<String>,
 }
@@ -136,8 +140,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Command::Serve(a) => serve(a),
         Command::AddNode(a) => {
             let hub = HubDir(a.dir.clone()).open(a.db.as_deref())?;
-            hub.add_node(&a.name, &a.key, a.replace)?;
-            println!("node {:?} registered", a.name);
+            hub.add_node_serving(&a.name, &a.key, a.replace, &a.serves)?;
+            println!("node {:?} registered, serving {}", a.name, a.serves);
             Ok(())
         }
         Command::AddResearcher(a) => {

@@ -88,7 +88,7 @@ impl LocalNetwork {
             let (name, pk) = super::node::init_node(
                 &node_dir,
                 &url,
-                site,
+                super::node::NodeSource::Site(site),
                 None,
                 &hub_dir.join("tls/cert.pem"),
                 None,
@@ -107,6 +107,33 @@ impl LocalNetwork {
             net.children.push(child);
         }
         Ok(net)
+    }
+
+    /// Create, register (as serving `vehicle_events`) and start a vehicle service's node that
+    /// answers from the events log in `log`, under `policy` (a policy file's text).
+    pub fn add_vehicle_node(&mut self, name: &str, log: &Path, policy: &str) -> anyhow::Result<()> {
+        let dir = self.hub_dir.parent().unwrap_or(&self.hub_dir).to_path_buf();
+        let node_dir = dir.join("nodes").join(name);
+        let (name, pk) = super::node::init_node(
+            &node_dir,
+            &self.url,
+            super::node::NodeSource::VehicleEvents(log),
+            Some(name),
+            &self.hub_dir.join("tls/cert.pem"),
+            None,
+            Some(policy),
+        )?;
+        medfed_hub::HubDir(self.hub_dir.clone())
+            .open(None)?
+            .add_node_serving(&name, &pk, false, "vehicle_events")?;
+        let d = node_dir.to_string_lossy().to_string();
+        let child = spawn(
+            &["node", "run", "--dir", &d],
+            &dir.join("logs").join(format!("{name}.log")),
+        )?;
+        self.children.push(child);
+        self.nodes.push((name, node_dir));
+        Ok(())
     }
 
     /// Stop the nodes; keep the hub serving.

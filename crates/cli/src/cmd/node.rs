@@ -35,8 +35,16 @@ struct InitArgs {
     hub: String,
     /// The site this node answers from: a site store folder, or the hospital's OMOP CDM in
     /// PostgreSQL as postgres://user@host:port/db?schema=cdm.
-    #[arg(long)]
-    site: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "vehicle_events",
+        conflicts_with = "vehicle_events"
+    )]
+    site: Option<PathBuf>,
+    /// Instead of a site: a vehicle service's state folder (or its events.jsonl). The node then
+    /// answers `vehicle_events` only; register it with `medfed hub add-node --serves vehicle_events`.
+    #[arg(long, requires = "name")]
+    vehicle_events: Option<PathBuf>,
     /// Node name as registered at the hub (default: the site store's name).
     #[arg(long)]
     name: Option<String>,
@@ -130,18 +138,40 @@ pub fn site_identity(site: &std::path::Path) -> anyhow::Result<(String, PathBuf)
     Ok((store.meta.site.clone(), std::fs::canonicalize(site)?))
 }
 
-/// Create a node folder; returns the node's public key (hex).
+/// What a node answers from.
+pub enum NodeSource<'a> {
+    /// A hospital's site store or CDM in PostgreSQL.
+    Site(&'a std::path::Path),
+    /// A vehicle service's state folder or events log.
+    VehicleEvents(&'a std::path::Path),
+}
+
+/// Create a node folder; returns the node's name and public key (hex).
 pub fn init_node(
     dir: &std::path::Path,
     hub: &str,
-    site: &std::path::Path,
+    source: NodeSource<'_>,
     name: Option<&str>,
     hub_ca: &std::path::Path,
     hub_key: Option<&str>,
     policy: Option<&str>,
 ) -> anyhow::Result<(String, String)> {
-    let (site_name, site) = site_identity(site)?;
-    let name = name.map(str::to_string).unwrap_or(site_name);
+    let (default_name, site, vehicle_events) = match source {
+        NodeSource::Site(site) => {
+            let (n, s) = site_identity(site)?;
+            (Some(n), Some(s), None)
+        }
+        NodeSource::VehicleEvents(p) => {
+            let p = std::fs::canonicalize(p)
+                .with_context(|| format!("vehicle events log {}", p.display()))?;
+            medfed_protocol::vehicles::read_events(&p).map_err(anyhow::Error::msg)?;
+            (None, None, Some(p))
+        }
+    };
+    let name = name
+        .map(str::to_string)
+        .or(default_name)
+        .context("a vehicle service's node needs --name")?;
     medfed_protocol::study::check_id(&name, "node name")?;
     let pem = std::fs::read(hub_ca).with_context(|| format!("cannot read {}", hub_ca.display()))?;
     let hub_key = match hub_key {
@@ -153,6 +183,7 @@ pub fn init_node(
         hub_url: hub.to_string(),
         hub_public_key: hub_key,
         site,
+        vehicle_events,
         poll_wait_s: 20,
     };
     let (_, pk) = NodeDir::init(dir, &cfg, Some(&pem), policy)?;
@@ -166,10 +197,20 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let source = match (&a.site, &a.vehicle_events) {
+        (_, Some(v)) => NodeSource::VehicleEvents(v),
+        (Some(s), None) => NodeSource::Site(s),
+        (None, None) => anyhow::bail!("give --site or --vehicle-events"),
+    };
+    let serves = if a.vehicle_events.is_some() {
+        " --serves vehicle_events"
+    } else {
+        ""
+    };
     let (name, pk) = init_node(
         &a.dir,
         &a.hub,
-        &a.site,
+        source,
         a.name.as_deref(),
         &a.hub_ca,
         a.hub_key.as_deref(),
@@ -179,7 +220,7 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
     println!("  public key: {pk}");
     println!("  policy:     {}", a.dir.join("policy.toml").display());
     println!("ask the hub operator to run:");
-    println!("  medfed hub add-node --dir HUB_DIR --name {name} --key {pk}");
+    println!("  medfed hub add-node --dir HUB_DIR --name {name} --key {pk}{serves}");
     println!("then: medfed node run --dir {}", a.dir.display());
     Ok(())
 }

@@ -658,7 +658,8 @@ pub fn run_in_process_keep(
                 name: name.clone(),
                 hub_url: "in-process".into(),
                 hub_public_key: hub.public_key().to_hex(),
-                site,
+                site: Some(site),
+                vehicle_events: None,
                 poll_wait_s: 0,
             };
             let (dir, pk) = NodeDir::init(&nodes_dir.join(&name), &cfg, None, policy)?;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use medfed_hub::db::Db;
 
+mod vehicle_events;
+
 const BIN: &str = env!("CARGO_BIN_EXE_medfed");
 
 fn medfed(args: &[&str]) -> (bool, String, String) {
@@ -231,6 +233,48 @@ impl Net {
 
     fn url(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// A vehicle service's node answering from the events log in `log`, registered as serving
+    /// `vehicle_events`.
+    fn add_vehicle_node(&mut self, name: &str, log: &Path, policy: &Path) {
+        let dir = self.root.join("nodes").join(name);
+        let out = ok(&[
+            "node",
+            "init",
+            "--dir",
+            &s(&dir),
+            "--hub",
+            &self.url(),
+            "--vehicle-events",
+            &s(log),
+            "--name",
+            name,
+            "--hub-ca",
+            &s(&self.hub_dir.join("tls/cert.pem")),
+            "--policy",
+            &s(policy),
+        ]);
+        assert!(out.contains("--serves vehicle_events"), "{out}");
+        let key = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("public key: "))
+            .expect("init prints the key")
+            .trim()
+            .to_string();
+        ok(&[
+            "hub",
+            "add-node",
+            "--dir",
+            &s(&self.hub_dir),
+            "--name",
+            name,
+            "--key",
+            &key,
+            "--serves",
+            "vehicle_events",
+        ]);
+        self.nodes.push((name.to_string(), dir));
     }
 
     /// Start (or restart) the hub on the same address.
@@ -1703,14 +1747,17 @@ fn beacon_over_https_equals_plink_and_holds_a_prober_to_the_budget() {
 }
 
 #[test]
-fn a_hub_made_before_requesters_gains_the_column_and_keeps_its_studies() {
+fn a_hub_made_before_requesters_and_node_sources_gains_the_columns_and_keeps_its_studies() {
     let tmp = tempfile::tempdir().unwrap();
     let path = s(&tmp.path().join("old.sqlite"));
     let mut old = medfed_hub::db::Sqlite::open(&path).unwrap();
     old.batch(
         "CREATE TABLE studies (id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, \
          submitted_at BIGINT NOT NULL, status TEXT NOT NULL, completed_at BIGINT NOT NULL DEFAULT 0);\
-         INSERT INTO studies VALUES ('s1', 'old study', '{}', 1, 'complete', 2);",
+         INSERT INTO studies VALUES ('s1', 'old study', '{}', 1, 'complete', 2);\
+         CREATE TABLE nodes (name TEXT PRIMARY KEY, public_key TEXT NOT NULL, \
+         added_at BIGINT NOT NULL, last_seen BIGINT NOT NULL DEFAULT 0);\
+         INSERT INTO nodes VALUES ('hospital_a', 'ab', 1, 0);",
     )
     .unwrap();
     drop(old);
@@ -1729,5 +1776,8 @@ fn a_hub_made_before_requesters_gains_the_column_and_keeps_its_studies() {
             .map(|r| r.into_iter().map(|v| v.into_text()).collect())
             .collect();
         assert_eq!(rows, [["s1", "old study", "researcher"]]);
+        // Nodes registered before nodes said what they serve held CDM stores.
+        let rows = db.query("SELECT name, serves FROM nodes", &[]).unwrap();
+        assert_eq!(rows[0][1].clone().into_text(), "cdm");
     }
 }
