@@ -168,7 +168,7 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
         "In-car emergencies: detection and 119 calls",
         "Calls received by the 119 centre",
         "simulated driving hours",
-        "Event counts released to the national statistics",
+        "Event counts in the national statistics",
     ] {
         assert!(report.contains(section), "report lacks {section}");
     }
@@ -177,6 +177,37 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
     )
     .unwrap();
     assert!(calls.as_array().unwrap().len() >= 4, "{calls}");
+    // The counts reached the hub from the vehicle service's own node (and from no hospital's), and
+    // the national total is the number of decided events in its log, or withheld under k = 5.
+    let national: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results/vehicle_events/results.json")).unwrap(),
+    )
+    .unwrap();
+    let r = &national["results"][0];
+    assert_eq!(r["type"], "vehicle_events", "{national}");
+    assert_eq!(r["sites"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["sites"][0]["site"], "vehicle_service", "{r}");
+    let log = medfed_protocol::vehicles::read_events(&out.join("vehicles/service")).unwrap();
+    let decided: std::collections::BTreeSet<&str> = log
+        .iter()
+        .filter(|e| e.outcome == "called" || e.outcome == "advised")
+        .map(|e| e.event_id.as_str())
+        .collect();
+    let total = r["value"]["tables"][0]["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == serde_json::json!(["*", "*", "*"]))
+        .unwrap_or_else(|| panic!("no total: {r}"));
+    if decided.len() >= 5 {
+        assert_eq!(
+            total["values"][0].as_f64(),
+            Some(decided.len() as f64),
+            "{total}"
+        );
+    } else {
+        assert!(total.get("withheld_at").is_some(), "{total}");
+    }
     for section in [
         "Variant look-ups (GA4GH Beacon v2)",
         "A prober held to the budget",

@@ -166,8 +166,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         });
     }
     let sites: Vec<PathBuf> = stats.iter().map(|s| pop.join(&s.name)).collect();
-    let net = network(&a, &sites)?;
+    // The in-car step first: its events log is what the vehicle service's node answers from.
     let vehicles = super::vehicles::demo(&a.out)?;
+    let net = network(&a, &sites, &a.out.join("vehicles/service"))?;
     // Concept names for the report (vocabulary, not patient data) from the first store.
     let names = concept_names(&SiteEngine::open(&sites[0])?)?;
     let report = a.out.join("report.html");
@@ -232,10 +233,12 @@ struct NetworkRun {
     surveil: serde_json::Value,
     surveil_latency_s: f64,
     surveil_scores: Option<serde_json::Value>,
+    /// Pooled results of the in-car emergency counts study (the vehicle service's node).
+    vehicle_events: serde_json::Value,
     running: Option<super::network::LocalNetwork>,
 }
 
-fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
+fn network(a: &Args, sites: &[PathBuf], vehicle_log: &Path) -> anyhow::Result<NetworkRun> {
     let listen = a.serve.clone().unwrap_or_else(|| "127.0.0.1:0".to_string());
     println!(
         "starting a hub and {} hospital nodes on loopback …",
@@ -390,6 +393,27 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
     println!("surveillance alerts in {surveil_latency_s:.2} s");
     super::study::write_results(&a.out.join("results/surveillance"), &surveil)?;
     super::surveil::print_alerts(&surveil);
+    // In-car emergencies into the national statistics: the vehicle service runs a node of its own
+    // that answers `vehicle_events` from its events log through the same release step.
+    let mut net = net;
+    net.add_vehicle_node(
+        "vehicle_service",
+        vehicle_log,
+        super::vehicles::DEMO_NODE_POLICY,
+    )?;
+    let vehicle_study = a.out.join("network/vehicle-events.json");
+    std::fs::write(&vehicle_study, super::vehicles::DEMO_STUDY)?;
+    let ack = client.submit(super::study::load_study(&vehicle_study)?)?;
+    let vehicle_events = client.wait(
+        &ack.study_id,
+        std::time::Duration::from_secs(600),
+        |_, _| {},
+    )?;
+    super::study::write_results(&a.out.join("results/vehicle_events"), &vehicle_events)?;
+    println!(
+        "in-car emergency counts (study {}) pooled into the national statistics",
+        ack.study_id
+    );
     let hub_db = net.hub_dir.join("hub.sqlite");
     let surveil_scores = score_surveillance(&hub_db, &a.out.join("population/ground_truth.json"))
         .map_err(|e| println!("(surveillance not scored: {e:#})"))
@@ -418,6 +442,7 @@ fn network(a: &Args, sites: &[PathBuf]) -> anyhow::Result<NetworkRun> {
         surveil,
         surveil_latency_s,
         surveil_scores,
+        vehicle_events,
         running,
     })
 }
@@ -601,7 +626,7 @@ fn render(
         net.surveil_scores.as_ref(),
         net.surveil_latency_s,
     ));
-    h.push_str(&super::vehicles::section(vehicles));
+    h.push_str(&super::vehicles::section(vehicles, &net.vehicle_events));
     h.push_str("<h2>Hospitals (site-side summary)</h2><p>Computed by each site's data steward with <code>medfed sql</code> on the local store; in the network these become catalog analyses.</p><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
     for s in stats {
         let _ = write!(

@@ -576,7 +576,6 @@ pub struct VehiclesDemo {
     pub latency_ms: (f64, f64),
     pub evaluation: medfed_vitals::sim::Evaluation,
     pub confirm_s: f64,
-    pub stats: medfed_privacy::ReleasedTable,
     pub seconds: f64,
 }
 
@@ -676,7 +675,7 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
         },
     );
     let events = service::read_events(&dir.join("service")).map_err(anyhow::Error::msg)?;
-    let released = medfed_vehicles::stats::tabulate(&events, 5);
+    let released = medfed_vehicles::stats::tabulate(&events, DEMO_K);
     let res = out.join("results/vehicles");
     std::fs::create_dir_all(&res)?;
     std::fs::write(res.join("calls.json"), serde_json::to_vec_pretty(&calls)?)?;
@@ -695,7 +694,6 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
         latency_ms: (q(0), q(1)),
         evaluation,
         confirm_s,
-        stats: released,
         seconds: started.elapsed().as_secs_f64(),
     };
     println!(
@@ -708,8 +706,16 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
     Ok(d)
 }
 
-/// The report's section.
-pub fn section(d: &VehiclesDemo) -> String {
+/// The demo's study of in-car emergencies, answered by the vehicle service's node.
+pub const DEMO_STUDY: &str = r#"{"format": "medfed-study/1", "name": "In-car emergencies by district, age group and kind",
+  "analyses": [{"id": "car_events", "type": "vehicle_events", "label": "119 calls and AF advice from the in-car service"}]}"#;
+/// The smallest count the demo's vehicle node releases.
+const DEMO_K: u64 = 5;
+/// The demo vehicle node's policy: it answers `vehicle_events` only, at k = 5.
+pub const DEMO_NODE_POLICY: &str = "# The demo vehicle service's disclosure policy.\nmin_cell_count = 5\ndefault = \"deny\"\n[analyses]\nvehicle_events = \"allow\"\n";
+
+/// The report's section; `national` is the hub's pooled result of [`DEMO_STUDY`].
+pub fn section(d: &VehiclesDemo, national: &serde_json::Value) -> String {
     use super::report::esc;
     use std::fmt::Write as _;
     let mut h = String::new();
@@ -767,17 +773,23 @@ pub fn section(d: &VehiclesDemo) -> String {
         );
     }
     h.push_str("</table><p>Seconds from the onset to the call include the confirmation window; the line marks the window + 30 s, the target for asystole and VF. Desaturation needs the wearable oximeter, which 15&nbsp;% of simulated drivers do not wear.</p>");
-    h.push_str("<h3>Event counts released to the national statistics</h3><p>Calls and AF advice by district, age group and kind, released under the same small-cell rule and secondary suppression as a hospital's table (k = 5; <code>medfed vehicles stats</code>). No VIN, time or vital sign is in it; sent calls with their vitals are deleted after 30 days.</p><table><tr><th>district</th><th>age group</th><th>kind</th><th>events</th></tr>");
-    for c in d
-        .stats
-        .cells
+    let pooled = national["results"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["type"] == "vehicle_events"));
+    let study = national["study"]["id"].as_str().unwrap_or("?");
+    let _ = write!(h, "<h3>Event counts in the national statistics</h3><p>The vehicle service runs a node of its own, registered at the hub as serving <code>vehicle_events</code>. The hub sent it study <code>{}</code>; the node counted calls and AF advice by district, age group and kind from its events log and released them through the same small-cell rule and secondary suppression as a hospital's table (its policy: k = {DEMO_K}), signed, into the hub's <code>national_cells</code>. No VIN, time or vital sign is in it; sent calls with their vitals are deleted after 30 days.</p><table><tr><th>district</th><th>age group</th><th>kind</th><th>events</th></tr>", esc(study));
+    let cells: Vec<medfed_analysis::PooledCell> = pooled
+        .and_then(|p| serde_json::from_value(p["value"]["tables"][0]["cells"].clone()).ok())
+        .unwrap_or_default();
+    for c in cells
         .iter()
         .filter(|c| c.key.iter().filter(|k| *k == "*").count() >= 2)
     {
-        let v = c
-            .values
-            .as_ref()
-            .map_or("&lt;k (withheld)".to_string(), |v| format!("{}", v[0]));
+        let v = if c.withheld_at.is_empty() && c.sites > 0 {
+            format!("{}", c.values[0])
+        } else {
+            format!("&lt;{DEMO_K} (withheld)")
+        };
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -787,6 +799,9 @@ pub fn section(d: &VehiclesDemo) -> String {
             v
         );
     }
-    h.push_str("</table><p>Margins shown; the full table is in <code>results/vehicles/event_counts.json</code>.</p>");
+    if pooled.is_none_or(|p| p["value"].is_null()) {
+        h.push_str("<tr><td colspan=4>no pooled table: see the study's notes</td></tr>");
+    }
+    h.push_str("</table><p>Margins shown; the full pooled table is in <code>results/vehicle_events/</code>, and the service's own release of it (<code>medfed vehicles stats</code>) in <code>results/vehicles/event_counts.json</code>.</p>");
     h
 }
