@@ -23,6 +23,8 @@ pub enum Event {
     Refusal,
     /// A task the node would not answer at all; nothing was sent.
     Rejected,
+    /// Consented profiles (categories and age bands) handed to a service.
+    Profiles,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +76,9 @@ pub struct AuditLog {
     file: File,
     last_hash: String,
     next_seq: u64,
+    /// The file's length after the entries this handle knows of; more means another process (the
+    /// steward's `medfed node profiles` beside a running node) appended meanwhile.
+    len: u64,
 }
 
 /// What a new entry says; the log fills in sequence, time and hashes.
@@ -115,16 +120,67 @@ impl AuditLog {
             .last()
             .map(|e| (e.hash.clone(), e.seq + 1))
             .unwrap_or_else(|| (GENESIS.to_string(), 1));
+        let len = file
+            .metadata()
+            .map_err(|source| AuditError::Io {
+                path: path.display().to_string(),
+                source,
+            })?
+            .len();
         let log = AuditLog {
             path: path.to_path_buf(),
             file,
             last_hash,
             next_seq,
+            len,
         };
         Ok((log, entries))
     }
 
+    /// Append one entry. Processes sharing the log take turns under an exclusive lock on the file,
+    /// and each first chains onto whatever the others appended since it last wrote.
     pub fn append(&mut self, n: NewEntry<'_>) -> Result<Entry, AuditError> {
+        let path = self.path.display().to_string();
+        let io = |source| AuditError::Io {
+            path: path.clone(),
+            source,
+        };
+        self.file.lock().map_err(io)?;
+        let r = self.append_locked(n);
+        let unlocked = self.file.unlock().map_err(io);
+        let e = r?;
+        unlocked?;
+        Ok(e)
+    }
+
+    fn append_locked(&mut self, n: NewEntry<'_>) -> Result<Entry, AuditError> {
+        let io = |source| AuditError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let len = self.file.metadata().map_err(io)?.len();
+        if len != self.len {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = File::open(&self.path).map_err(io)?;
+            f.seek(SeekFrom::Start(self.len)).map_err(io)?;
+            let mut tail = String::new();
+            f.read_to_string(&mut tail).map_err(io)?;
+            let last = tail
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .ok_or_else(|| AuditError::Broken {
+                    path: self.path.display().to_string(),
+                    line: 0,
+                    message: "changed under this node without a new entry".into(),
+                })?;
+            let e: Entry = serde_json::from_str(last).map_err(|e| AuditError::Broken {
+                path: self.path.display().to_string(),
+                line: 0,
+                message: format!("the last entry another process appended: {e}"),
+            })?;
+            self.last_hash = e.hash;
+            self.next_seq = e.seq + 1;
+        }
         let mut e = Entry {
             seq: self.next_seq,
             at: medfed_protocol::now(),
@@ -142,14 +198,11 @@ impl AuditLog {
         e.hash = e.compute_hash();
         let mut line = serde_json::to_string(&e).expect("audit entries serialise");
         line.push('\n');
-        let io = |source| AuditError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
         self.file.write_all(line.as_bytes()).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.last_hash = e.hash.clone();
         self.next_seq += 1;
+        self.len = len + line.len() as u64;
         Ok(e)
     }
 
@@ -207,6 +260,38 @@ mod tests {
             signature: "sig",
             detail: "",
         }
+    }
+
+    #[test]
+    fn two_writers_on_one_log_keep_one_chain() {
+        // A running node and the steward's `medfed node profiles` each hold the log open.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut node = AuditLog::open(&path).unwrap();
+        node.append(entry("t1", "{}")).unwrap();
+        let mut steward = AuditLog::open(&path).unwrap();
+        steward.append(entry("p1", "{}")).unwrap();
+        node.append(entry("t2", "{}")).unwrap();
+        node.append(entry("t3", "{}")).unwrap();
+        steward.append(entry("p2", "{}")).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut log = AuditLog::open(&path).unwrap();
+                    for k in 0..25 {
+                        log.append(entry(&format!("x{i}-{k}"), "{}")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let all = AuditLog::verify(&path).unwrap();
+        assert_eq!(all.len(), 105);
+        let ids: Vec<&str> = all.iter().take(5).map(|e| e.task_id.as_str()).collect();
+        assert_eq!(ids, ["t1", "p1", "t2", "t3", "p2"]);
     }
 
     #[test]
