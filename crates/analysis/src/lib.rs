@@ -15,6 +15,7 @@ pub mod combine;
 pub mod gwas;
 pub mod local;
 pub mod pooled;
+pub mod profile;
 pub mod regression;
 pub mod secure;
 pub mod surveil;

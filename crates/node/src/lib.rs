@@ -8,11 +8,14 @@
 //! killed at any point resumes after restart, and the hub applies each result exactly once.
 //!
 //! Architecture invariant: the node only makes outbound connections ([`transport`]); it never listens.
-//! The only value it ever sends is a [`medfed_protocol::Signed`] [`medfed_protocol::TaskResult`], whose
-//! statistic is a [`medfed_privacy::Released`].
+//! The only value it ever sends to the hub is a [`medfed_protocol::Signed`]
+//! [`medfed_protocol::TaskResult`], whose statistic is a [`medfed_privacy::Released`]. The only
+//! other thing that leaves is a [`consent`] profile batch: categories and an age band for persons who
+//! consented to a service, signed and audited like a result.
 
 pub mod audit;
 pub mod config;
+pub mod consent;
 pub mod runner;
 mod state;
 pub mod transport;

@@ -116,6 +116,7 @@ impl<T: Transport> Node<T> {
                 Event::Rejected => {
                     rejected.insert(sha(&e.payload));
                 }
+                Event::Profiles => {}
             }
         }
         Ok(Node {

@@ -14,6 +14,7 @@ pub mod beacon;
 pub mod catalog;
 pub mod gwas;
 pub mod keys;
+pub mod profiles;
 pub mod regression;
 pub mod request;
 pub mod study;

@@ -51,38 +51,76 @@ impl DriverProfile {
     }
 }
 
-/// The categories a profile may carry: anything else is refused when profiles are loaded.
-pub const CATEGORIES: [&str; 3] = ["atrial_fibrillation", "pacemaker", "chronic_lung_disease"];
-pub const AGE_GROUPS: [&str; 5] = ["0-19", "20-39", "40-64", "65-79", "80+"];
-
-/// Read `profiles.json` (VIN → profile); errors name the VIN and the field.
-pub fn read_profiles(path: &std::path::Path) -> Result<HashMap<String, DriverProfile>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let map: HashMap<String, DriverProfile> =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Read drivers' consented profiles (VIN → categories and age band). Either a signed batch from a
+/// hospital's node (`medfed node profiles --service vehicles`), accepted only when its signature
+/// verifies under one of `node_keys`, whose withdrawn VINs are left out; or, for simulations, a plain
+/// map as `vehicles simulate --profiles-out` writes it. Either way only the categories the vehicle
+/// service may receive are accepted, and errors name the file, the VIN and the field.
+pub fn read_profiles(
+    path: &std::path::Path,
+    node_keys: &[medfed_protocol::PublicKey],
+) -> Result<HashMap<String, DriverProfile>, String> {
+    use medfed_protocol::profiles::{categories_of, ProfileBatch, AGE_GROUPS};
+    let at = |m: String| format!("{}: {m}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| at(e.to_string()))?;
+    let map: HashMap<String, DriverProfile> = if v.get("payload").is_some() {
+        let signed: medfed_protocol::Signed =
+            serde_json::from_value(v).map_err(|e| at(e.to_string()))?;
+        if node_keys.is_empty() {
+            return Err(at(
+                "a signed profile batch needs the node's public key (--profiles-key)".into(),
+            ));
+        }
+        let mut last = String::new();
+        let batch = node_keys
+            .iter()
+            .find_map(|k| match ProfileBatch::open(&signed, k) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    last = e;
+                    None
+                }
+            })
+            .ok_or_else(|| at(last))?;
+        if batch.service != "vehicles" {
+            return Err(at(format!(
+                "service: a batch for {:?}, not for vehicles",
+                batch.service
+            )));
+        }
+        batch
+            .profiles
+            .into_iter()
+            .map(|p| {
+                (
+                    p.subject,
+                    DriverProfile {
+                        categories: p.categories,
+                        age_group: p.age_group,
+                    },
+                )
+            })
+            .collect()
+    } else {
+        serde_json::from_value(v).map_err(|e| at(e.to_string()))?
+    };
+    let allowed = categories_of("vehicles").unwrap_or_default();
     for (vin, p) in &map {
         if !msg::valid_vin(vin) {
-            return Err(format!("{}: {vin:?} is not a VIN", path.display()));
+            return Err(at(format!("{vin:?} is not a VIN")));
         }
-        if let Some(c) = p
-            .categories
-            .iter()
-            .find(|c| !CATEGORIES.contains(&c.as_str()))
-        {
-            return Err(format!(
-                "{}: {vin}: categories: unknown category {c:?}",
-                path.display()
-            ));
+        if let Some(c) = p.categories.iter().find(|c| !allowed.contains(&c.as_str())) {
+            return Err(at(format!("{vin}: categories: unknown category {c:?}")));
         }
         if let Some(a) = p
             .age_group
             .as_ref()
             .filter(|a| !AGE_GROUPS.contains(&a.as_str()))
         {
-            return Err(format!(
-                "{}: {vin}: age_group: {a:?} is not one of {AGE_GROUPS:?}",
-                path.display()
-            ));
+            return Err(at(format!(
+                "{vin}: age_group: {a:?} is not one of {AGE_GROUPS:?}"
+            )));
         }
     }
     Ok(map)

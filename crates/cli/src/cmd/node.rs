@@ -23,6 +23,54 @@ enum Command {
     Approve(ApproveArgs),
     /// Print everything that ever left this hospital and verify the audit chain.
     Audit(AuditArgs),
+    /// Record, withdraw or list patients' consents to share a health profile with a service.
+    Consent(ConsentArgs),
+    /// Derive the consented profiles for a service from the site store, sign them, record them in
+    /// the audit log and write the signed batch for the service (categories and age band only).
+    Profiles(ProfilesArgs),
+}
+
+#[derive(clap::Args)]
+struct ConsentArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[command(subcommand)]
+    action: ConsentAction,
+}
+
+#[derive(clap::Subcommand)]
+enum ConsentAction {
+    /// A patient consents to share their profile with a service under a subject id of theirs.
+    Grant {
+        /// The patient's person_id in this site's CDM.
+        #[arg(long)]
+        person: i64,
+        /// `vehicles` (the in-car emergency service) or `city` (smart-city warnings).
+        #[arg(long)]
+        service: String,
+        /// What the service knows the person by: the car's VIN, the app's id.
+        #[arg(long)]
+        subject: String,
+    },
+    /// Withdraw a consent: the next batch tells the service to delete the profile.
+    Withdraw {
+        #[arg(long)]
+        consent: String,
+    },
+    /// List standing consents.
+    List,
+}
+
+#[derive(clap::Args)]
+struct ProfilesArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    /// `vehicles` or `city`.
+    #[arg(long)]
+    service: String,
+    /// Where to write the signed batch (JSON: payload and signature).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +147,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Command::Run(a) => run_node(a),
         Command::Approve(a) => approve(a),
         Command::Audit(a) => audit(a),
+        Command::Consent(a) => consent(a),
+        Command::Profiles(a) => profiles(a),
     }
 }
 
@@ -328,6 +378,7 @@ fn audit(a: AuditArgs) -> anyhow::Result<()> {
             Event::Release => "RELEASED",
             Event::Refusal => "REFUSAL ",
             Event::Rejected => "rejected",
+            Event::Profiles => "PROFILES",
         };
         println!(
             "#{:<5} {} {} task {} study {} analysis {}: {}",
@@ -343,5 +394,65 @@ fn audit(a: AuditArgs) -> anyhow::Result<()> {
         entries.len(),
         sent
     );
+    Ok(())
+}
+
+fn consent(a: ConsentArgs) -> anyhow::Result<()> {
+    let dir = NodeDir(a.dir.clone());
+    dir.load_config()?;
+    let c = medfed_node::consent::Consents::new(&dir);
+    match a.action {
+        ConsentAction::Grant {
+            person,
+            service,
+            subject,
+        } => {
+            let id = c.grant(person, &service, &subject)?;
+            println!("consent {id}: person {person} shares a profile with {service} as {subject}");
+        }
+        ConsentAction::Withdraw { consent } => {
+            let w = c.withdraw(&consent)?;
+            println!(
+                "consent {consent} withdrawn: the next batch for {} tells it to delete {}",
+                w.service, w.subject
+            );
+        }
+        ConsentAction::List => {
+            let (standing, _) = c.standing(None)?;
+            println!(
+                "{:<14} {:>10} {:<9} subject",
+                "consent", "person", "service"
+            );
+            for c in standing {
+                println!(
+                    "{:<14} {:>10} {:<9} {}",
+                    c.consent_id, c.person_id, c.service, c.subject
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn profiles(a: ProfilesArgs) -> anyhow::Result<()> {
+    let dir = NodeDir(a.dir.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (signed, batch) = rt.block_on(medfed_node::consent::profile_batch(&dir, &a.service))?;
+    let text = serde_json::to_vec_pretty(&signed)?;
+    let tmp = a.out.with_extension("partial");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &a.out).with_context(|| format!("cannot write {}", a.out.display()))?;
+    let key = dir.load_key()?.public().to_hex();
+    println!(
+        "{} profiles and {} withdrawals for {} signed by {} into {}",
+        batch.profiles.len(),
+        batch.withdrawn.len(),
+        a.service,
+        batch.node,
+        a.out.display()
+    );
+    println!("the service verifies it with the node's public key: {key}");
     Ok(())
 }

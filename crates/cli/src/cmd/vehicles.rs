@@ -295,9 +295,15 @@ struct ServeArgs {
     /// State: events log and the outbox of calls.
     #[arg(long, default_value = "vehicles")]
     state: PathBuf,
-    /// Drivers' consented profiles, VIN → categories and age group (JSON).
+    /// Drivers' consented profiles: signed batches from hospitals' nodes (`medfed node profiles
+    /// --service vehicles`), or a plain VIN → categories map from `vehicles simulate`. Repeatable;
+    /// a later file's VIN replaces an earlier one's.
     #[arg(long)]
-    profiles: Option<PathBuf>,
+    profiles: Vec<PathBuf>,
+    /// A hospital node's public key (hex) under which signed profile batches are accepted.
+    /// Repeatable.
+    #[arg(long)]
+    profiles_key: Vec<String>,
     /// Seconds the driver has to cancel before 119 is called.
     #[arg(long, default_value_t = 15.0)]
     confirm_s: f64,
@@ -323,10 +329,16 @@ pub fn endpoint(url: &str, center_dir: &Path) -> anyhow::Result<Endpoint> {
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let key = fleet_key(&a.broker.fleet_key_file)?;
-    let profiles = match &a.profiles {
-        Some(p) => service::read_profiles(p).map_err(anyhow::Error::msg)?,
-        None => Default::default(),
-    };
+    let keys = a
+        .profiles_key
+        .iter()
+        .map(|k| medfed_protocol::PublicKey::from_hex(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--profiles-key: {e}"))?;
+    let mut profiles = std::collections::HashMap::new();
+    for p in &a.profiles {
+        profiles.extend(service::read_profiles(p, &keys).map_err(anyhow::Error::msg)?);
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let (host, port) = broker(&a.broker)?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use medfed_hub::db::Db;
 
+mod profiles;
 mod vehicle_events;
 
 const BIN: &str = env!("CARGO_BIN_EXE_medfed");
