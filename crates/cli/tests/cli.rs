@@ -169,6 +169,7 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
         "Calls received by the 119 centre",
         "simulated driving hours",
         "Event counts in the national statistics",
+        "Consented profiles.",
     ] {
         assert!(report.contains(section), "report lacks {section}");
     }

@@ -166,9 +166,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         });
     }
     let sites: Vec<PathBuf> = stats.iter().map(|s| pop.join(&s.name)).collect();
-    // The in-car step first: its events log is what the vehicle service's node answers from.
-    let vehicles = super::vehicles::demo(&a.out)?;
-    let net = network(&a, &sites, &a.out.join("vehicles/service"))?;
+    let listen = a.serve.clone().unwrap_or_else(|| "127.0.0.1:0".to_string());
+    println!(
+        "starting a hub and {} hospital nodes on loopback …",
+        sites.len()
+    );
+    let local = super::network::LocalNetwork::start(&a.out.join("network"), &sites, &listen)?;
+    // Drivers who consented at the first hospital: its node derives their categories from the CDM
+    // and signs the batch the vehicle service loads. The in-car step runs next, and its events log
+    // is what the vehicle service's node later answers from.
+    let consented = consent_drivers(&local, &sites[0])?;
+    let vehicles = super::vehicles::demo(&a.out, &consented)?;
+    let net = network(&a, &sites, local, &a.out.join("vehicles/service"))?;
     // Concept names for the report (vocabulary, not patient data) from the first store.
     let names = concept_names(&SiteEngine::open(&sites[0])?)?;
     let report = a.out.join("report.html");
@@ -238,13 +247,46 @@ struct NetworkRun {
     running: Option<super::network::LocalNetwork>,
 }
 
-fn network(a: &Args, sites: &[PathBuf], vehicle_log: &Path) -> anyhow::Result<NetworkRun> {
-    let listen = a.serve.clone().unwrap_or_else(|| "127.0.0.1:0".to_string());
+/// Drivers of the demo fleet who consented at the first hospital: 24 of its persons of driving age
+/// get the fleet's VINs as subjects, and the node builds, signs and audits their profile batch.
+fn consent_drivers(
+    net: &super::network::LocalNetwork,
+    site: &Path,
+) -> anyhow::Result<super::vehicles::Consented> {
+    let (name, node_dir) = net.nodes.first().context("no hospital node")?;
+    let dir = medfed_node::NodeDir(node_dir.clone());
+    let consents = medfed_node::consent::Consents::new(&dir);
+    let persons = ints(
+        &SiteEngine::open(site)?,
+        "SELECT person_id FROM person WHERE year_of_birth BETWEEN 1945 AND 2004 ORDER BY person_id LIMIT 24",
+    )?;
+    let vins = medfed_vehicles::fleet::vins(super::vehicles::DEMO_SEED, persons.len());
+    for (p, vin) in persons.iter().zip(&vins) {
+        consents.grant(p[0], "vehicles", vin)?;
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let (signed, batch) = rt.block_on(medfed_node::consent::profile_batch(&dir, "vehicles"))?;
+    let file = node_dir.join("profiles-vehicles.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&signed)?)?;
     println!(
-        "starting a hub and {} hospital nodes on loopback …",
-        sites.len()
+        "{name}: {} drivers consented to the in-car service; their categories, signed by the node, in {}",
+        batch.profiles.len(),
+        file.display()
     );
-    let net = super::network::LocalNetwork::start(&a.out.join("network"), sites, &listen)?;
+    Ok(super::vehicles::Consented {
+        node: name.clone(),
+        file,
+        key: dir.load_key()?.public(),
+        batch,
+    })
+}
+
+fn network(
+    a: &Args,
+    sites: &[PathBuf],
+    net: super::network::LocalNetwork,
+    vehicle_log: &Path,
+) -> anyhow::Result<NetworkRun> {
     let study_path = a.out.join("network/national-demo.json");
     std::fs::write(&study_path, STUDY)?;
     std::fs::create_dir_all(a.out.join("cohorts"))?;

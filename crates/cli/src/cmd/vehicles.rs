@@ -576,6 +576,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 }
 
+/// The demo fleet's seed (its VINs).
+pub const DEMO_SEED: u64 = 7;
+
+/// The profiles a hospital's node signed for the demo's drivers.
+pub struct Consented {
+    pub node: String,
+    pub file: PathBuf,
+    pub key: medfed_protocol::PublicKey,
+    pub batch: medfed_protocol::profiles::ProfileBatch,
+}
+
 /// What the demo's in-car step produced.
 pub struct VehiclesDemo {
     pub cars: usize,
@@ -588,6 +599,8 @@ pub struct VehiclesDemo {
     pub latency_ms: (f64, f64),
     pub evaluation: medfed_vitals::sim::Evaluation,
     pub confirm_s: f64,
+    /// The consenting drivers' categories, counted (no VINs): (category, drivers).
+    pub consented: (String, usize, Vec<(String, usize)>),
     pub seconds: f64,
 }
 
@@ -595,13 +608,15 @@ pub struct VehiclesDemo {
 /// HTTPS, the vehicle service, 24 simulated cars for 8 simulated minutes (at 30× real time) with
 /// five planted emergencies; then the in-process evaluation on 300 driving hours and the event
 /// counts under the release rules.
-pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
+pub fn demo(out: &Path, consented: &Consented) -> anyhow::Result<VehiclesDemo> {
     let started = std::time::Instant::now();
     let dir = out.join("vehicles");
     let _ = std::fs::remove_dir_all(&dir);
     let center_dir = dir.join("emergency-center");
     let key = fleet_key(&dir.join("fleet.key"))?;
-    let (cars, seconds, seed, confirm_s) = (24usize, 480u64, 7u64, 15.0);
+    let (cars, seconds, seed, confirm_s) = (24usize, 480u64, DEMO_SEED, 15.0);
+    let profiles = service::read_profiles(&consented.file, std::slice::from_ref(&consented.key))
+        .map_err(anyhow::Error::msg)?;
     let plant = vec![
         (EventKind::Asystole, 1),
         (EventKind::VentricularFibrillation, 1),
@@ -625,7 +640,7 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
             fleet_key: key.clone(),
             state_dir: dir.join("service"),
             endpoint: endpoint(&url, &center_dir)?,
-            profiles: fleet::profiles(seed, cars),
+            profiles,
             escalation: EscalationRules {
                 confirm_s,
                 ..Default::default()
@@ -706,6 +721,19 @@ pub fn demo(out: &Path) -> anyhow::Result<VehiclesDemo> {
         latency_ms: (q(0), q(1)),
         evaluation,
         confirm_s,
+        consented: {
+            let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+            for p in &consented.batch.profiles {
+                for c in &p.categories {
+                    *by.entry(c.clone()).or_default() += 1;
+                }
+            }
+            (
+                consented.node.clone(),
+                consented.batch.profiles.len(),
+                by.into_iter().collect(),
+            )
+        },
         seconds: started.elapsed().as_secs_f64(),
     };
     println!(
@@ -733,6 +761,16 @@ pub fn section(d: &VehiclesDemo, national: &serde_json::Value) -> String {
     let mut h = String::new();
     let _ = write!(h, "<h2>In-car emergencies: detection and 119 calls</h2><p>{} simulated cars drove {:.0} minutes each through an MQTT broker (rumqttd, embedded), publishing 1&nbsp;Hz vitals and one-second chunks of steering-wheel ECG, sealed per car ({} messages). The vehicle service ran a monitor per driver — R peaks, asystole with signal-quality gating, VT/VF, AF, trends with persistence, loss of responsiveness — and prompted the driver; after a {:.0}&nbsp;s confirmation window it called the 119 centre over HTTPS with an eCall minimum set of data, the vitals and the ECG strip, exactly once per event, and told the car to turn on its hazard lights and stop safely. Drivers dismissed {} false prompts. Sample-to-decision latency p50 {:.1}&nbsp;ms, p99 {:.1}&nbsp;ms. The step took {:.0}&nbsp;s.</p>",
         d.cars, d.sim_minutes, d.published, d.confirm_s, d.cancels, d.latency_ms.0, d.latency_ms.1, d.seconds);
+    let (node, n, by) = &d.consented;
+    let cats = if by.is_empty() {
+        "none of the categories the service may receive".to_string()
+    } else {
+        by.iter()
+            .map(|(c, k)| format!("{} {k}", esc(&c.replace('_', " "))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = write!(h, "<p><b>Consented profiles.</b> {n} drivers consented at {}: its node derived their categories from its CDM ({cats}) and an age band, signed the batch with its key and recorded it in its audit log (<code>medfed node consent</code>, <code>medfed node profiles</code>); the service loaded it only under that key. A known AF keeps the monitor from advising about AF again; the age band is what the event counts are broken down by.</p>", esc(node));
     h.push_str("<h3>Calls received by the 119 centre</h3><table><tr><th>vehicle</th><th>planted</th><th>called as</th><th>onset → call decided</th><th>position</th><th>HR / SpO2</th><th>ECG strip (10 s)</th></tr>");
     for r in &d.calls {
         let c = &r.call;
