@@ -193,70 +193,35 @@ impl Net {
         });
         for site in sites {
             let name = site.file_name().unwrap().to_string_lossy().to_string();
-            let dir = root.join("nodes").join(&name);
-            let mut args = vec![
-                "node".to_string(),
-                "init".into(),
-                "--dir".into(),
-                s(&dir),
-                "--hub".into(),
-                net.url(),
-                "--site".into(),
-                s(site),
-                "--hub-ca".into(),
-                s(&hub_dir.join("tls/cert.pem")),
-            ];
+            let mut source = vec!["--site".to_string(), s(site)];
             if let Some(p) = &policy_file {
-                args.extend(["--policy".into(), s(p)]);
+                source.extend(["--policy".into(), s(p)]);
             }
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = ok(&a);
-            let key = out
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("public key: "))
-                .expect("init prints the key")
-                .trim()
-                .to_string();
-            ok(&[
-                "hub",
-                "add-node",
-                "--dir",
-                &s(&hub_dir),
-                "--name",
-                &name,
-                "--key",
-                &key,
-            ]);
-            net.nodes.push((name, dir));
+            net.add_node(&name, &source, "cdm");
         }
         net
     }
 
-    fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    /// A vehicle service's node answering from the events log in `log`, registered as serving
-    /// `vehicle_events`.
-    fn add_vehicle_node(&mut self, name: &str, log: &Path, policy: &Path) {
+    /// `medfed node init` a node named `name` with `source` (its data and policy flags), then
+    /// register it at the hub as serving `serves`.
+    fn add_node(&mut self, name: &str, source: &[String], serves: &str) {
         let dir = self.root.join("nodes").join(name);
-        let out = ok(&[
-            "node",
-            "init",
-            "--dir",
-            &s(&dir),
-            "--hub",
-            &self.url(),
-            "--vehicle-events",
-            &s(log),
-            "--name",
-            name,
-            "--hub-ca",
-            &s(&self.hub_dir.join("tls/cert.pem")),
-            "--policy",
-            &s(policy),
-        ]);
-        assert!(out.contains("--serves vehicle_events"), "{out}");
+        let mut args = vec![
+            "node".to_string(),
+            "init".into(),
+            "--dir".into(),
+            s(&dir),
+            "--hub".into(),
+            self.url(),
+            "--hub-ca".into(),
+            s(&self.hub_dir.join("tls/cert.pem")),
+        ];
+        args.extend(source.iter().cloned());
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ok(&a);
+        if serves != "cdm" {
+            assert!(out.contains(&format!("--serves {serves}")), "{out}");
+        }
         let key = out
             .lines()
             .find_map(|l| l.trim().strip_prefix("public key: "))
@@ -273,9 +238,27 @@ impl Net {
             "--key",
             &key,
             "--serves",
-            "vehicle_events",
+            serves,
         ]);
         self.nodes.push((name.to_string(), dir));
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// A vehicle service's node answering from the events log in `log`, registered as serving
+    /// `vehicle_events`.
+    fn add_vehicle_node(&mut self, name: &str, log: &Path, policy: &Path) {
+        let source = [
+            "--vehicle-events".to_string(),
+            s(log),
+            "--name".into(),
+            name.into(),
+            "--policy".into(),
+            s(policy),
+        ];
+        self.add_node(name, &source, "vehicle_events");
     }
 
     /// Start (or restart) the hub on the same address.
