@@ -32,6 +32,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ConsentArgs {
+    /// The node folder (as `medfed node init` made it).
     #[arg(long)]
     dir: PathBuf,
     #[command(subcommand)]
@@ -63,6 +64,7 @@ enum ConsentAction {
 
 #[derive(clap::Args)]
 struct ProfilesArgs {
+    /// The node folder (as `medfed node init` made it).
     #[arg(long)]
     dir: PathBuf,
     /// `vehicles` or `city`.
