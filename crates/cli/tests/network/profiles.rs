@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 
 use super::{medfed, ok, population, s, Net};
 
-/// Per person: year of birth and whether they have a record of each concept set (with descendants).
-fn duckdb_persons(site: &std::path::Path) -> BTreeMap<i64, (i64, bool, bool, bool, bool)> {
+/// A person's year of birth, and whether they have lung disease, cardiovascular disease, diabetes
+/// and AF (any record of the concept set, with descendants).
+type Truth = (i64, bool, bool, bool, bool);
+
+/// Per person, from DuckDB on the site's Parquet.
+fn duckdb_persons(site: &std::path::Path) -> BTreeMap<i64, Truth> {
     let script = r#"
 import duckdb, json, sys
 s = sys.argv[1]
@@ -52,7 +56,7 @@ fn consented_profiles_carry_only_categories_match_duckdb_and_honour_withdrawal()
     // Consenting persons: some with lung disease, some with cardiovascular disease or diabetes,
     // the oldest and the youngest, and others.
     let mut chosen: Vec<i64> = Vec::new();
-    let mut pick = |f: &dyn Fn(&(i64, bool, bool, bool, bool)) -> bool, n: usize| {
+    let mut pick = |f: &dyn Fn(&Truth) -> bool, n: usize| {
         for (p, t) in &truth {
             if chosen.len() >= 60 || !f(t) || chosen.contains(p) {
                 continue;
