@@ -60,12 +60,22 @@ impl VehicleEvents {
         Ok(())
     }
 
+    /// The window's first and last day (days since 1970-01-01), each `None` when open.
+    pub fn days(&self) -> (Option<i64>, Option<i64>) {
+        let day = |s: &Option<String>| s.as_deref().and_then(parse_day);
+        (day(&self.from), day(&self.to))
+    }
+
     /// Whether an event with this onset (Unix milliseconds) is in the window.
     pub fn covers(&self, onset_ms: i64) -> bool {
-        let day = (onset_ms + KST_OFFSET_MS).div_euclid(86_400_000);
-        let after = |s: &Option<String>| s.as_deref().and_then(parse_day);
-        after(&self.from).is_none_or(|a| day >= a) && after(&self.to).is_none_or(|b| day <= b)
+        in_days(self.days(), onset_ms)
     }
+}
+
+/// Whether an onset (Unix milliseconds) falls on a Korean day in `[first, last]`.
+fn in_days((first, last): (Option<i64>, Option<i64>), onset_ms: i64) -> bool {
+    let day = (onset_ms + KST_OFFSET_MS).div_euclid(86_400_000);
+    first.is_none_or(|a| day >= a) && last.is_none_or(|b| day <= b)
 }
 
 /// One line of a vehicle service's `events.jsonl`: what happened to one detected event, never the
@@ -129,9 +139,10 @@ pub fn count(events: &[EventLine], spec: &VehicleEvents) -> Table {
     let dims: Vec<(&str, bool)> = DIMS.iter().map(|d| (*d, true)).collect();
     let mut t = Table::new(TABLE, &dims, vec![Measure::count("events")]);
     let mut seen = BTreeSet::new();
+    let window = spec.days();
     for e in events {
         if !matches!(e.outcome.as_str(), "called" | "advised")
-            || !spec.covers(e.onset_ms)
+            || !in_days(window, e.onset_ms)
             || !seen.insert(e.event_id.as_str())
         {
             continue;
