@@ -441,7 +441,7 @@ fn network(
     net.add_vehicle_node(
         "vehicle_service",
         vehicle_log,
-        super::vehicles::DEMO_NODE_POLICY,
+        &super::vehicles::demo_node_policy(),
     )?;
     let vehicle_study = a.out.join("network/vehicle-events.json");
     std::fs::write(&vehicle_study, super::vehicles::DEMO_STUDY)?;

@@ -751,8 +751,12 @@ pub const DEMO_STUDY: &str = r#"{"format": "medfed-study/1", "name": "In-car eme
   "analyses": [{"id": "car_events", "type": "vehicle_events", "label": "119 calls and AF advice from the in-car service"}]}"#;
 /// The smallest count the demo's vehicle node releases.
 const DEMO_K: u64 = 5;
-/// The demo vehicle node's policy: it answers `vehicle_events` only, at k = 5.
-pub const DEMO_NODE_POLICY: &str = "# The demo vehicle service's disclosure policy.\nmin_cell_count = 5\ndefault = \"deny\"\n[analyses]\nvehicle_events = \"allow\"\n";
+/// The demo vehicle node's policy: it answers `vehicle_events` only, at k = [`DEMO_K`].
+pub fn demo_node_policy() -> String {
+    format!(
+        "# The demo vehicle service's disclosure policy.\nmin_cell_count = {DEMO_K}\ndefault = \"deny\"\n[analyses]\nvehicle_events = \"allow\"\n"
+    )
+}
 
 /// The report's section; `national` is the hub's pooled result of [`DEMO_STUDY`].
 pub fn section(d: &VehiclesDemo, national: &serde_json::Value) -> String {
