@@ -21,6 +21,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::msg::{self, CancelMsg, Command, EcgMsg, VitalsMsg};
 use crate::service::DriverProfile;
+use medfed_protocol::profiles::AGE_GROUPS;
 
 pub struct FleetConfig {
     pub broker_host: String,
@@ -78,14 +79,13 @@ pub fn profiles(seed: u64, n: usize) -> HashMap<String, DriverProfile> {
                     categories.push(c.to_string());
                 }
             }
+            // Drivers' shares of the age bands, cumulative: 3 %, 35 %, 45 %, 15 %, 2 %.
             let r: f64 = rng.random();
-            let age = match r {
-                r if r < 0.03 => "0-19",
-                r if r < 0.38 => "20-39",
-                r if r < 0.83 => "40-64",
-                r if r < 0.98 => "65-79",
-                _ => "80+",
-            };
+            let band = [0.03, 0.38, 0.83, 0.98]
+                .iter()
+                .position(|c| r < *c)
+                .unwrap_or(AGE_GROUPS.len() - 1);
+            let age = AGE_GROUPS[band];
             (
                 v,
                 DriverProfile {
