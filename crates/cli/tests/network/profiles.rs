@@ -36,6 +36,23 @@ print(json.dumps(rows))
         .collect()
 }
 
+/// `medfed node consent grant`: (succeeded, stdout, stderr).
+fn grant(node: &str, person: i64, service: &str, subject: &str) -> (bool, String, String) {
+    medfed(&[
+        "node",
+        "consent",
+        "--dir",
+        node,
+        "grant",
+        "--person",
+        &person.to_string(),
+        "--service",
+        service,
+        "--subject",
+        subject,
+    ])
+}
+
 fn band(age: i64) -> &'static str {
     match age {
         ..=19 => "0-19",
@@ -78,19 +95,8 @@ fn consented_profiles_carry_only_categories_match_duckdb_and_honour_withdrawal()
     for (i, p) in chosen.iter().enumerate() {
         let vin = format!("KMHSM900{i:09}");
         for (service, subject) in [("vehicles", vin.clone()), ("city", format!("app-{i}"))] {
-            let out = ok(&[
-                "node",
-                "consent",
-                "--dir",
-                &node,
-                "grant",
-                "--person",
-                &p.to_string(),
-                "--service",
-                service,
-                "--subject",
-                &subject,
-            ]);
+            let (okay, out, err) = grant(&node, *p, service, &subject);
+            assert!(okay, "{err}");
             let id = out
                 .split_whitespace()
                 .nth(1)
@@ -112,33 +118,9 @@ fn consented_profiles_carry_only_categories_match_duckdb_and_honour_withdrawal()
         "--consent",
         &gone_id,
     ]);
-    let (okay, _, err) = medfed(&[
-        "node",
-        "consent",
-        "--dir",
-        &node,
-        "grant",
-        "--person",
-        "1",
-        "--service",
-        "vehicles",
-        "--subject",
-        &consents[&("vehicles", chosen[1])].1,
-    ]);
+    let (okay, _, err) = grant(&node, 1, "vehicles", &consents[&("vehicles", chosen[1])].1);
     assert!(!okay && err.contains("already has consent"), "{err}");
-    let (okay, _, err) = medfed(&[
-        "node",
-        "consent",
-        "--dir",
-        &node,
-        "grant",
-        "--person",
-        "1",
-        "--service",
-        "insurer",
-        "--subject",
-        "x",
-    ]);
+    let (okay, _, err) = grant(&node, 1, "insurer", "x");
     assert!(!okay && err.contains("unknown service"), "{err}");
 
     let year = 1970 + medfed_protocol::now() / 31_556_952;

@@ -114,6 +114,16 @@ print(json.dumps(out))
         .collect()
 }
 
+/// The `car_events` analysis's pooled result.
+fn car_events(results: &serde_json::Value) -> &serde_json::Value {
+    results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "car_events")
+        .unwrap_or_else(|| panic!("no car_events in {results}"))
+}
+
 const STUDY: &str = r#"{"format": "medfed-study/1", "name": "in-car emergencies, March 2026",
   "analyses": [
     {"id": "persons", "type": "person_count", "domain": "condition", "concepts": [201826]},
@@ -168,12 +178,7 @@ fn vehicle_events_reach_the_national_database_through_the_release_step() {
 
     // The pooled table against DuckDB on both logs, cell by cell, margins included.
     let truth = duckdb_cells(&[&logs[0], &logs[1]]);
-    let r = results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "car_events")
-        .unwrap();
+    let r = car_events(&results);
     let table = &r["value"]["tables"][0];
     assert_eq!(
         table["dims"],
@@ -262,12 +267,7 @@ fn vehicle_events_reach_the_national_database_through_the_release_step() {
     std::fs::write(&bad, text).unwrap();
     let id2 = net.submit(&study);
     let results = net.wait_complete(&id2, 120);
-    let r = results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "car_events")
-        .unwrap();
+    let r = car_events(&results);
     let b = r["sites"]
         .as_array()
         .unwrap()
