@@ -20,7 +20,7 @@ use medfed_protocol::Signed;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditLog, Event, NewEntry};
-use crate::config::{io, NodeDir};
+use crate::config::{io, write_atomic, NodeDir};
 use crate::NodeError;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -285,4 +285,10 @@ pub async fn profile_batch(
         })
         .map_err(|e| NodeError::Io(e.to_string()))?;
     Ok((signed, batch))
+}
+
+/// Write a signed batch for the service: whole or not at all (fsynced, then renamed into place).
+pub fn write_batch(path: &std::path::Path, signed: &Signed) -> Result<(), NodeError> {
+    let text = serde_json::to_vec_pretty(signed).expect("signed envelopes serialise");
+    write_atomic(path, &text)
 }

@@ -267,7 +267,7 @@ fn consent_drivers(
     let rt = tokio::runtime::Runtime::new()?;
     let (signed, batch) = rt.block_on(medfed_node::consent::profile_batch(&dir, "vehicles"))?;
     let file = node_dir.join("profiles-vehicles.json");
-    std::fs::write(&file, serde_json::to_vec_pretty(&signed)?)?;
+    medfed_node::consent::write_batch(&file, &signed)?;
     println!(
         "{name}: {} drivers consented to the in-car service; their categories, signed by the node, in {}",
         batch.profiles.len(),

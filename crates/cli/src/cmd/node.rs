@@ -442,10 +442,7 @@ fn profiles(a: ProfilesArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (signed, batch) = rt.block_on(medfed_node::consent::profile_batch(&dir, &a.service))?;
-    let text = serde_json::to_vec_pretty(&signed)?;
-    let tmp = a.out.with_extension("partial");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("cannot write {}", a.out.display()))?;
+    medfed_node::consent::write_batch(&a.out, &signed)?;
     let key = dir.load_key()?.public().to_hex();
     println!(
         "{} profiles and {} withdrawals for {} signed by {} into {}",
