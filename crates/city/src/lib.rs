@@ -1,0 +1,22 @@
+//! The smart-city extension (issue 9): personal warnings from health information, weather and
+//! air quality.
+//!
+//! * [`feed`] — hourly pollutants and weather from CSV and AirKorea/KMA-shaped JSON, by file or
+//!   HTTP polling, with flags for gaps and implausible values and a quarantine for bad rows.
+//! * [`series`] — per-station hourly series and the averaging rules (24-h PM, 8-h O3, 3-h AQHI,
+//!   AirKorea's predicted 24-h PM).
+//! * [`cai`] — Korea's Comprehensive Air-quality Index from the published breakpoint table.
+//! * [`aqhi`] — Canada's Air Quality Health Index.
+//! * [`heat`] — the KMA summer feels-like temperature and heat-wave advisory/warning rules.
+//! * [`indices`] — all of the above for a station, hour by hour and day by day.
+//! * [`poll`] — fetching feeds over HTTP.
+//! * [`seoul`] — the embedded Seoul series (2018–2022 air, 2016–2025 weather).
+
+pub mod aqhi;
+pub mod cai;
+pub mod feed;
+pub mod heat;
+pub mod indices;
+pub mod poll;
+pub mod seoul;
+pub mod series;
