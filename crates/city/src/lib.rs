@@ -8,15 +8,19 @@
 //! * [`cai`] — Korea's Comprehensive Air-quality Index from the published breakpoint table.
 //! * [`aqhi`] — Canada's Air Quality Health Index.
 //! * [`heat`] — the KMA summer feels-like temperature and heat-wave advisory/warning rules.
+//! * [`forecast`] — the next-24-hour outlook for pollutants and the next days' maximum temperature.
 //! * [`indices`] — all of the above for a station, hour by hour and day by day.
+//! * [`rules`] — personal rules over categories and hazards, episodes, quiet hours.
 //! * [`poll`] — fetching feeds over HTTP.
 //! * [`seoul`] — the embedded Seoul series (2018–2022 air, 2016–2025 weather).
 
 pub mod aqhi;
 pub mod cai;
 pub mod feed;
+pub mod forecast;
 pub mod heat;
 pub mod indices;
 pub mod poll;
+pub mod rules;
 pub mod seoul;
 pub mod series;

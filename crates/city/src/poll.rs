@@ -17,17 +17,26 @@ fn err(url: &str, message: impl Into<String>) -> FeedError {
     }
 }
 
-/// A client for feeds: plain HTTP, or HTTPS trusting the certificates in `ca_pem` (a CA bundle
-/// such as /etc/ssl/certs/ca-certificates.crt for the public APIs).
+/// A client for feeds: HTTPS trusting the certificates in `ca_pem` (a CA bundle such as
+/// /etc/ssl/certs/ca-certificates.crt for the public APIs), or, without one, plain HTTP only
+/// (an `https://` URL then fails with an unknown-issuer error naming it).
 pub fn client(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<reqwest::Client, String> {
-    match ca_pem {
-        Some(pem) => medfed_tls::client(pem, timeout),
-        None => reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string()),
-    }
+    let tls = match ca_pem {
+        Some(pem) => medfed_tls::tls_config(pem)?,
+        None => rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, FeedError> {
