@@ -34,8 +34,18 @@ fn z(x: f64) -> f64 {
     (x.max(0.0) + 1.0).ln()
 }
 
+/// (month 0–11, hour of day 0–23) of an hour, by integer arithmetic (the civil-from-days
+/// algorithm), as this runs for every hour of every fit and forecast.
 fn slot(h: Hour) -> (usize, usize) {
-    (h.day().month0() as usize, (h.hour_of_day() - 1) as usize)
+    let days = (h.0 - 1).div_euclid(24);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    ((month - 1) as usize, (h.0 - 1).rem_euclid(24) as usize)
 }
 
 /// Solves a 3×3 system by Gaussian elimination with partial pivoting.
@@ -90,9 +100,18 @@ fn features(
 impl Model {
     /// Fits on positions `train` of the series (which starts at hour `start`).
     pub fn fit(x: &[Option<f64>], start: Hour, train: std::ops::Range<usize>) -> Option<Model> {
+        Model::fit_where(x, start, |t| train.contains(&t))
+    }
+
+    /// Fits on the positions `train` accepts (for leaving a year out).
+    pub fn fit_where(
+        x: &[Option<f64>],
+        start: Hour,
+        train: impl Fn(usize) -> bool,
+    ) -> Option<Model> {
         let mut sum = [[0.0; 24]; 12];
         let mut n = [[0usize; 24]; 12];
-        for t in train.clone() {
+        for t in (0..x.len()).filter(|&t| train(t)) {
             if let Some(v) = x[t] {
                 let (m, h) = slot(Hour(start.0 + t as i64));
                 sum[m][h] += z(v);
@@ -110,7 +129,7 @@ impl Model {
         }
         let feats: Vec<Option<(f64, f64)>> = (0..x.len())
             .map(|t| {
-                if train.contains(&t) {
+                if train(t) {
                     features(&clim, x, start, t)
                 } else {
                     None
@@ -121,7 +140,10 @@ impl Model {
         for k in 1..=LEADS {
             let mut xtx = [[0.0; 3]; 3];
             let mut xty = [0.0; 3];
-            for t in train.start..train.end.saturating_sub(k) {
+            for t in 0..x.len().saturating_sub(k) {
+                if !train(t) || !train(t + k) {
+                    continue;
+                }
                 let (Some((a, b)), Some(y)) = (feats[t], x[t + k]) else {
                     continue;
                 };
@@ -237,10 +259,18 @@ impl TmaxModel {
         tmax: &BTreeMap<NaiveDate, f64>,
         train: std::ops::RangeInclusive<NaiveDate>,
     ) -> Option<TmaxModel> {
+        TmaxModel::fit_where(tmax, |d| train.contains(&d))
+    }
+
+    /// Fits on the days `train` accepts.
+    pub fn fit_where(
+        tmax: &BTreeMap<NaiveDate, f64>,
+        train: impl Fn(NaiveDate) -> bool,
+    ) -> Option<TmaxModel> {
         let mut clim = vec![0.0; 365];
         for (d, c) in clim.iter_mut().enumerate() {
             let (mut s, mut n) = (0.0, 0);
-            for (day, v) in tmax.range(train.clone()) {
+            for (day, v) in tmax.iter().filter(|(d, _)| train(**d)) {
                 let dist = (doy(*day) as i64 - d as i64).rem_euclid(365);
                 if dist.min(365 - dist) <= 15 {
                     s += v;
@@ -255,10 +285,10 @@ impl TmaxModel {
         let mut coef = [[0.0; 2]; 2];
         for (k, cf) in coef.iter_mut().enumerate() {
             let (mut sx, mut sy, mut sxx, mut sxy, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            for (day, v) in tmax.range(train.clone()) {
+            for (day, v) in tmax.iter().filter(|(d, _)| train(**d)) {
                 let ahead = *day + chrono::Duration::days(k as i64 + 1);
                 let Some(y) = tmax.get(&ahead) else { continue };
-                if !train.contains(&ahead) {
+                if !train(ahead) {
                     continue;
                 }
                 let (a, b) = (v - clim[doy(*day)], y - clim[doy(ahead)]);
@@ -289,6 +319,19 @@ impl TmaxModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_agrees_with_the_calendar() {
+        let mut h = Hour::parse("1999-12-31 01:00").unwrap();
+        while h < Hour::parse("2031-03-02 01:00").unwrap() {
+            assert_eq!(
+                slot(h),
+                (h.day().month0() as usize, (h.hour_of_day() - 1) as usize),
+                "{h}"
+            );
+            h = Hour(h.0 + 7);
+        }
+    }
 
     #[test]
     fn solve3_solves() {

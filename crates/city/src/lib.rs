@@ -9,6 +9,8 @@
 //! * [`aqhi`] — Canada's Air Quality Health Index.
 //! * [`heat`] — the KMA summer feels-like temperature and heat-wave advisory/warning rules.
 //! * [`forecast`] — the next-24-hour outlook for pollutants and the next days' maximum temperature.
+//! * [`hazards`] — each district's hazards per hour, now and expected from the outlook.
+//! * [`quality`] — replaying the rules over years of data: messages per person and coverage.
 //! * [`indices`] — all of the above for a station, hour by hour and day by day.
 //! * [`rules`] — personal rules over categories and hazards, episodes, quiet hours.
 //! * [`poll`] — fetching feeds over HTTP.
@@ -18,9 +20,11 @@ pub mod aqhi;
 pub mod cai;
 pub mod feed;
 pub mod forecast;
+pub mod hazards;
 pub mod heat;
 pub mod indices;
 pub mod poll;
+pub mod quality;
 pub mod rules;
 pub mod seoul;
 pub mod series;

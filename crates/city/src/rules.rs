@@ -390,6 +390,13 @@ impl Engine {
         out
     }
 
+    /// The open episode of a district and rule.
+    pub fn episode(&self, district: &str, rule: &str) -> Option<Episode> {
+        let d = *self.district_ix.get(district)? as usize;
+        let r = self.rules.rules.iter().position(|x| x.name == rule)?;
+        self.episodes[d][r]
+    }
+
     /// Restores an open episode (after a restart).
     pub fn restore_episode(&mut self, district: &str, rule: &str, e: Episode) {
         let Some(r) = self.rules.rules.iter().position(|x| x.name == rule) else {
