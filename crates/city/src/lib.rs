@@ -14,6 +14,8 @@
 //! * [`indices`] — all of the above for a station, hour by hour and day by day.
 //! * [`rules`] — personal rules over categories and hazards, episodes, quiet hours.
 //! * [`poll`] — fetching feeds over HTTP.
+//! * [`store`] — the service's SQLite store: registrations, profiles, consent log, outbox.
+//! * [`service`] — `medfed city serve`: the HTTPS API, hour processing, webhook delivery.
 //! * [`seoul`] — the embedded Seoul series (2018–2022 air, 2016–2025 weather).
 
 pub mod aqhi;
@@ -28,3 +30,5 @@ pub mod quality;
 pub mod rules;
 pub mod seoul;
 pub mod series;
+pub mod service;
+pub mod store;
