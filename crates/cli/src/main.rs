@@ -54,6 +54,9 @@ enum Command {
     /// A receiving 119 endpoint for demos and tests: takes eCall-style calls over HTTPS, once per
     /// event, and shows them.
     EmergencyCenter(cmd::vehicles::CenterArgs),
+    /// The smart-city service: CAI/AQHI/heat indices from air and weather feeds, the 24-hour
+    /// outlook, personal warnings for consenting citizens by vulnerability group, alert quality.
+    City(cmd::city::Args),
     /// Benchmark: hub throughput for result posts under load from many simulated nodes.
     #[command(hide = true)]
     BenchHub(cmd::bench::Args),
@@ -82,6 +85,7 @@ fn main() {
         Command::Surveil(a) => cmd::surveil::run(a),
         Command::Vehicles(a) => cmd::vehicles::run(a),
         Command::EmergencyCenter(a) => cmd::vehicles::center(a),
+        Command::City(a) => cmd::city::run(a),
         Command::BenchHub(a) => cmd::bench::run(a),
         Command::BenchModel(a) => cmd::bench_model::run(a),
         Command::BenchSurveil(a) => cmd::bench_surveil::run(a),

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod bench_model;
 pub mod bench_surveil;
 pub mod catalog;
+pub mod city;
 pub mod cohort;
 pub mod demo;
 pub mod gwas_report;

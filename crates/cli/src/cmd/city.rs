@@ -1,0 +1,626 @@
+//! `medfed city`: the smart-city extension — indices, outlook, alert quality, and the service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use medfed_city::cai::{Grade, PmAverage, Table, GRADES};
+use medfed_city::feed::{self, AirObs, CsvOptions, Ingest, Pollutant, WeatherDay};
+use medfed_city::forecast::{self, TmaxModel};
+use medfed_city::quality::{self, Quality, NO_CATEGORY};
+use medfed_city::rules::{Engine, Hazard, Hazards, RuleSet, CATEGORIES};
+use medfed_city::service::{self, City, Webhook};
+use medfed_city::{indices, seoul, series};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Sub,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// CAI (with sub-indices), AQHI and KMA heat levels, hour by hour and day by day, from feeds
+    /// (the embedded Seoul series when none is given). Writes hourly.csv, heat.csv, flags.csv,
+    /// quarantine.csv and summary.json.
+    Indices(IndicesArgs),
+    /// Fit the 24-hour outlook on earlier years and report its error on later ones, against
+    /// persistence and climatology.
+    Forecast(ForecastArgs),
+    /// Replay the personal rules over years of data: messages per person per year by group, and
+    /// the share of very unhealthy PM2.5 hours covered by a warning issued beforehand.
+    Quality(QualityArgs),
+    /// Serve the city service over HTTPS: node profile batches, citizen registrations and
+    /// withdrawals, air and weather updates, and webhook delivery of warnings.
+    Serve(ServeArgs),
+    /// Benchmark: one hour's update for a city of N residents (all consenting), with every
+    /// district in a PM2.5 warning.
+    #[command(hide = true)]
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct FeedArgs {
+    /// Hourly pollutant files: CSV (our, AirKorea's or Korean column names) or AirKorea JSON;
+    /// `.gz` is unpacked. Repeatable. Default: the embedded Seoul series 2018–2022.
+    #[arg(long)]
+    air: Vec<PathBuf>,
+    /// An AirKorea-shaped endpoint to fetch (all pages) instead of files.
+    #[arg(long)]
+    air_url: Option<String>,
+    /// PEM bundle to trust for https:// feeds (e.g. /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Daily weather CSV (date, tmax_c, tavg_c, humidity_pct, …). Default: embedded Seoul
+    /// 2016–2025.
+    #[arg(long)]
+    weather_daily: Option<PathBuf>,
+    /// Station name for files without a station column.
+    #[arg(long)]
+    station: Option<String>,
+    /// Extra column name for a pollutant, e.g. `이산화탄소=no2`. Repeatable.
+    #[arg(long, value_parser = parse_alias)]
+    alias: Vec<(String, Pollutant)>,
+}
+
+fn parse_alias(s: &str) -> Result<(String, Pollutant), String> {
+    let (name, p) = s.split_once('=').ok_or("expected NAME=POLLUTANT")?;
+    let p = Pollutant::parse(p)
+        .ok_or_else(|| format!("{p:?} is not one of pm25, pm10, o3, no2, co, so2"))?;
+    Ok((name.to_string(), p))
+}
+
+impl FeedArgs {
+    fn air(&self) -> anyhow::Result<Ingest<AirObs>> {
+        if let Some(url) = &self.air_url {
+            let ca = self
+                .ca
+                .as_ref()
+                .map(std::fs::read)
+                .transpose()
+                .context("--ca")?;
+            let client = medfed_city::poll::client(ca.as_deref(), Duration::from_secs(30))
+                .map_err(anyhow::Error::msg)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            return Ok(rt.block_on(medfed_city::poll::air(
+                &client,
+                url,
+                self.station.as_deref(),
+            ))?);
+        }
+        if self.air.is_empty() {
+            return Ok(seoul::air()?);
+        }
+        let opts = CsvOptions {
+            station: self.station.clone(),
+            aliases: self.alias.clone(),
+        };
+        let mut all = Ingest::default();
+        for p in &self.air {
+            all.extend(feed::read_air_file(p, &opts)?);
+        }
+        Ok(all)
+    }
+
+    fn weather(&self) -> anyhow::Result<Ingest<WeatherDay>> {
+        match &self.weather_daily {
+            None => Ok(seoul::weather()?),
+            Some(p) => {
+                let (name, bytes) = feed::read_bytes(p)?;
+                let opts = CsvOptions {
+                    station: self.station.clone().or(Some(seoul::STATION.into())),
+                    aliases: vec![],
+                };
+                Ok(feed::read_weather_daily_csv(&name, &bytes, &opts)?)
+            }
+        }
+    }
+
+    fn series(
+        &self,
+    ) -> anyhow::Result<(
+        Vec<series::AirSeries>,
+        Vec<feed::Flag>,
+        Vec<feed::Quarantined>,
+    )> {
+        let got = self.air()?;
+        let mut flags = got.flags;
+        let s = series::air_series("air", got.records, &mut flags);
+        if s.is_empty() {
+            bail!("no observations were read");
+        }
+        Ok((s, flags, got.quarantined))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct IndicesArgs {
+    #[command(flatten)]
+    feed: FeedArgs,
+    /// Output folder.
+    #[arg(long, default_value = "city-indices")]
+    out: PathBuf,
+    /// PM averaging for the CAI: the trailing 24-hour mean, or AirKorea's predicted average.
+    #[arg(long, default_value = "trailing", value_parser = ["trailing", "predicted"])]
+    pm_average: String,
+}
+
+fn indices(a: IndicesArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;
+    let (series, mut flags, mut quarantined) = a.feed.series()?;
+    let pm = if a.pm_average == "predicted" {
+        PmAverage::Predicted
+    } else {
+        PmAverage::Trailing24h
+    };
+    let table = Table::standard();
+    let rows: Vec<indices::HourRow> = series
+        .iter()
+        .flat_map(|s| indices::air(&table, s, pm))
+        .collect();
+    let days = a.feed.weather()?;
+    flags.extend(days.flags);
+    quarantined.extend(days.quarantined);
+    let heat = indices::heat_from_daily(&days.records);
+    indices::write_hourly(&a.out.join("hourly.csv"), &rows)?;
+    indices::write_heat(&a.out.join("heat.csv"), &heat)?;
+    feed::write_flags(&a.out.join("flags.csv"), &flags)?;
+    feed::write_quarantine(&a.out.join("quarantine.csv"), &quarantined)?;
+    let summary = indices::summarise(&rows, &heat);
+    std::fs::write(
+        a.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    println!("{}", render_summary(&summary));
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &flags {
+        *kinds
+            .entry(format!("{:?}", f.kind).to_lowercase())
+            .or_default() += 1;
+    }
+    println!("flags: {kinds:?}; quarantined rows: {}", quarantined.len());
+    println!(
+        "wrote {}/hourly.csv, heat.csv, flags.csv, quarantine.csv, summary.json",
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn render_summary(s: &[indices::YearSummary]) -> String {
+    let mut out = String::from("station     year  hours  good  moder  unhea  v.unh  no-CAI  PM2.5 v.unh  AQHI≥7  heat adv  heat warn\n");
+    for y in s {
+        out += &format!(
+            "{:<10} {:>5} {:>6} {:>5} {:>6} {:>6} {:>6} {:>7} {:>12} {:>7} {:>9} {:>10}\n",
+            y.station,
+            y.year,
+            y.hours,
+            y.cai_hours[0],
+            y.cai_hours[1],
+            y.cai_hours[2],
+            y.cai_hours[3],
+            y.no_cai_hours,
+            y.pm25_very_unhealthy_hours,
+            y.aqhi_high_hours,
+            y.heat_advisory_days,
+            y.heat_warning_days
+        );
+    }
+    out
+}
+
+#[derive(clap::Args)]
+pub struct ForecastArgs {
+    #[command(flatten)]
+    feed: FeedArgs,
+    /// First year of the test period; earlier years train.
+    #[arg(long, default_value_t = 2021)]
+    test_from: i32,
+}
+
+/// The outlook's error: per pollutant, leads 1, 3, 6, 12, 24 (MAE against persistence and
+/// climatology), and the daily maximum temperature one and two days ahead.
+pub struct ForecastReport {
+    pub rows: Vec<(Pollutant, Vec<(usize, usize, f64, f64, f64)>)>,
+    pub tmax: Vec<(usize, usize, f64, f64, f64)>,
+}
+
+pub fn forecast_report(
+    s: &series::AirSeries,
+    days: &[WeatherDay],
+    test_from: i32,
+) -> anyhow::Result<ForecastReport> {
+    let split_hour = feed::Hour::from_day(
+        chrono::NaiveDate::from_ymd_opt(test_from, 1, 1).context("year")?,
+        1,
+    );
+    let split = s
+        .at(split_hour)
+        .context("the test year is not in the series")?;
+    let mut rows = Vec::new();
+    for p in [Pollutant::Pm25, Pollutant::Pm10, Pollutant::O3] {
+        let scale = if p.unit() == "ppm" { 1000.0 } else { 1.0 };
+        let x: Vec<Option<f64>> = s.column(p).iter().map(|v| v.map(|c| c * scale)).collect();
+        let m = forecast::Model::fit(&x, s.start, 0..split).context("outlook fit")?;
+        let e = forecast::evaluate(&m, &x, s.start, split..x.len());
+        rows.push((
+            p,
+            [1, 3, 6, 12, 24]
+                .iter()
+                .map(|&k| {
+                    (
+                        k,
+                        e.n[k - 1],
+                        e.mae[k - 1],
+                        e.mae_persistence[k - 1],
+                        e.mae_climatology[k - 1],
+                    )
+                })
+                .collect(),
+        ));
+    }
+    let tmax: BTreeMap<chrono::NaiveDate, f64> = days
+        .iter()
+        .filter_map(|d| Some((d.date, d.tmax_c?)))
+        .collect();
+    let cut = chrono::NaiveDate::from_ymd_opt(test_from, 1, 1).context("year")?;
+    let tm = TmaxModel::fit_where(&tmax, |d| d < cut).context("tmax fit")?;
+    let mut t = Vec::new();
+    for k in 1..=2usize {
+        let (mut n, mut mae, mut pers, mut clim) = (0usize, 0.0, 0.0, 0.0);
+        for (day, v) in tmax.range(cut..) {
+            let ahead = *day + chrono::Duration::days(k as i64);
+            let Some(y) = tmax.get(&ahead) else { continue };
+            n += 1;
+            mae += (tm.predict(*day, *v, k) - y).abs();
+            pers += (v - y).abs();
+            clim += (tm.climatology(ahead) - y).abs();
+        }
+        let d = n.max(1) as f64;
+        t.push((k, n, mae / d, pers / d, clim / d));
+    }
+    Ok(ForecastReport { rows, tmax: t })
+}
+
+fn forecast_cmd(a: ForecastArgs) -> anyhow::Result<()> {
+    let (series, _, _) = a.feed.series()?;
+    let days = a.feed.weather()?.records;
+    let r = forecast_report(&series[0], &days, a.test_from)?;
+    println!(
+        "outlook fitted before {}, scored from {} on ({}):",
+        a.test_from, a.test_from, series[0].station
+    );
+    println!("pollutant  lead  forecasts   MAE  persistence  climatology");
+    for (p, rows) in &r.rows {
+        let unit = if p.unit() == "ppm" { "ppb" } else { "µg/m³" };
+        for (k, n, m, pe, c) in rows {
+            println!(
+                "{:<9} {:>4}h {:>10} {:>6.2} {:>12.2} {:>12.2}  {unit}",
+                p.label(),
+                k,
+                n,
+                m,
+                pe,
+                c
+            );
+        }
+    }
+    for (k, n, m, pe, c) in &r.tmax {
+        println!(
+            "{:<9} {:>4}d {:>10} {:>6.2} {:>12.2} {:>12.2}  °C",
+            "tmax", k, n, m, pe, c
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct QualityArgs {
+    #[command(flatten)]
+    feed: FeedArgs,
+    /// Rules file (TOML, as `crates/city/src/default_rules.toml`). Default: the built-in rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Write the result as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn rules(path: &Option<PathBuf>) -> anyhow::Result<RuleSet> {
+    match path {
+        None => Ok(RuleSet::standard()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+            RuleSet::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        }
+    }
+}
+
+pub fn render_quality(q: &Quality) -> String {
+    let mut out = format!(
+        "messages per person per year, {} {}–{}:\n",
+        q.district,
+        q.years[0],
+        q.years[q.years.len() - 1]
+    );
+    out += "group            advisories  warnings\n";
+    for g in CATEGORIES.iter().chain([&NO_CATEGORY]) {
+        let (a, w) = q.per_year(g);
+        out += &format!("{g:<16} {a:>10.1} {w:>9.1}\n");
+    }
+    let vu = q.very_unhealthy_hours.max(1) as f64;
+    out += &format!(
+        "very unhealthy PM2.5 hours (24-h mean ≥ 76 µg/m³): {}; covered by a warning issued beforehand: {} ({:.1} %); by any message beforehand: {} ({:.1} %)\n",
+        q.very_unhealthy_hours,
+        q.covered_by_warning,
+        100.0 * q.covered_by_warning as f64 / vu,
+        q.covered_by_any,
+        100.0 * q.covered_by_any as f64 / vu
+    );
+    out += &format!(
+        "median lead of the first warning before the first very unhealthy hour: {} h; warning episodes: {} ({} never reached a very unhealthy hour)\n",
+        q.median_lead_hours().map(|h| h.to_string()).unwrap_or("-".into()),
+        q.warning_episodes,
+        q.warning_episodes_without_very_unhealthy
+    );
+    out
+}
+
+fn quality_cmd(a: QualityArgs) -> anyhow::Result<()> {
+    let (series, _, _) = a.feed.series()?;
+    let days = a.feed.weather()?.records;
+    let q = quality::replay(&series[0], &days, &rules(&a.rules)?).map_err(anyhow::Error::msg)?;
+    print!("{}", render_quality(&q));
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&q)?)?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The service's folder: city.db, certificate and key, app.token and feed.token (made if
+    /// missing).
+    #[arg(long, default_value = "city-service")]
+    dir: PathBuf,
+    /// Address to listen on (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: String,
+    /// A hospital node trusted to send profile batches: NAME=PUBLIC_KEY_HEX. Repeatable.
+    #[arg(long, value_parser = parse_node_key)]
+    node_key: Vec<(String, medfed_protocol::PublicKey)>,
+    /// Where warnings are POSTed (the notification gateway).
+    #[arg(long)]
+    webhook: Option<String>,
+    /// File holding the webhook's bearer token.
+    #[arg(long)]
+    webhook_token_file: Option<PathBuf>,
+    /// PEM to trust for an https:// webhook or feed.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// An AirKorea-shaped endpoint to poll.
+    #[arg(long)]
+    air_url: Option<String>,
+    /// Seconds between polls.
+    #[arg(long, default_value_t = 600)]
+    poll_seconds: u64,
+    /// Rules file (TOML). Default: the built-in rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+}
+
+fn parse_node_key(s: &str) -> Result<(String, medfed_protocol::PublicKey), String> {
+    let (name, hex) = s.split_once('=').ok_or("expected NAME=PUBLIC_KEY_HEX")?;
+    Ok((
+        name.to_string(),
+        medfed_protocol::PublicKey::from_hex(hex).map_err(|e| e.to_string())?,
+    ))
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let (outlook, tmax) = service::seoul_models().map_err(anyhow::Error::msg)?;
+    let city = City::open(&a.dir, rules(&a.rules)?, outlook, tmax, a.node_key.clone())
+        .map_err(anyhow::Error::msg)?;
+    let ca =
+        a.ca.as_ref()
+            .map(std::fs::read)
+            .transpose()
+            .context("--ca")?;
+    let client = medfed_city::poll::client(ca.as_deref(), Duration::from_secs(30))
+        .map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let running = service::spawn(&a.dir, city, &a.listen)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "city service on {} (folder {})",
+            running.url,
+            a.dir.display()
+        );
+        println!(
+            "  app token in {}, feed token in {}",
+            a.dir.join("app.token").display(),
+            a.dir.join("feed.token").display()
+        );
+        if let Some(url) = &a.webhook {
+            let token = match &a.webhook_token_file {
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| p.display().to_string())?
+                    .trim()
+                    .to_string(),
+                None => String::new(),
+            };
+            let hook = Webhook {
+                url: url.clone(),
+                token,
+            };
+            tokio::spawn(service::deliver(
+                running.city.clone(),
+                client.clone(),
+                hook,
+                Duration::from_secs(2),
+            ));
+            println!("  delivering warnings to {url}");
+        } else {
+            println!("  no --webhook: warnings wait in the outbox");
+        }
+        if let Some(url) = a.air_url.clone() {
+            let c = running.city.clone();
+            let client = client.clone();
+            let every = Duration::from_secs(a.poll_seconds.max(10));
+            tokio::spawn(async move {
+                loop {
+                    match medfed_city::poll::air(&client, &url, None).await {
+                        Ok(got) => {
+                            let mut city = c.lock().unwrap_or_else(|p| p.into_inner());
+                            let r = city.ingest_air(&got.records).and_then(|_| city.process());
+                            match r {
+                                Ok(h) => eprintln!(
+                                    "poll: {} observations, {} new hours, {} flags, {} quarantined",
+                                    got.records.len(),
+                                    h.len(),
+                                    got.flags.len(),
+                                    got.quarantined.len()
+                                ),
+                                Err(e) => eprintln!("poll: {e}"),
+                            }
+                        }
+                        Err(e) => eprintln!("poll: {e}"),
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+        super::shutdown_signal().await;
+        running.stop().await;
+        anyhow::Ok(())
+    })
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Residents, all consenting.
+    #[arg(long, default_value_t = 10_000_000)]
+    persons: usize,
+    /// Districts (Seoul has 25).
+    #[arg(long, default_value_t = 25)]
+    districts: usize,
+    /// Also write the hour's messages to an outbox (SQLite) in this folder.
+    #[arg(long)]
+    outbox: Option<PathBuf>,
+}
+
+/// Category shares for the benchmark population, roughly Korea's: respiratory (asthma, COPD)
+/// 8 %, cardiovascular 10 %, diabetes 9 %, 65 and over 18 %, pregnant 0.5 %, under 6 4 %.
+const SHARES: [f64; 6] = [0.08, 0.10, 0.09, 0.18, 0.005, 0.04];
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let t0 = Instant::now();
+    let mut engine = Engine::new(RuleSet::standard());
+    let names: Vec<String> = (0..a.districts)
+        .map(|d| format!("district-{d:02}"))
+        .collect();
+    for i in 0..a.persons {
+        let cats: Vec<&str> = CATEGORIES
+            .iter()
+            .zip(SHARES)
+            .filter_map(|(c, s)| (rng.random::<f64>() < s).then_some(*c))
+            .collect();
+        engine
+            .upsert(&format!("p{i:08}"), &names[i % a.districts], &cats)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let load_s = t0.elapsed().as_secs_f64();
+    let rss_loaded = peak_rss_mb();
+    let mut hz = Hazards::default();
+    hz.now[Hazard::Pm25 as usize] = Some(80.0);
+    hz.expected[Hazard::Pm25 as usize] = Some(90.0);
+    let map: HashMap<String, Hazards> = names.iter().map(|n| (n.clone(), hz)).collect();
+    let hour = feed::Hour::parse("2024-03-05 10:00").map_err(anyhow::Error::msg)?;
+    let t1 = Instant::now();
+    let (msgs, stats) = engine.update(hour, &map);
+    let update_s = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let (again, _) = engine.update(feed::Hour(hour.0 + 1), &map);
+    let repeat_s = t2.elapsed().as_secs_f64();
+    println!(
+        "residents {}: loaded in {load_s:.1} s, peak RSS {rss_loaded:.0} MB",
+        a.persons
+    );
+    println!("hour update with every district in a PM2.5 warning: {} messages in {update_s:.2} s ({} episodes)", stats.messages, stats.episodes_started);
+    println!(
+        "next hour (nothing new to say): {} messages in {repeat_s:.2} s",
+        again.len()
+    );
+    if let Some(dir) = &a.outbox {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("bench-outbox.db");
+        let _ = std::fs::remove_file(&path);
+        let mut store = medfed_city::store::Store::open(&path).map_err(anyhow::Error::msg)?;
+        let t3 = Instant::now();
+        let bodies: Vec<_> = msgs
+            .into_iter()
+            .map(|m| {
+                let body = format!(
+                    r#"{{"subject":"{}","hazard":"pm25","level":"{}"}}"#,
+                    m.subject,
+                    m.level.name()
+                );
+                (m, body)
+            })
+            .collect();
+        let n = store
+            .commit_hour(hour, &bodies, &engine.episodes())
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "outbox: {n} rows committed in {:.1} s",
+            t3.elapsed().as_secs_f64()
+        );
+    }
+    println!("peak RSS {:.0} MB", peak_rss_mb());
+    Ok(())
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    match a.cmd {
+        Sub::Indices(x) => indices(x),
+        Sub::Forecast(x) => forecast_cmd(x),
+        Sub::Quality(x) => quality_cmd(x),
+        Sub::Serve(x) => serve(x),
+        Sub::Bench(x) => bench(x),
+    }
+}
+
+/// The grade names in order, for reports.
+pub fn grade_names() -> Vec<(&'static str, &'static str)> {
+    GRADES
+        .iter()
+        .map(|g: &Grade| (g.name(), g.color()))
+        .collect()
+}
+
+/// Reads the embedded Seoul series as one station's series (for the demo).
+pub fn seoul_series() -> anyhow::Result<series::AirSeries> {
+    let got = seoul::air()?;
+    let mut flags = got.flags;
+    Ok(series::air_series("seoul", got.records, &mut flags).remove(0))
+}
+
+pub fn seoul_weather() -> anyhow::Result<Vec<WeatherDay>> {
+    Ok(seoul::weather()?.records)
+}
