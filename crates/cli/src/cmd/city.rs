@@ -606,14 +606,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 }
 
-/// The grade names in order, for reports.
-pub fn grade_names() -> Vec<(&'static str, &'static str)> {
-    GRADES
-        .iter()
-        .map(|g: &Grade| (g.name(), g.color()))
-        .collect()
-}
-
 /// Reads the embedded Seoul series as one station's series (for the demo).
 pub fn seoul_series() -> anyhow::Result<series::AirSeries> {
     let got = seoul::air()?;
@@ -623,4 +615,388 @@ pub fn seoul_series() -> anyhow::Result<series::AirSeries> {
 
 pub fn seoul_weather() -> anyhow::Result<Vec<WeatherDay>> {
     Ok(seoul::weather()?.records)
+}
+
+/// What the demo's city step produced.
+pub struct CityDemo {
+    pub summary: Vec<indices::YearSummary>,
+    /// Per day: (date, largest CAI of the day, its grade).
+    pub daily_cai: Vec<(chrono::NaiveDate, u32, Grade)>,
+    pub forecast: ForecastReport,
+    pub quality: Quality,
+    pub live: LiveRun,
+}
+
+/// The live part: the real service on loopback, fed two Seoul episodes.
+pub struct LiveRun {
+    pub node: String,
+    pub consented: usize,
+    pub registered: usize,
+    pub eligible: i64,
+    pub hours: usize,
+    pub windows: Vec<(String, String)>,
+    /// Messages delivered by (group, hazard, level); a person in two groups counts in both.
+    pub by_group: BTreeMap<(String, String, String), usize>,
+    pub delivered: usize,
+    pub gateway_failures: usize,
+    pub withdrawn_subject: String,
+    pub after_withdrawal_to_withdrawn: usize,
+}
+
+/// The demo's city step: indices, outlook and alert quality on the embedded Seoul years, then the
+/// service itself on loopback with citizens who consented at the first hospital.
+pub fn demo(
+    out: &std::path::Path,
+    net: &super::network::LocalNetwork,
+    site: &std::path::Path,
+) -> anyhow::Result<CityDemo> {
+    let dir = out.join("city");
+    std::fs::create_dir_all(&dir)?;
+    let s = seoul_series()?;
+    let days = seoul_weather()?;
+    let rows = indices::air(&Table::standard(), &s, PmAverage::Trailing24h);
+    let heat = indices::heat_from_daily(&days);
+    let summary = indices::summarise(&rows, &heat);
+    indices::write_hourly(&dir.join("seoul-hourly.csv"), &rows)?;
+    indices::write_heat(&dir.join("seoul-heat.csv"), &heat)?;
+    let mut daily: BTreeMap<chrono::NaiveDate, (u32, Grade)> = BTreeMap::new();
+    for r in &rows {
+        if let Some((_, x)) = r.cai.cai {
+            let e = daily.entry(r.hour.day()).or_insert((0, Grade::Good));
+            if x.index > e.0 {
+                *e = (x.index, x.grade);
+            }
+        }
+    }
+    let daily_cai = daily.into_iter().map(|(d, (i, g))| (d, i, g)).collect();
+    let forecast = forecast_report(&s, &days, 2021)?;
+    let quality = quality::replay(&s, &days, &RuleSet::standard()).map_err(anyhow::Error::msg)?;
+    println!(
+        "city: Seoul 2018–2022 indices in {}; {} very unhealthy PM2.5 hours, {} covered by a warning issued beforehand",
+        dir.display(),
+        quality.very_unhealthy_hours,
+        quality.covered_by_warning
+    );
+    let live = live_run(&dir, net, site, &s, &days)?;
+    println!(
+        "city service: {} citizens consented at {}, {} eligible; {} warnings delivered over {} hours of Seoul data",
+        live.consented, live.node, live.eligible, live.delivered, live.hours
+    );
+    Ok(CityDemo {
+        summary,
+        daily_cai,
+        forecast,
+        quality,
+        live,
+    })
+}
+
+/// Citizens at the first hospital who consent to the city service.
+const DEMO_CITIZENS: usize = 300;
+
+fn live_run(
+    dir: &std::path::Path,
+    net: &super::network::LocalNetwork,
+    site: &std::path::Path,
+    s: &series::AirSeries,
+    days: &[WeatherDay],
+) -> anyhow::Result<LiveRun> {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::{Arc, Mutex};
+    let (name, node_dir) = net.nodes.first().context("no hospital node")?;
+    let ndir = medfed_node::NodeDir(node_dir.clone());
+    let consents = medfed_node::consent::Consents::new(&ndir);
+    let engine = medfed_engine::SiteEngine::open(site)?;
+    let persons: Vec<i64> = super::demo::ints(
+        &engine,
+        &format!("SELECT person_id FROM person ORDER BY person_id LIMIT {DEMO_CITIZENS}"),
+    )?
+    .into_iter()
+    .map(|r| r[0])
+    .collect();
+    let already: std::collections::HashSet<String> = consents
+        .standing(Some("city"))?
+        .0
+        .into_iter()
+        .map(|c| c.subject)
+        .collect();
+    for p in &persons {
+        let app = format!("app-{p:08}");
+        if !already.contains(&app) {
+            consents.grant(*p, "city", &app)?;
+        }
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let (signed, batch) = rt.block_on(medfed_node::consent::profile_batch(&ndir, "city"))?;
+    medfed_node::consent::write_batch(&node_dir.join("profiles-city.json"), &signed)?;
+    let groups: HashMap<String, Vec<String>> = batch
+        .profiles
+        .iter()
+        .map(|p| (p.subject.clone(), p.categories.clone()))
+        .collect();
+
+    let sdir = dir.join("service");
+    let _ = std::fs::remove_dir_all(&sdir);
+    let (outlook, tmax) = service::seoul_models().map_err(anyhow::Error::msg)?;
+    let city = City::open(
+        &sdir,
+        RuleSet::standard(),
+        outlook,
+        tmax,
+        vec![(name.clone(), ndir.load_key()?.public())],
+    )
+    .map_err(anyhow::Error::msg)?;
+
+    #[derive(Default)]
+    struct Gateway {
+        seen: usize,
+        got: BTreeMap<String, service::Notification>,
+    }
+    async fn hook(
+        axum::extract::State(g): axum::extract::State<Arc<Mutex<Gateway>>>,
+        headers: HeaderMap,
+        body: String,
+    ) -> StatusCode {
+        let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
+        g.seen += 1;
+        // The gateway is flaky: every fifth request fails, and the service retries.
+        if g.seen % 5 == 0 {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        match serde_json::from_str(&body) {
+            Ok(n) => {
+                g.got.insert(key, n);
+                StatusCode::OK
+            }
+            Err(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+    let windows = vec![
+        ("2019-02-24".to_string(), "2019-03-09".to_string()),
+        ("2018-07-24".to_string(), "2018-08-05".to_string()),
+    ];
+    rt.block_on(async {
+        let running = service::spawn(&sdir, city, "127.0.0.1:0").await.map_err(anyhow::Error::msg)?;
+        let cert = std::fs::read(sdir.join("cert.pem"))?;
+        let client = medfed_tls::client(&cert, Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
+        let gw = Arc::new(Mutex::new(Gateway::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let hook_url = format!("http://{}/push", listener.local_addr()?);
+        let app = axum::Router::new().route("/push", axum::routing::post(hook)).with_state(gw.clone());
+        let gw_task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let url = running.url.clone();
+        let (app_token, feed_token) = (running.tokens.app.clone(), running.tokens.feed.clone());
+        let mut registered = 0;
+        for p in &batch.profiles {
+            let r = client
+                .post(format!("{url}/v1/subscribers"))
+                .bearer_auth(&app_token)
+                .json(&serde_json::json!({ "subject": p.subject, "district": s.station }))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "registering {}: {}", p.subject, r.text().await?);
+            registered += 1;
+        }
+        let r = client.post(format!("{url}/v1/profiles")).json(&signed).send().await?;
+        anyhow::ensure!(r.status().is_success(), "profile batch: {}", r.text().await?);
+        let weather: Vec<serde_json::Value> = days
+            .iter()
+            .map(|d| serde_json::json!({ "district": s.station, "date": d.date.to_string(), "tmax_c": d.tmax_c, "tavg_c": d.tavg_c, "humidity_pct": d.rh_pct }))
+            .collect();
+        let r = client.post(format!("{url}/v1/weather-daily")).bearer_auth(&feed_token).json(&weather).send().await?;
+        anyhow::ensure!(r.status().is_success(), "weather: {}", r.text().await?);
+        let plain = medfed_city::poll::client(None, Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+        let hook = Webhook { url: hook_url, token: String::new() };
+        let withdrawn = batch.profiles.iter().find(|p| p.categories.iter().any(|c| c == "elderly" || c == "respiratory")).map(|p| p.subject.clone()).unwrap_or_default();
+        let mut hours = 0;
+        for (wi, (from, to)) in windows.iter().enumerate() {
+            let from = chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d")?;
+            let to = chrono::NaiveDate::parse_from_str(to, "%Y-%m-%d")?;
+            let mut day = from;
+            while day <= to {
+                let items: Vec<serde_json::Value> = (1..=24)
+                    .filter_map(|h| s.at(feed::Hour::from_day(day, h)))
+                    .map(|t| {
+                        let v = s.values[t];
+                        let f = |p: Pollutant| v[p.index()].map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+                        serde_json::json!({ "dataTime": s.hour(t).to_string(), "stationName": s.station,
+                            "pm25Value": f(Pollutant::Pm25), "pm10Value": f(Pollutant::Pm10), "o3Value": f(Pollutant::O3),
+                            "no2Value": f(Pollutant::No2), "coValue": f(Pollutant::Co), "so2Value": f(Pollutant::So2) })
+                    })
+                    .collect();
+                hours += items.len();
+                let body = serde_json::json!({ "response": { "header": { "resultCode": "00", "resultMsg": "NORMAL_CODE" }, "body": { "items": items } } });
+                let r = client.post(format!("{url}/v1/air")).bearer_auth(&feed_token).json(&body).send().await?;
+                anyhow::ensure!(r.status().is_success(), "air {day}: {}", r.text().await?);
+                for _ in 0..50 {
+                    service::deliver_once(&running.city, &plain, &hook).await.map_err(anyhow::Error::msg)?;
+                    let pending = running.city.lock().unwrap_or_else(|p| p.into_inner()).counts().map_err(anyhow::Error::msg)?.pending;
+                    if pending == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1100)).await;
+                }
+                day = day.succ_opt().context("date")?;
+            }
+            // Between the two episodes one citizen withdraws at the city.
+            if wi == 0 && !withdrawn.is_empty() {
+                let r = client.delete(format!("{url}/v1/subscribers/{withdrawn}")).bearer_auth(&app_token).send().await?;
+                anyhow::ensure!(r.status().is_success(), "withdrawal: {}", r.text().await?);
+            }
+        }
+        let before_withdrawal: usize = {
+            let g = gw.lock().unwrap_or_else(|p| p.into_inner());
+            g.got.values().filter(|n| n.subject == withdrawn && n.hour.as_str() >= "2018-07-24").count()
+        };
+        let counts = running.city.lock().unwrap_or_else(|p| p.into_inner()).counts().map_err(anyhow::Error::msg)?;
+        running.stop().await;
+        gw_task.abort();
+        let g = gw.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_group: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+        for n in g.got.values() {
+            for c in groups.get(&n.subject).into_iter().flatten() {
+                *by_group.entry((c.clone(), n.hazard.name().to_string(), n.level.name().to_string())).or_default() += 1;
+            }
+        }
+        anyhow::ensure!(counts.pending == 0 && counts.failed == 0, "outbox not drained: {counts:?}");
+        Ok(LiveRun {
+            node: name.clone(),
+            consented: batch.profiles.len(),
+            registered,
+            eligible: counts.eligible,
+            hours,
+            windows: windows.clone(),
+            by_group,
+            delivered: g.got.len(),
+            gateway_failures: g.seen - g.got.len(),
+            withdrawn_subject: withdrawn,
+            after_withdrawal_to_withdrawn: before_withdrawal,
+        })
+    })
+}
+
+/// The daily largest CAI over the years as coloured bars (AirKorea's grade colours).
+fn cai_svg(daily: &[(chrono::NaiveDate, u32, Grade)]) -> String {
+    use std::fmt::Write;
+    let (w, h, top) = (940.0, 200.0, 300.0);
+    let n = daily.len().max(1) as f64;
+    let bw = (w - 40.0) / n;
+    let mut s = format!(
+        r#"<svg viewBox="0 0 {w} {}" width="{w}" height="{}" xmlns="http://www.w3.org/2000/svg" font-size="11">"#,
+        h + 40.0,
+        h + 40.0
+    );
+    for (i, (_, v, g)) in daily.iter().enumerate() {
+        let bh = (*v as f64).min(top) / top * h;
+        let _ = write!(
+            s,
+            r#"<rect x="{:.2}" y="{:.1}" width="{:.2}" height="{:.1}" fill="{}"/>"#,
+            40.0 + i as f64 * bw,
+            h - bh + 10.0,
+            bw.max(0.6),
+            bh,
+            g.color()
+        );
+    }
+    for v in [50.0, 100.0, 250.0] {
+        let y = h - v / top * h + 10.0;
+        let _ = write!(
+            s,
+            r##"<line x1="40" x2="{w}" y1="{y:.1}" y2="{y:.1}" stroke="#888" stroke-dasharray="3,3"/><text x="2" y="{:.1}">{v}</text>"##,
+            y + 4.0
+        );
+    }
+    let mut last_year = 0;
+    for (i, (d, _, _)) in daily.iter().enumerate() {
+        use chrono::Datelike;
+        if d.year() != last_year {
+            last_year = d.year();
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}">{}</text>"#,
+                40.0 + i as f64 * bw,
+                h + 30.0,
+                d.year()
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// The report's city section.
+pub fn section(d: &CityDemo) -> String {
+    use std::fmt::Write;
+    let esc = super::report::esc;
+    let mut h =
+        String::from("<h2>Healthcare smart city: air quality, heat and personal warnings</h2>");
+    h.push_str("<p>Seoul's city-wide hourly pollutants (2018–2022) and daily weather (2016–2025), embedded in the binary. Korea's Comprehensive Air-quality Index (CAI) is computed from the published breakpoint table (PM as 24-hour means, gases hourly), with Canada's AQHI and the KMA summer feels-like temperature and heat-wave rules beside it. Each hour and summer day is checked in the tests against an independent Python implementation of the same published definitions.</p>");
+    h.push_str("<h3>CAI over time: the largest hourly CAI of each day</h3>");
+    h.push_str(&cai_svg(&d.daily_cai));
+    let _ = write!(h, "<p>");
+    for g in GRADES {
+        let _ = write!(
+            h,
+            r#"<span style="color:{}">■</span> {} ({}) &nbsp; "#,
+            g.color(),
+            g.name().replace('_', " "),
+            g.korean()
+        );
+    }
+    h.push_str("</p><table><tr><th>year</th><th>hours</th><th>good</th><th>moderate</th><th>unhealthy</th><th>very unhealthy</th><th>no CAI</th><th>PM2.5 very unhealthy h</th><th>AQHI ≥ 7 h</th><th>heat advisory days</th><th>heat warning days</th></tr>");
+    for y in &d.summary {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            y.year, y.hours, y.cai_hours[0], y.cai_hours[1], y.cai_hours[2], y.cai_hours[3], y.no_cai_hours, y.pm25_very_unhealthy_hours, y.aqhi_high_hours, y.heat_advisory_days, y.heat_warning_days
+        );
+    }
+    h.push_str("</table><p>Heat from daily summaries: the feels-like maximum at the day's maximum temperature, with the humidity at that hour estimated from the day's mean vapour pressure. 2016–2017 and 2023–2025 have heat rows and no air rows.</p>");
+    h.push_str("<h3>The 24-hour outlook, fitted on 2018–2020 and scored on 2021–2022</h3><table><tr><th>pollutant</th><th>lead</th><th>forecasts</th><th>MAE</th><th>persistence MAE</th><th>climatology MAE</th></tr>");
+    for (p, rows) in &d.forecast.rows {
+        let unit = if p.unit() == "ppm" { "ppb" } else { "µg/m³" };
+        for (k, n, m, pe, c) in rows {
+            let _ = write!(h, "<tr><td>{}</td><td>{k} h</td><td>{n}</td><td>{m:.2} {unit}</td><td>{pe:.2}</td><td>{c:.2}</td></tr>", p.label());
+        }
+    }
+    for (k, n, m, pe, c) in &d.forecast.tmax {
+        let _ = write!(h, "<tr><td>daily max temperature</td><td>{k} d</td><td>{n}</td><td>{m:.2} °C</td><td>{pe:.2}</td><td>{c:.2}</td></tr>");
+    }
+    h.push_str("</table>");
+    let q = &d.quality;
+    let vu = q.very_unhealthy_hours.max(1) as f64;
+    let _ = write!(h, "<h3>Alert quality on the Seoul years</h3><p>The default rules replayed hour by hour over {}–{}, each year with outlooks fitted on the other years. Very unhealthy PM2.5 hours (24-hour mean ≥ 76 µg/m³): <b>{}</b>; covered by a warning issued beforehand in the same episode: <b>{} ({:.1} %)</b>; median lead of the first warning before the first very unhealthy hour: {} h; warning episodes: {} ({} never reached a very unhealthy hour).</p>",
+        q.years[0], q.years[q.years.len() - 1], q.very_unhealthy_hours, q.covered_by_warning, 100.0 * q.covered_by_warning as f64 / vu,
+        q.median_lead_hours().map(|x| x.to_string()).unwrap_or("-".into()), q.warning_episodes, q.warning_episodes_without_very_unhealthy);
+    h.push_str("<table><tr><th>group</th><th>advisories per person per year</th><th>warnings per person per year</th></tr>");
+    for g in CATEGORIES.iter().chain([&NO_CATEGORY]) {
+        let (a, w) = q.per_year(g);
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{a:.1}</td><td>{w:.1}</td></tr>",
+            esc(g)
+        );
+    }
+    let l = &d.live;
+    let _ = write!(h, "</table><h3>The city service, live</h3><p>{} citizens consented at <code>{}</code>; its node derived their categories from the CDM and sent them, signed, to <code>medfed city serve</code> running over HTTPS on this machine; {} citizens' apps registered their district ({} eligible: registered and profiled). The service was fed {} hours of Seoul observations ({}) as AirKorea-shaped updates, decided warnings by group, and delivered them to a webhook gateway that failed every fifth request ({} failures, each retried). <b>{}</b> warnings were delivered, one per person per episode and level. Citizen <code>{}</code> withdrew between the two windows: the service deleted their registration, profile and messages, and sent them {} messages afterwards.</p>",
+        l.consented, esc(&l.node), l.registered, l.eligible, l.hours, l.windows.iter().map(|(a, b)| format!("{a} to {b}")).collect::<Vec<_>>().join(", "), l.gateway_failures, l.delivered, esc(&l.withdrawn_subject), l.after_withdrawal_to_withdrawn);
+    h.push_str("<table><tr><th>group</th><th>hazard</th><th>level</th><th>warnings sent</th></tr>");
+    for ((g, hz, lv), n) in &l.by_group {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{n}</td></tr>",
+            esc(g),
+            esc(hz),
+            esc(lv)
+        );
+    }
+    h.push_str("</table><p>A person in two groups counts in both rows; the message itself names the hazard, level, value and district, never the person's categories.</p>");
+    h
 }

@@ -81,7 +81,7 @@ impl medfed_synth::Progress for Bar {
     }
 }
 
-fn ints(engine: &SiteEngine, q: &str) -> anyhow::Result<Vec<Vec<i64>>> {
+pub(super) fn ints(engine: &SiteEngine, q: &str) -> anyhow::Result<Vec<Vec<i64>>> {
     let mut rows = Vec::new();
     for b in engine.sql_blocking(q)? {
         for r in 0..b.num_rows() {
@@ -177,11 +177,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // is what the vehicle service's node later answers from.
     let consented = consent_drivers(&local, &sites[0])?;
     let vehicles = super::vehicles::demo(&a.out, &consented)?;
+    let city = super::city::demo(&a.out, &local, &sites[0])?;
     let net = network(&a, &sites, local, &a.out.join("vehicles/service"))?;
     // Concept names for the report (vocabulary, not patient data) from the first store.
     let names = concept_names(&SiteEngine::open(&sites[0])?)?;
     let report = a.out.join("report.html");
-    std::fs::write(&report, render(&stats, &truth, &net, &names, &vehicles))?;
+    std::fs::write(
+        &report,
+        render(&stats, &truth, &net, &names, &vehicles, &city),
+    )?;
     let total: i64 = stats.iter().map(|s| s.persons).sum();
     println!("{total} persons across {} hospitals", stats.len());
     for s in &stats {
@@ -621,6 +625,7 @@ fn render(
     net: &NetworkRun,
     names: &std::collections::HashMap<i64, String>,
     vehicles: &super::vehicles::VehiclesDemo,
+    city: &super::city::CityDemo,
 ) -> String {
     let mut pooled = [[0i64; 18]; 2];
     for s in stats {
@@ -669,6 +674,7 @@ fn render(
         net.surveil_latency_s,
     ));
     h.push_str(&super::vehicles::section(vehicles, &net.vehicle_events));
+    h.push_str(&super::city::section(city));
     h.push_str("<h2>Hospitals (site-side summary)</h2><p>Computed by each site's data steward with <code>medfed sql</code> on the local store; in the network these become catalog analyses.</p><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
     for s in stats {
         let _ = write!(
