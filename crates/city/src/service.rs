@@ -60,6 +60,9 @@ pub struct BatchOutcome {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct HourOutcome {
     pub hour: String,
+    /// An hour at or before the last processed one, arriving late: stored for the averages, but
+    /// no warning is decided for the past.
+    pub late: bool,
     pub districts: usize,
     pub messages: usize,
     pub held: usize,
@@ -247,7 +250,12 @@ impl City {
         }
         let mut flags = Vec::new();
         let s = series::air_series(district, obs, &mut flags).remove(0);
-        let days = self.store.weather_days(district)?;
+        let day = hour.day();
+        let days = self.store.weather_days_between(
+            district,
+            day - chrono::Duration::days(2),
+            day + chrono::Duration::days(1),
+        )?;
         let heat = hazards::heat_levels(&hazards::daily_heat_inputs(&days), &self.tmax);
         let t = s.at(hour).ok_or("hour outside its series")?;
         Ok(hazards::hourly_at(&s, &self.outlook, &heat, std::iter::once(t)).pop())
@@ -257,7 +265,18 @@ impl City {
     pub fn process(&mut self) -> Result<Vec<HourOutcome>, String> {
         let mut out = Vec::new();
         let districts = self.store.districts()?;
+        let mut last = self.store.last_processed()?;
         for hour in self.store.unprocessed_hours()? {
+            if last.is_some_and(|l| hour <= l) {
+                self.store.commit_hour(hour, &[], &self.engine.episodes())?;
+                out.push(HourOutcome {
+                    hour: hour.to_string(),
+                    late: true,
+                    ..Default::default()
+                });
+                continue;
+            }
+            last = Some(hour);
             let mut hz = HashMap::new();
             for d in &districts {
                 if let Some(h) = self.hazards_at(d, hour)? {
@@ -287,6 +306,7 @@ impl City {
                 .commit_hour(hour, &bodies, &self.engine.episodes())?;
             out.push(HourOutcome {
                 hour: hour.to_string(),
+                late: false,
                 districts: hz.len(),
                 messages: added,
                 held: stats.held,

@@ -327,6 +327,15 @@ impl Store {
         rows.collect::<std::result::Result<_, _>>().map_err(e)
     }
 
+    /// The last hour processed.
+    pub fn last_processed(&self) -> Result<Option<Hour>> {
+        let h: Option<i64> = self
+            .db
+            .query_row("SELECT MAX(hour) FROM processed", [], |r| r.get(0))
+            .map_err(e)?;
+        Ok(h.map(Hour))
+    }
+
     pub fn put_weather_days(&mut self, days: &[WeatherDay]) -> Result<()> {
         let tx = self.db.transaction().map_err(e)?;
         for d in days {
@@ -339,15 +348,21 @@ impl Store {
         tx.commit().map_err(e)
     }
 
-    pub fn weather_days(&self, district: &str) -> Result<Vec<WeatherDay>> {
+    /// A district's daily weather from `from` to `to`, inclusive.
+    pub fn weather_days_between(
+        &self,
+        district: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<WeatherDay>> {
         let mut st = self
             .db
             .prepare(
-                "SELECT day, tmax, tavg, rh FROM weather_days WHERE district = ?1 ORDER BY day",
+                "SELECT day, tmax, tavg, rh FROM weather_days WHERE district = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
             )
             .map_err(e)?;
         let rows = st
-            .query_map(params![district], |r| {
+            .query_map(params![district, from.to_string(), to.to_string()], |r| {
                 let day: String = r.get(0)?;
                 Ok((day, r.get(1)?, r.get(2)?, r.get(3)?))
             })

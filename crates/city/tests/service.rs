@@ -394,6 +394,20 @@ async fn consented_citizens_get_one_message_per_episode_and_withdrawal_stops_and
         .send()
         .await
         .unwrap();
+    // A late reading for a past hour is stored, and decides nothing.
+    let late = hours("2024-03-03", 5, 5, |_| 300.0);
+    let v: serde_json::Value = client
+        .post(format!("{}/v1/air", running.url))
+        .bearer_auth(&feed)
+        .body(air_json("종로구", &late))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["hours"][0]["late"], true, "{v}");
+    assert_eq!(v["hours"][0]["messages"], 0, "{v}");
     let c2 = running.city.clone();
     assert_eq!(c2.lock().unwrap().counts().unwrap().pending, 0);
     let st: serde_json::Value = client

@@ -173,6 +173,24 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
     ] {
         assert!(report.contains(section), "report lacks {section}");
     }
+    // The city step: indices on the Seoul years, the outlook, alert quality, and the live service.
+    for section in [
+        "Healthcare smart city: air quality, heat and personal warnings",
+        "CAI over time",
+        "The 24-hour outlook",
+        "Alert quality on the Seoul years",
+        "The city service, live",
+    ] {
+        assert!(report.contains(section), "report lacks {section}");
+    }
+    assert!(
+        report.contains("sent them 0 messages afterwards"),
+        "the withdrawn citizen got nothing"
+    );
+    let hourly = std::fs::read_to_string(out.join("city/seoul-hourly.csv")).unwrap();
+    assert_eq!(hourly.lines().count(), 1 + 43_824);
+    let city_db = out.join("city/service/city.db");
+    assert!(city_db.exists());
     let calls: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results/vehicles/calls.json")).unwrap(),
     )

@@ -509,6 +509,10 @@ pub struct BenchArgs {
     /// Also write the hour's messages to an outbox (SQLite) in this folder.
     #[arg(long)]
     outbox: Option<PathBuf>,
+    /// Write the residents (subject, district, category bits) as Parquet here, for a peer to
+    /// compute the same hour (bench/city.py runs DuckDB on it).
+    #[arg(long)]
+    parquet: Option<PathBuf>,
 }
 
 /// Category shares for the benchmark population, roughly Korea's: respiratory (asthma, COPD)
@@ -535,6 +539,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let names: Vec<String> = (0..a.districts)
         .map(|d| format!("district-{d:02}"))
         .collect();
+    let mut masks: Vec<i32> = Vec::with_capacity(if a.parquet.is_some() { a.persons } else { 0 });
     for i in 0..a.persons {
         let cats: Vec<&str> = CATEGORIES
             .iter()
@@ -544,6 +549,13 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         engine
             .upsert(&format!("p{i:08}"), &names[i % a.districts], &cats)
             .map_err(anyhow::Error::msg)?;
+        if a.parquet.is_some() {
+            masks.push(
+                cats.iter()
+                    .filter_map(|c| medfed_city::rules::category_bit(c))
+                    .fold(0, |m, b| m | b as i32),
+            );
+        }
     }
     let load_s = t0.elapsed().as_secs_f64();
     let rss_loaded = peak_rss_mb();
@@ -592,7 +604,48 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             t3.elapsed().as_secs_f64()
         );
     }
+    if let Some(dir) = &a.parquet {
+        write_residents(dir, &names, &masks)?;
+    }
     println!("peak RSS {:.0} MB", peak_rss_mb());
+    println!(
+        "{}",
+        serde_json::json!({ "persons": a.persons, "load_s": load_s, "update_s": update_s, "messages": stats.messages,
+            "repeat_s": repeat_s, "rss_loaded_mb": rss_loaded, "rss_peak_mb": peak_rss_mb(),
+            "pm25_rule_mask": RuleSet::standard().mask(0) })
+    );
+    Ok(())
+}
+
+fn write_residents(dir: &std::path::Path, names: &[String], masks: &[i32]) -> anyhow::Result<()> {
+    use arrow::array::{Int32Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    std::fs::create_dir_all(dir)?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("subject", DataType::Utf8, false),
+        Field::new("district", DataType::Utf8, false),
+        Field::new("mask", DataType::Int32, false),
+    ]));
+    let file = std::fs::File::create(dir.join("residents.parquet"))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)?;
+    for start in (0..masks.len()).step_by(1 << 20) {
+        let end = (start + (1 << 20)).min(masks.len());
+        let batch = arrow::record_batch::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (start..end).map(|i| format!("p{i:08}")),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    (start..end).map(|i| names[i % names.len()].as_str()),
+                )),
+                Arc::new(Int32Array::from(masks[start..end].to_vec())),
+            ],
+        )?;
+        w.write(&batch)?;
+    }
+    w.close()?;
     Ok(())
 }
 
@@ -776,9 +829,10 @@ fn live_run(
             Err(_) => StatusCode::BAD_REQUEST,
         }
     }
+    // The 2018 heat wave, then (after one citizen withdraws) the March 2019 fine-dust episode.
     let windows = vec![
-        ("2019-02-24".to_string(), "2019-03-09".to_string()),
         ("2018-07-24".to_string(), "2018-08-05".to_string()),
+        ("2019-02-24".to_string(), "2019-03-09".to_string()),
     ];
     rt.block_on(async {
         let running = service::spawn(&sdir, city, "127.0.0.1:0").await.map_err(anyhow::Error::msg)?;
@@ -814,7 +868,12 @@ fn live_run(
         anyhow::ensure!(r.status().is_success(), "weather: {}", r.text().await?);
         let plain = medfed_city::poll::client(None, Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
         let hook = Webhook { url: hook_url, token: String::new() };
-        let withdrawn = batch.profiles.iter().find(|p| p.categories.iter().any(|c| c == "elderly" || c == "respiratory")).map(|p| p.subject.clone()).unwrap_or_default();
+        let withdrawn = batch
+            .profiles
+            .iter()
+            .find(|p| p.categories.iter().any(|c| c == "elderly" || c == "respiratory"))
+            .map(|p| p.subject.clone())
+            .unwrap_or_default();
         let mut hours = 0;
         for (wi, (from, to)) in windows.iter().enumerate() {
             let from = chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d")?;
@@ -835,14 +894,7 @@ fn live_run(
                 let body = serde_json::json!({ "response": { "header": { "resultCode": "00", "resultMsg": "NORMAL_CODE" }, "body": { "items": items } } });
                 let r = client.post(format!("{url}/v1/air")).bearer_auth(&feed_token).json(&body).send().await?;
                 anyhow::ensure!(r.status().is_success(), "air {day}: {}", r.text().await?);
-                for _ in 0..50 {
-                    service::deliver_once(&running.city, &plain, &hook).await.map_err(anyhow::Error::msg)?;
-                    let pending = running.city.lock().unwrap_or_else(|p| p.into_inner()).counts().map_err(anyhow::Error::msg)?.pending;
-                    if pending == 0 {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1100)).await;
-                }
+                service::deliver_once(&running.city, &plain, &hook).await.map_err(anyhow::Error::msg)?;
                 day = day.succ_opt().context("date")?;
             }
             // Between the two episodes one citizen withdraws at the city.
@@ -851,9 +903,18 @@ fn live_run(
                 anyhow::ensure!(r.status().is_success(), "withdrawal: {}", r.text().await?);
             }
         }
+        // Drain what the flaky gateway refused (each retry waits out its backoff).
+        for _ in 0..60 {
+            service::deliver_once(&running.city, &plain, &hook).await.map_err(anyhow::Error::msg)?;
+            let pending = running.city.lock().unwrap_or_else(|p| p.into_inner()).counts().map_err(anyhow::Error::msg)?.pending;
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
         let before_withdrawal: usize = {
             let g = gw.lock().unwrap_or_else(|p| p.into_inner());
-            g.got.values().filter(|n| n.subject == withdrawn && n.hour.as_str() >= "2018-07-24").count()
+            g.got.values().filter(|n| n.subject == withdrawn && n.hour.as_str() >= "2019-02-24").count()
         };
         let counts = running.city.lock().unwrap_or_else(|p| p.into_inner()).counts().map_err(anyhow::Error::msg)?;
         running.stop().await;
