@@ -47,11 +47,9 @@ pub fn projected_24h_max(x: &[Option<f64>], t: usize, f: &[f64; LEADS]) -> Optio
     for k in 1..=LEADS {
         let (mut sum, mut n) = (0.0, 0usize);
         let lo = (t + k).saturating_sub(23);
-        for i in lo..=t {
-            if let Some(v) = x[i] {
-                sum += v;
-                n += 1;
-            }
+        for v in x[lo..=t].iter().flatten() {
+            sum += v;
+            n += 1;
         }
         for v in &f[..k.min(24)] {
             sum += v;

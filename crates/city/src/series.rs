@@ -51,6 +51,9 @@ pub struct WeatherSeries {
     pub values: Vec<[Option<f64>; 3]>,
 }
 
+/// Per station: the first hour and the values of every hour from it.
+type Grids<const N: usize> = BTreeMap<String, (Hour, Vec<[Option<f64>; N]>)>;
+
 /// Sorts records into per-station series, flagging duplicates and gaps.
 fn assemble<T, const N: usize>(
     source: &str,
@@ -58,12 +61,14 @@ fn assemble<T, const N: usize>(
     key: impl Fn(&T) -> (&str, Hour),
     vals: impl Fn(&T) -> [Option<f64>; N],
     flags: &mut Vec<Flag>,
-) -> BTreeMap<String, (Hour, Vec<[Option<f64>; N]>)> {
+) -> Grids<N> {
     let mut by: BTreeMap<String, BTreeMap<Hour, [Option<f64>; N]>> = BTreeMap::new();
     for r in &records {
         let (station, hour) = key(r);
         let slot = by.entry(station.to_string()).or_default();
-        if slot.contains_key(&hour) {
+        if let std::collections::btree_map::Entry::Vacant(v) = slot.entry(hour) {
+            v.insert(vals(r));
+        } else {
             flags.push(Flag {
                 source: source.into(),
                 station: station.into(),
@@ -72,8 +77,6 @@ fn assemble<T, const N: usize>(
                 kind: FlagKind::Duplicate,
                 detail: "a second record for this station and hour; the first is kept".into(),
             });
-        } else {
-            slot.insert(hour, vals(r));
         }
     }
     let mut out = BTreeMap::new();
