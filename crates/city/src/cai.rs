@@ -17,6 +17,15 @@ use serde::Serialize;
 /// The breakpoint table as published.
 pub const BREAKPOINTS: &str = include_str!("cai_breakpoints.csv");
 
+/// A CSV text without its `#` comment lines (the tables and reference cases keep their sources
+/// in comments).
+pub fn without_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// The four CAI grades.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,11 +128,7 @@ impl Table {
     /// Parses a table in the format of `cai_breakpoints.csv`: bands must be contiguous in index,
     /// increasing in concentration, and cover every pollutant.
     pub fn parse(text: &str) -> Result<Table, String> {
-        let body: String = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let body = without_comments(text);
         let mut r = csv::Reader::from_reader(body.as_bytes());
         let mut bands: [Vec<Band>; 6] = Default::default();
         let mut decimals = [-1; 6];

@@ -391,6 +391,33 @@ fn csv_reader<'a>(
     Ok((r, headers))
 }
 
+/// The time (or date) column, one of `names`, and the station column, which may be absent when
+/// the options name the station.
+fn locate(
+    file: &str,
+    headers: &csv::StringRecord,
+    opts: &CsvOptions,
+    names: &[&str],
+) -> Result<(usize, Option<usize>), FeedError> {
+    let time = column(headers, names)
+        .ok_or_else(|| file_err(file, format!("line 1: no time column (one of {names:?})")))?;
+    let station = column(headers, STATION_COLUMNS);
+    if station.is_none() && opts.station.is_none() {
+        return Err(file_err(
+            file,
+            "line 1: no station column, and no station name was given",
+        ));
+    }
+    Ok((time, station))
+}
+
+fn station_of(rec: &csv::StringRecord, col: Option<usize>, opts: &CsvOptions) -> String {
+    match col {
+        Some(c) => rec.get(c).unwrap_or("").trim().to_string(),
+        None => opts.station.clone().unwrap_or_default(),
+    }
+}
+
 const TIME_COLUMNS: &[&str] = &["일시", "time", "datetime", "datatime", "tm", "hour"];
 const STATION_COLUMNS: &[&str] = &[
     "station",
@@ -409,19 +436,7 @@ pub fn read_air_csv(
     opts: &CsvOptions,
 ) -> Result<Ingest<AirObs>, FeedError> {
     let (mut r, headers) = csv_reader(file, bytes)?;
-    let time = column(&headers, TIME_COLUMNS).ok_or_else(|| {
-        file_err(
-            file,
-            format!("line 1: no time column (one of {TIME_COLUMNS:?})"),
-        )
-    })?;
-    let station_col = column(&headers, STATION_COLUMNS);
-    if station_col.is_none() && opts.station.is_none() {
-        return Err(file_err(
-            file,
-            "line 1: no station column, and no station name was given",
-        ));
-    }
+    let (time, station_col) = locate(file, &headers, opts, TIME_COLUMNS)?;
     let mut cols: Vec<(Pollutant, usize)> = Vec::new();
     for p in POLLUTANTS {
         let mut names: Vec<String> = p.aliases().iter().map(|s| s.to_string()).collect();
@@ -468,10 +483,7 @@ pub fn read_air_csv(
                 continue;
             }
         };
-        let station = match station_col {
-            Some(c) => rec.get(c).unwrap_or("").trim().to_string(),
-            None => opts.station.clone().unwrap_or_default(),
-        };
+        let station = station_of(&rec, station_col, opts);
         if station.is_empty() {
             out.quarantined
                 .push(q("station", "", "empty station".into()));
@@ -522,19 +534,7 @@ pub fn read_weather_csv(
     opts: &CsvOptions,
 ) -> Result<Ingest<WeatherObs>, FeedError> {
     let (mut r, headers) = csv_reader(file, bytes)?;
-    let time = column(&headers, TIME_COLUMNS).ok_or_else(|| {
-        file_err(
-            file,
-            format!("line 1: no time column (one of {TIME_COLUMNS:?})"),
-        )
-    })?;
-    let station_col = column(&headers, STATION_COLUMNS);
-    if station_col.is_none() && opts.station.is_none() {
-        return Err(file_err(
-            file,
-            "line 1: no station column, and no station name was given",
-        ));
-    }
+    let (time, station_col) = locate(file, &headers, opts, TIME_COLUMNS)?;
     let temp = column(&headers, &["temp_c", "ta", "temperature", "기온"]);
     let rh = column(&headers, &["humidity_pct", "hm", "rh", "humidity", "습도"]);
     let wind = column(&headers, &["wind_ms", "ws", "wind", "풍속"]);
@@ -571,10 +571,7 @@ pub fn read_weather_csv(
                 continue;
             }
         };
-        let station = match station_col {
-            Some(c) => rec.get(c).unwrap_or("").trim().to_string(),
-            None => opts.station.clone().unwrap_or_default(),
-        };
+        let station = station_of(&rec, station_col, opts);
         let cells = [("temp_c", temp), ("humidity_pct", rh), ("wind_ms", wind)];
         let mut vals = [None; 3];
         let mut bad = None;
@@ -661,15 +658,7 @@ pub fn read_weather_daily_csv(
     opts: &CsvOptions,
 ) -> Result<Ingest<WeatherDay>, FeedError> {
     let (mut r, headers) = csv_reader(file, bytes)?;
-    let date = column(&headers, &["date", "tm", "일시", "day"])
-        .ok_or_else(|| file_err(file, "line 1: no date column"))?;
-    let station_col = column(&headers, STATION_COLUMNS);
-    if station_col.is_none() && opts.station.is_none() {
-        return Err(file_err(
-            file,
-            "line 1: no station column, and no station name was given",
-        ));
-    }
+    let (date, station_col) = locate(file, &headers, opts, &["date", "tm", "일시", "day"])?;
     let cols = [
         ("tmax_c", column(&headers, &["tmax_c", "maxta", "최고기온"])),
         ("tmin_c", column(&headers, &["tmin_c", "minta", "최저기온"])),
@@ -715,10 +704,7 @@ pub fn read_weather_daily_csv(
             ));
             continue;
         };
-        let station = match station_col {
-            Some(c) => rec.get(c).unwrap_or("").trim().to_string(),
-            None => opts.station.clone().unwrap_or_default(),
-        };
+        let station = station_of(&rec, station_col, opts);
         let mut vals = [None; 5];
         let mut bad = None;
         for (k, (name, col)) in cols.iter().enumerate() {

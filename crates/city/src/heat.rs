@@ -49,7 +49,10 @@ pub fn summer(d: NaiveDate) -> bool {
 pub const ADVISORY_C: f64 = 33.0;
 pub const WARNING_C: f64 = 35.0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// A warning level: the KMA's heat levels, and the personal rules' levels.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     None,

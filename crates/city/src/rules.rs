@@ -18,16 +18,8 @@ use crate::feed::Hour;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// The categories a node may send to the city service (`protocol::profiles::SERVICES`), in bit
-/// order.
-pub const CATEGORIES: [&str; 6] = [
-    "respiratory",
-    "cardiovascular",
-    "diabetes",
-    "elderly",
-    "pregnancy",
-    "young_child",
-];
+/// The categories a node may send to the city service, in bit order (one list, in the protocol).
+pub use medfed_protocol::profiles::CITY_CATEGORIES as CATEGORIES;
 
 pub fn category_bit(name: &str) -> Option<u8> {
     CATEGORIES.iter().position(|c| *c == name).map(|i| 1u8 << i)
@@ -62,23 +54,7 @@ impl Hazard {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    None,
-    Advisory,
-    Warning,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::None => "none",
-            Level::Advisory => "advisory",
-            Level::Warning => "warning",
-        }
-    }
-}
+pub use crate::heat::Level;
 
 /// One personal rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

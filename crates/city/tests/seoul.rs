@@ -95,11 +95,7 @@ fn hand_worked_cases() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/cai_cases.csv"),
     )
     .unwrap();
-    let body: String = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let body = medfed_city::cai::without_comments(&text);
     let mut r = csv::Reader::from_reader(body.as_bytes());
     let mut n = 0;
     for rec in r.records() {

@@ -10,23 +10,23 @@ use crate::{PublicKey, Signed};
 
 pub const FORMAT: &str = "medfed-profiles/1";
 
+/// The categories the smart-city service may receive.
+pub const CITY_CATEGORIES: &[&str] = &[
+    "respiratory",
+    "cardiovascular",
+    "diabetes",
+    "elderly",
+    "pregnancy",
+    "young_child",
+];
+
 /// Each service and the categories it may receive.
 pub const SERVICES: &[(&str, &[&str])] = &[
     (
         "vehicles",
         &["atrial_fibrillation", "pacemaker", "chronic_lung_disease"],
     ),
-    (
-        "city",
-        &[
-            "respiratory",
-            "cardiovascular",
-            "diabetes",
-            "elderly",
-            "pregnancy",
-            "young_child",
-        ],
-    ),
+    ("city", CITY_CATEGORIES),
 ];
 
 /// Age bands a profile may carry.

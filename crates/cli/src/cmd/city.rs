@@ -64,6 +64,12 @@ pub struct FeedArgs {
     alias: Vec<(String, Pollutant)>,
 }
 
+/// An HTTP client for feeds and the webhook, trusting `--ca` for https:// URLs.
+fn feed_client(ca: &Option<PathBuf>) -> anyhow::Result<reqwest::Client> {
+    let pem = ca.as_ref().map(std::fs::read).transpose().context("--ca")?;
+    medfed_city::poll::client(pem.as_deref(), Duration::from_secs(30)).map_err(anyhow::Error::msg)
+}
+
 fn parse_alias(s: &str) -> Result<(String, Pollutant), String> {
     let (name, p) = s.split_once('=').ok_or("expected NAME=POLLUTANT")?;
     let p = Pollutant::parse(p)
@@ -74,14 +80,7 @@ fn parse_alias(s: &str) -> Result<(String, Pollutant), String> {
 impl FeedArgs {
     fn air(&self) -> anyhow::Result<Ingest<AirObs>> {
         if let Some(url) = &self.air_url {
-            let ca = self
-                .ca
-                .as_ref()
-                .map(std::fs::read)
-                .transpose()
-                .context("--ca")?;
-            let client = medfed_city::poll::client(ca.as_deref(), Duration::from_secs(30))
-                .map_err(anyhow::Error::msg)?;
+            let client = feed_client(&self.ca)?;
             let rt = tokio::runtime::Runtime::new()?;
             return Ok(rt.block_on(medfed_city::poll::air(
                 &client,
@@ -221,9 +220,12 @@ pub struct ForecastArgs {
 /// The outlook's error: per pollutant, leads 1, 3, 6, 12, 24 (MAE against persistence and
 /// climatology), and the daily maximum temperature one and two days ahead.
 pub struct ForecastReport {
-    pub rows: Vec<(Pollutant, Vec<(usize, usize, f64, f64, f64)>)>,
-    pub tmax: Vec<(usize, usize, f64, f64, f64)>,
+    pub rows: Vec<(Pollutant, Vec<Score>)>,
+    pub tmax: Vec<Score>,
 }
+
+/// (lead, forecasts scored, MAE, persistence MAE, climatology MAE).
+pub type Score = (usize, usize, f64, f64, f64);
 
 pub fn forecast_report(
     s: &series::AirSeries,
@@ -421,13 +423,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let (outlook, tmax) = service::seoul_models().map_err(anyhow::Error::msg)?;
     let city = City::open(&a.dir, rules(&a.rules)?, outlook, tmax, a.node_key.clone())
         .map_err(anyhow::Error::msg)?;
-    let ca =
-        a.ca.as_ref()
-            .map(std::fs::read)
-            .transpose()
-            .context("--ca")?;
-    let client = medfed_city::poll::client(ca.as_deref(), Duration::from_secs(30))
-        .map_err(anyhow::Error::msg)?;
+    let client = feed_client(&a.ca)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let running = service::spawn(&a.dir, city, &a.listen)
