@@ -38,6 +38,9 @@ pub struct Quality {
     /// Hours from the first warning to the first very unhealthy hour, per episode that had both
     /// (warning first).
     pub lead_hours: Vec<i64>,
+    /// Episodes of the PM2.5 rule that reached a very unhealthy hour (the stricter measure: was
+    /// each warned before its *first* such hour? `lead_hours.len()` of them were).
+    pub very_unhealthy_episodes: usize,
     /// Episodes of the PM2.5 rule that reached a warning but never a very unhealthy hour.
     pub warning_episodes: usize,
     pub warning_episodes_without_very_unhealthy: usize,
@@ -167,6 +170,7 @@ pub fn replay(air: &AirSeries, weather: &[WeatherDay], rules: &RuleSet) -> Resul
         very_unhealthy_hours: vu,
         covered_by_warning: cov_w,
         covered_by_any: cov_a,
+        very_unhealthy_episodes: first_vu.len(),
         lead_hours,
         warning_episodes: warned_episodes.len(),
         warning_episodes_without_very_unhealthy: without,

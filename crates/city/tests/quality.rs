@@ -56,4 +56,11 @@ fn seoul_years_warnings_per_person_and_coverage() {
         "{} of {vu}",
         q.covered_by_warning
     );
+    // Episode by episode: most are warned before their first very unhealthy hour.
+    eprintln!(
+        "episodes reaching very unhealthy: {}; warned before the first such hour: {}",
+        q.very_unhealthy_episodes,
+        q.lead_hours.len()
+    );
+    assert!(q.lead_hours.len() * 4 >= q.very_unhealthy_episodes * 3);
 }

@@ -360,7 +360,9 @@ pub fn render_quality(q: &Quality) -> String {
         100.0 * q.covered_by_any as f64 / vu
     );
     out += &format!(
-        "median lead of the first warning before the first very unhealthy hour: {} h; warning episodes: {} ({} never reached a very unhealthy hour)\n",
+        "episodes reaching a very unhealthy hour: {}, warned before the first such hour: {}; median lead {} h; warning episodes: {} ({} never reached a very unhealthy hour)\n",
+        q.very_unhealthy_episodes,
+        q.lead_hours.len(),
         q.median_lead_hours().map(|h| h.to_string()).unwrap_or("-".into()),
         q.warning_episodes,
         q.warning_episodes_without_very_unhealthy
@@ -1029,8 +1031,8 @@ pub fn section(d: &CityDemo) -> String {
     h.push_str("</table>");
     let q = &d.quality;
     let vu = q.very_unhealthy_hours.max(1) as f64;
-    let _ = write!(h, "<h3>Alert quality on the Seoul years</h3><p>The default rules replayed hour by hour over {}–{}, each year with outlooks fitted on the other years. Very unhealthy PM2.5 hours (24-hour mean ≥ 76 µg/m³): <b>{}</b>; covered by a warning issued beforehand in the same episode: <b>{} ({:.1} %)</b>; median lead of the first warning before the first very unhealthy hour: {} h; warning episodes: {} ({} never reached a very unhealthy hour).</p>",
-        q.years[0], q.years[q.years.len() - 1], q.very_unhealthy_hours, q.covered_by_warning, 100.0 * q.covered_by_warning as f64 / vu,
+    let _ = write!(h, "<h3>Alert quality on the Seoul years</h3><p>The default rules replayed hour by hour over {}–{}, each year with outlooks fitted on the other years. Very unhealthy PM2.5 hours (24-hour mean ≥ 76 µg/m³): <b>{}</b>; covered by a warning issued beforehand in the same episode: <b>{} ({:.1} %)</b>. Episode by episode: {} episodes reached a very unhealthy hour, and {} were warned before their first such hour, with a median lead of {} h; warning episodes: {} ({} never reached a very unhealthy hour).</p>",
+        q.years[0], q.years[q.years.len() - 1], q.very_unhealthy_hours, q.covered_by_warning, 100.0 * q.covered_by_warning as f64 / vu, q.very_unhealthy_episodes, q.lead_hours.len(),
         q.median_lead_hours().map(|x| x.to_string()).unwrap_or("-".into()), q.warning_episodes, q.warning_episodes_without_very_unhealthy);
     h.push_str("<table><tr><th>group</th><th>advisories per person per year</th><th>warnings per person per year</th></tr>");
     for g in CATEGORIES.iter().chain([&NO_CATEGORY]) {
