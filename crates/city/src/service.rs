@@ -157,21 +157,22 @@ impl City {
         }
     }
 
-    /// A citizen registers (consents) with their home district.
-    pub fn register(&mut self, subject: &str, district: &str, now_ms: i64) -> Result<(), String> {
+    /// A citizen registers (consents) with their home district (`now`: Unix seconds).
+    pub fn register(&mut self, subject: &str, district: &str, now: i64) -> Result<(), String> {
         if !medfed_protocol::profiles::valid_subject(subject) {
             return Err(format!("subject: {subject:?} is not a subject id"));
         }
         if district.trim().is_empty() || district.len() > 64 {
             return Err("district: empty or too long".into());
         }
-        self.store.register(subject, district.trim(), now_ms)?;
+        self.store.register(subject, district.trim(), now)?;
         self.refresh(subject)
     }
 
-    /// Withdraws a subject: the store deletes everything, the engine forgets them.
-    pub fn withdraw(&mut self, subject: &str, now_ms: i64, source: &str) -> Result<bool, String> {
-        let held = self.store.withdraw(subject, now_ms, source)?;
+    /// Withdraws a subject: the store deletes everything, the engine forgets them (`now`: Unix
+    /// seconds; `source`: "citizen", or the node's name).
+    pub fn withdraw(&mut self, subject: &str, now: i64, source: &str) -> Result<bool, String> {
+        let held = self.store.withdraw(subject, now, source)?;
         self.engine.remove(subject);
         Ok(held)
     }
@@ -399,7 +400,7 @@ async fn post_subscriber(
         Ok(x) => x,
         Err(x) => return bad(format!("body: {x}")),
     };
-    match lock(&s).register(&r.subject, &r.district, now_ms()) {
+    match lock(&s).register(&r.subject, &r.district, medfed_protocol::now()) {
         Ok(()) => reply(
             StatusCode::OK,
             serde_json::json!({ "registered": r.subject }),
@@ -416,7 +417,7 @@ async fn delete_subscriber(
     if let Err(r) = authorised(&headers, &s.tokens.app) {
         return r;
     }
-    match lock(&s).withdraw(&subject, now_ms(), "citizen") {
+    match lock(&s).withdraw(&subject, medfed_protocol::now(), "citizen") {
         Ok(held) => reply(
             StatusCode::OK,
             serde_json::json!({ "withdrawn": subject, "held": held }),

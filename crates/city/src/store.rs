@@ -59,7 +59,7 @@ pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS registrations (subject TEXT PRIMARY KEY, district TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS profiles (subject TEXT PRIMARY KEY, node TEXT NOT NULL, categories TEXT NOT NULL,
   age_group TEXT, issued_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS tombstones (subject TEXT PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones (subject TEXT PRIMARY KEY, at INTEGER NOT NULL, source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS consent_log (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, subject TEXT NOT NULL,
   event TEXT NOT NULL, source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS air (district TEXT NOT NULL, hour INTEGER NOT NULL, pm25 REAL, pm10 REAL, o3 REAL,
@@ -122,19 +122,20 @@ impl Store {
         tx.commit().map_err(e)
     }
 
-    /// Stores a profile from a node's batch, unless the subject withdrew after the batch was
-    /// issued. Returns whether it was stored.
+    /// Stores a profile from a node's batch, unless the subject withdrew: at the city (then only a
+    /// new registration by the citizen lifts it), or at the hospital after the batch was issued.
+    /// Returns whether it was stored. Times are Unix seconds.
     pub fn put_profile(&mut self, p: &StoredProfile, issued_at: i64) -> Result<bool> {
-        let dead: Option<i64> = self
+        let dead: Option<(i64, String)> = self
             .db
             .query_row(
-                "SELECT at FROM tombstones WHERE subject = ?1",
+                "SELECT at, source FROM tombstones WHERE subject = ?1",
                 params![p.subject],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(e)?;
-        if dead.is_some_and(|at| at >= issued_at) {
+        if dead.is_some_and(|(at, source)| source == "citizen" || at >= issued_at) {
             return Ok(false);
         }
         let tx = self.db.transaction().map_err(e)?;
@@ -173,8 +174,9 @@ impl Store {
             n += tx.execute(sql, params![subject]).map_err(e)?;
         }
         tx.execute(
-            "INSERT INTO tombstones (subject, at) VALUES (?1, ?2) ON CONFLICT (subject) DO UPDATE SET at = excluded.at",
-            params![subject, at],
+            "INSERT INTO tombstones (subject, at, source) VALUES (?1, ?2, ?3)
+             ON CONFLICT (subject) DO UPDATE SET at = excluded.at, source = excluded.source",
+            params![subject, at, source],
         )
         .map_err(e)?;
         tx.execute(

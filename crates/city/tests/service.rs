@@ -307,10 +307,24 @@ async fn consented_citizens_get_one_message_per_episode_and_withdrawal_stops_and
         .await
         .unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["stale"], 1);
+    // Nor does a later one: s1 withdrew at the city, and only s1 registering again lifts that.
+    let r = client
+        .post(format!("{url}/v1/profiles"))
+        .json(&batch(
+            &node,
+            medfed_protocol::now() + 5,
+            &[("s1", &["respiratory"])],
+            &[],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["stale"], 1);
+    assert_eq!(c.lock().unwrap().store.subject("s1").unwrap(), (None, None));
     // The node withdraws s2 (the patient withdrew at the hospital).
     let r = client
         .post(format!("{url}/v1/profiles"))
-        .json(&batch(&node, now_ms(), &[], &["s2"]))
+        .json(&batch(&node, medfed_protocol::now(), &[], &["s2"]))
         .send()
         .await
         .unwrap();
@@ -341,7 +355,12 @@ async fn consented_citizens_get_one_message_per_episode_and_withdrawal_stops_and
     // A new consent of s3's neighbour with a respiratory profile gets the open episode's warning.
     let r = client
         .post(format!("{url}/v1/profiles"))
-        .json(&batch(&node, now_ms(), &[("s6", &["respiratory"])], &[]))
+        .json(&batch(
+            &node,
+            medfed_protocol::now(),
+            &[("s6", &["respiratory"])],
+            &[],
+        ))
         .send()
         .await
         .unwrap();
@@ -423,11 +442,4 @@ async fn consented_citizens_get_one_message_per_episode_and_withdrawal_stops_and
     assert_eq!(st["counts"]["withdrawn"], 2);
     running.stop().await;
     gw_task.abort();
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }

@@ -73,6 +73,13 @@ struct ProfilesArgs {
     /// Where to write the signed batch (JSON: payload and signature).
     #[arg(long)]
     out: PathBuf,
+    /// Also POST the batch to the service's profiles endpoint, e.g.
+    /// `https://city.example:8443/v1/profiles` (the node connects out; nothing connects in).
+    #[arg(long)]
+    push: Option<String>,
+    /// PEM to trust for the push (the service's certificate or its CA).
+    #[arg(long)]
+    push_ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -453,5 +460,20 @@ fn profiles(a: ProfilesArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     println!("the service verifies it with the node's public key: {key}");
+    if let Some(url) = &a.push {
+        let pem = match &a.push_ca {
+            Some(p) => std::fs::read(p).with_context(|| p.display().to_string())?,
+            None => anyhow::bail!("--push needs --push-ca (the service's certificate or its CA)"),
+        };
+        let client = medfed_tls::client(&pem, std::time::Duration::from_secs(60))
+            .map_err(anyhow::Error::msg)?;
+        let answer = rt.block_on(async {
+            let r = client.post(url).json(&signed).send().await?;
+            let status = r.status();
+            anyhow::Ok((status, r.text().await?))
+        })?;
+        anyhow::ensure!(answer.0.is_success(), "{url}: {} {}", answer.0, answer.1);
+        println!("pushed to {url}: {}", answer.1);
+    }
     Ok(())
 }

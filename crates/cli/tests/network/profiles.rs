@@ -237,4 +237,69 @@ fn consented_profiles_carry_only_categories_match_duckdb_and_honour_withdrawal()
     .unwrap();
     assert_eq!(read.len(), chosen.len() - 1);
     assert!(!read.contains_key(&gone_vin));
+
+    // The node pushes its city batch to a running city service (`medfed city serve`), which takes
+    // it under the node's key.
+    let city_batch: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("city.json")).unwrap())
+            .unwrap();
+    let node_name =
+        serde_json::from_str::<serde_json::Value>(city_batch["payload"].as_str().unwrap()).unwrap()
+            ["node"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let city_dir = tmp.path().join("city-service");
+    let mut city = std::process::Command::new(env!("CARGO_BIN_EXE_medfed"))
+        .args([
+            "city",
+            "serve",
+            "--dir",
+            &s(&city_dir),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "--node-key",
+            &format!("{node_name}={}", node_key.as_deref().unwrap()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "city service did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let pushed = medfed(&[
+        "node",
+        "profiles",
+        "--dir",
+        &node,
+        "--service",
+        "city",
+        "--out",
+        &s(&tmp.path().join("city-2.json")),
+        "--push",
+        &format!("https://127.0.0.1:{port}/v1/profiles"),
+        "--push-ca",
+        &s(&city_dir.join("cert.pem")),
+    ]);
+    let _ = city.kill();
+    let _ = city.wait();
+    assert!(pushed.0, "{}", pushed.2);
+    assert!(
+        pushed.1.contains(&format!("\"stored\":{}", chosen.len())),
+        "{}",
+        pushed.1
+    );
 }
