@@ -936,6 +936,93 @@ pub fn read_kma_json(
     Ok(out)
 }
 
+/// Reads a KMA ASOS daily response (`getWthrDataList`, `dataCd=ASOS`, `dateCd=DAY`): `tm` (the
+/// date), `stnNm` (or `stnId`), `maxTa`, `minTa`, `avgTa` °C, `avgRhm` %, `sumRn` mm; empty strings
+/// are missing.
+pub fn read_kma_daily_json(
+    file: &str,
+    bytes: &[u8],
+    station: Option<&str>,
+) -> Result<Ingest<WeatherDay>, FeedError> {
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| file_err(file, format!("not JSON: {e}")))?;
+    let mut out = Ingest::default();
+    for (i, item) in api_items(file, &v)?.iter().enumerate() {
+        let at = format!("items[{i}]");
+        let q = |field: &str, value: String, reason: String| Quarantined {
+            file: file.into(),
+            line: at.clone(),
+            field: field.into(),
+            value,
+            reason,
+        };
+        let t = item.get("tm").map(text).unwrap_or_default();
+        let Ok(date) = NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d") else {
+            out.quarantined.push(q(
+                "tm",
+                t.clone(),
+                format!("'{t}' is not a date (YYYY-MM-DD)"),
+            ));
+            continue;
+        };
+        let name = ["stnNm", "stnId"]
+            .iter()
+            .filter_map(|k| item.get(*k).map(text))
+            .find(|s| !s.is_empty())
+            .or_else(|| station.map(str::to_string))
+            .unwrap_or_default();
+        let noon = Hour::from_day(date, 12);
+        let mut vals = [None; 5];
+        let mut bad = None;
+        for (k, (key, field)) in [
+            ("maxTa", "tmax_c"),
+            ("minTa", "tmin_c"),
+            ("avgTa", "tavg_c"),
+            ("avgRhm", "humidity_pct"),
+            ("sumRn", "precipitation_mm"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let raw = item.get(key).map(text).unwrap_or_default();
+            match number(&raw) {
+                Ok(x) => vals[k] = weather_value(field, x, file, &name, noon, &mut out.flags),
+                Err(e) => {
+                    bad = Some(q(key, raw, e));
+                    break;
+                }
+            }
+        }
+        if let Some(b) = bad {
+            out.quarantined.push(b);
+            continue;
+        }
+        out.records.push(WeatherDay {
+            station: name,
+            date,
+            tmax_c: vals[0],
+            tmin_c: vals[1],
+            tavg_c: vals[2],
+            rh_pct: vals[3],
+            precip_mm: vals[4],
+        });
+    }
+    Ok(out)
+}
+
+/// Reads daily weather: `.json` as a KMA ASOS daily response, anything else as CSV.
+pub fn read_weather_daily_file(
+    path: &Path,
+    opts: &CsvOptions,
+) -> Result<Ingest<WeatherDay>, FeedError> {
+    let (name, bytes) = read_bytes(path)?;
+    if name.ends_with(".json") {
+        read_kma_daily_json(&path.display().to_string(), &bytes, opts.station.as_deref())
+    } else {
+        read_weather_daily_csv(&path.display().to_string(), &bytes, opts)
+    }
+}
+
 /// Reads a file by its extension: `.json` as an AirKorea response, anything else as CSV;
 /// `.gz` files are unpacked first.
 pub fn read_air_file(path: &Path, opts: &CsvOptions) -> Result<Ingest<AirObs>, FeedError> {
@@ -1104,6 +1191,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("30") && e.contains("SERVICE_KEY"), "{e}");
+    }
+
+    #[test]
+    fn kma_daily_json_reads_days_and_quarantines_bad_items() {
+        let body = r#"{"response":{"header":{"resultCode":"00","resultMsg":"NORMAL_SERVICE"},
+          "body":{"dataType":"JSON","items":{"item":[
+            {"tm":"2018-08-01","stnId":"108","stnNm":"서울","maxTa":"39.6","minTa":"30.3","avgTa":"33.6","avgRhm":"56.9","sumRn":""},
+            {"tm":"2018-08-02","stnId":"108","stnNm":"서울","maxTa":"37.9","minTa":"","avgTa":"31.9","avgRhm":"x","sumRn":""},
+            {"tm":"08/03/2018","stnId":"108","stnNm":"서울","maxTa":"36.0"}
+          ]}}}}"#;
+        let got = read_kma_daily_json("day.json", body.as_bytes(), None).unwrap();
+        assert_eq!(got.records.len(), 1);
+        assert_eq!(got.records[0].tmax_c, Some(39.6));
+        assert_eq!(got.records[0].rh_pct, Some(56.9));
+        assert_eq!(got.records[0].precip_mm, None);
+        let q: Vec<_> = got
+            .quarantined
+            .iter()
+            .map(|q| (q.line.as_str(), q.field.as_str()))
+            .collect();
+        assert_eq!(q, vec![("items[1]", "avgRhm"), ("items[2]", "tm")]);
     }
 
     #[test]

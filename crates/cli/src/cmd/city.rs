@@ -52,8 +52,8 @@ pub struct FeedArgs {
     /// PEM bundle to trust for https:// feeds (e.g. /etc/ssl/certs/ca-certificates.crt).
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// Daily weather CSV (date, tmax_c, tavg_c, humidity_pct, …). Default: embedded Seoul
-    /// 2016–2025.
+    /// Daily weather: CSV (date, tmax_c, tavg_c, humidity_pct, …) or a KMA ASOS daily response
+    /// (JSON). Default: embedded Seoul 2016–2025.
     #[arg(long)]
     weather_daily: Option<PathBuf>,
     /// Station name for files without a station column.
@@ -106,12 +106,11 @@ impl FeedArgs {
         match &self.weather_daily {
             None => Ok(seoul::weather()?),
             Some(p) => {
-                let (name, bytes) = feed::read_bytes(p)?;
                 let opts = CsvOptions {
                     station: self.station.clone().or(Some(seoul::STATION.into())),
                     aliases: vec![],
                 };
-                Ok(feed::read_weather_daily_csv(&name, &bytes, &opts)?)
+                Ok(feed::read_weather_daily_file(p, &opts)?)
             }
         }
     }
