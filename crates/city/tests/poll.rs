@@ -108,3 +108,35 @@ async fn pages_retries_and_errors() {
         .to_string();
     assert!(e.contains("attempts"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_over_https_trusting_only_the_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = medfed_tls::self_signed(&[]).unwrap();
+    let (cp, kp) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cp, &cert).unwrap();
+    std::fs::write(&kp, &key).unwrap();
+    let tls = medfed_tls::server_config(&cp, &kp).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = Router::new().route("/kma", get(kma));
+    let server = tokio::spawn(medfed_tls::serve(listener, app, tls, async {
+        let _ = rx.await;
+    }));
+    let url = format!("https://{addr}/kma");
+    let trusting = poll::client(Some(cert.as_bytes()), Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        poll::weather(&trusting, &url, None)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        2
+    );
+    // A client without the certificate refuses the server.
+    let plain = poll::client(None, Duration::from_secs(5)).unwrap();
+    assert!(poll::weather(&plain, &url, None).await.is_err());
+    let _ = stop.send(());
+    let _ = server.await;
+}
