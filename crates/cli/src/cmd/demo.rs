@@ -177,7 +177,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // is what the vehicle service's node later answers from.
     let consented = consent_drivers(&local, &sites[0])?;
     let vehicles = super::vehicles::demo(&a.out, &consented)?;
+    let city_started = std::time::Instant::now();
     let city = super::city::demo(&a.out, &local, &sites[0])?;
+    println!(
+        "city step done in {:.1} s",
+        city_started.elapsed().as_secs_f64()
+    );
     let net = network(&a, &sites, local, &a.out.join("vehicles/service"))?;
     // Concept names for the report (vocabulary, not patient data) from the first store.
     let names = concept_names(&SiteEngine::open(&sites[0])?)?;
