@@ -776,6 +776,32 @@ fn api_items<'a>(file: &str, v: &'a Value) -> Result<&'a [Value], FeedError> {
     Ok(list)
 }
 
+fn api_json(file: &str, bytes: &[u8]) -> Result<Value, FeedError> {
+    serde_json::from_slice(bytes).map_err(|e| file_err(file, format!("not JSON: {e}")))
+}
+
+/// A KMA item's station: its name, else its number, else the caller's.
+fn kma_station(item: &Value, station: Option<&str>) -> String {
+    ["stnNm", "stnId"]
+        .iter()
+        .filter_map(|k| item.get(*k).map(text))
+        .find(|s| !s.is_empty())
+        .or_else(|| station.map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Quarantined {
+    pub fn new(file: &str, line: &str, field: &str, value: String, reason: String) -> Quarantined {
+        Quarantined {
+            file: file.into(),
+            line: line.into(),
+            field: field.into(),
+            value,
+            reason,
+        }
+    }
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -793,17 +819,12 @@ pub fn read_airkorea_json(
     bytes: &[u8],
     station: Option<&str>,
 ) -> Result<Ingest<AirObs>, FeedError> {
-    let v: Value =
-        serde_json::from_slice(bytes).map_err(|e| file_err(file, format!("not JSON: {e}")))?;
+    let v = api_json(file, bytes)?;
     let mut out = Ingest::default();
     for (i, item) in api_items(file, &v)?.iter().enumerate() {
         let at = format!("items[{i}]");
-        let q = |field: &str, value: String, reason: String| Quarantined {
-            file: file.into(),
-            line: at.clone(),
-            field: field.into(),
-            value,
-            reason,
+        let q = |field: &str, value: String, reason: String| {
+            Quarantined::new(file, &at, field, value, reason)
         };
         let t = item.get("dataTime").map(text).unwrap_or_default();
         let hour = match Hour::parse(&t) {
@@ -875,8 +896,7 @@ pub fn read_kma_json(
     bytes: &[u8],
     station: Option<&str>,
 ) -> Result<Ingest<WeatherObs>, FeedError> {
-    let v: Value =
-        serde_json::from_slice(bytes).map_err(|e| file_err(file, format!("not JSON: {e}")))?;
+    let v = api_json(file, bytes)?;
     let mut out = Ingest::default();
     for (i, item) in api_items(file, &v)?.iter().enumerate() {
         let at = format!("items[{i}]");
@@ -884,22 +904,12 @@ pub fn read_kma_json(
         let hour = match Hour::parse(&t) {
             Ok(h) => h,
             Err(e) => {
-                out.quarantined.push(Quarantined {
-                    file: file.into(),
-                    line: at,
-                    field: "tm".into(),
-                    value: t,
-                    reason: e,
-                });
+                out.quarantined
+                    .push(Quarantined::new(file, &at, "tm", t, e));
                 continue;
             }
         };
-        let name = ["stnNm", "stnId"]
-            .iter()
-            .filter_map(|k| item.get(*k).map(text))
-            .find(|s| !s.is_empty())
-            .or_else(|| station.map(str::to_string))
-            .unwrap_or_default();
+        let name = kma_station(item, station);
         let mut vals = [None; 3];
         let mut bad = None;
         for (k, (key, field)) in [("ta", "temp_c"), ("hm", "humidity_pct"), ("ws", "wind_ms")]
@@ -944,17 +954,12 @@ pub fn read_kma_daily_json(
     bytes: &[u8],
     station: Option<&str>,
 ) -> Result<Ingest<WeatherDay>, FeedError> {
-    let v: Value =
-        serde_json::from_slice(bytes).map_err(|e| file_err(file, format!("not JSON: {e}")))?;
+    let v = api_json(file, bytes)?;
     let mut out = Ingest::default();
     for (i, item) in api_items(file, &v)?.iter().enumerate() {
         let at = format!("items[{i}]");
-        let q = |field: &str, value: String, reason: String| Quarantined {
-            file: file.into(),
-            line: at.clone(),
-            field: field.into(),
-            value,
-            reason,
+        let q = |field: &str, value: String, reason: String| {
+            Quarantined::new(file, &at, field, value, reason)
         };
         let t = item.get("tm").map(text).unwrap_or_default();
         let Ok(date) = NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d") else {
@@ -965,12 +970,7 @@ pub fn read_kma_daily_json(
             ));
             continue;
         };
-        let name = ["stnNm", "stnId"]
-            .iter()
-            .filter_map(|k| item.get(*k).map(text))
-            .find(|s| !s.is_empty())
-            .or_else(|| station.map(str::to_string))
-            .unwrap_or_default();
+        let name = kma_station(item, station);
         let noon = Hour::from_day(date, 12);
         let mut vals = [None; 5];
         let mut bad = None;

@@ -34,17 +34,10 @@ fn z(x: f64) -> f64 {
     (x.max(0.0) + 1.0).ln()
 }
 
-/// (month 0–11, hour of day 0–23) of an hour, by integer arithmetic (the civil-from-days
-/// algorithm), as this runs for every hour of every fit and forecast.
+/// (month 0–11, hour of day 0–23) of an hour, by integer arithmetic, as this runs for every hour of
+/// every fit and forecast.
 fn slot(h: Hour) -> (usize, usize) {
-    let days = (h.0 - 1).div_euclid(24);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let (_, month, _) = medfed_surveil::farrington::civil((h.0 - 1).div_euclid(24));
     ((month - 1) as usize, (h.0 - 1).rem_euclid(24) as usize)
 }
 
