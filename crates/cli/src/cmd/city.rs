@@ -685,7 +685,8 @@ pub struct LiveRun {
     pub eligible: i64,
     pub hours: usize,
     pub windows: Vec<(String, String)>,
-    /// Messages delivered by (group, hazard, level); a person in two groups counts in both.
+    /// Messages delivered by (group, hazard, level), for the groups the person is in that the
+    /// message's rule concerns; a person in two such groups counts in both.
     pub by_group: BTreeMap<(String, String, String), usize>,
     pub delivered: usize,
     pub gateway_failures: usize,
@@ -918,8 +919,11 @@ fn live_run(
         gw_task.abort();
         let g = gw.lock().unwrap_or_else(|p| p.into_inner());
         let mut by_group: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+        // Each message counts for the groups the person is in that its rule concerns.
+        let rules = RuleSet::standard();
         for n in g.got.values() {
-            for c in groups.get(&n.subject).into_iter().flatten() {
+            let concerns: Vec<&String> = rules.rules.iter().filter(|r| r.hazard == n.hazard).flat_map(|r| &r.categories).collect();
+            for c in groups.get(&n.subject).into_iter().flatten().filter(|c| concerns.contains(c)) {
                 *by_group.entry((c.clone(), n.hazard.name().to_string(), n.level.name().to_string())).or_default() += 1;
             }
         }
@@ -1055,6 +1059,6 @@ pub fn section(d: &CityDemo) -> String {
             esc(lv)
         );
     }
-    h.push_str("</table><p>A person in two groups counts in both rows; the message itself names the hazard, level, value and district, never the person's categories.</p>");
+    h.push_str("</table><p>Each message counts for the groups its rule concerns that the person is in; a person in two of them counts in both rows. The message itself names the hazard, level, value and district, never the person's categories.</p>");
     h
 }
