@@ -250,8 +250,12 @@ pub fn inputs(s: &AirSeries, pm: PmAverage) -> [Vec<Option<f64>>; 6] {
 
 /// The CAI for every hour of a station's series.
 pub fn hourly(table: &Table, s: &AirSeries, pm: PmAverage) -> Vec<CaiHour> {
-    let inp = inputs(s, pm);
-    (0..s.len())
+    from_inputs(table, &inputs(s, pm))
+}
+
+/// The CAI for every hour, from the concentrations [`inputs`] gives.
+pub fn from_inputs(table: &Table, inp: &[Vec<Option<f64>>; 6]) -> Vec<CaiHour> {
+    (0..inp[0].len())
         .map(|t| {
             let sub = POLLUTANTS.map(|p| inp[p.index()][t].and_then(|c| table.sub_index(p, c)));
             let required = [

@@ -1010,38 +1010,44 @@ pub fn read_kma_daily_json(
     Ok(out)
 }
 
-/// Reads daily weather: `.json` as a KMA ASOS daily response, anything else as CSV.
+/// A reader of an API response: (file name, bytes, station for items without one).
+type JsonReader<T> = fn(&str, &[u8], Option<&str>) -> Result<Ingest<T>, FeedError>;
+/// A reader of a CSV file.
+type CsvReader<T> = fn(&str, &[u8], &CsvOptions) -> Result<Ingest<T>, FeedError>;
+
+/// Reads a feed file by its extension (`.gz` unpacked first): `.json` with `json`, anything else
+/// with `csv`.
+fn read_file<T>(
+    path: &Path,
+    opts: &CsvOptions,
+    json: JsonReader<T>,
+    csv: CsvReader<T>,
+) -> Result<Ingest<T>, FeedError> {
+    let (name, bytes) = read_bytes(path)?;
+    let file = path.display().to_string();
+    if name.ends_with(".json") {
+        json(&file, &bytes, opts.station.as_deref())
+    } else {
+        csv(&file, &bytes, opts)
+    }
+}
+
+/// Reads daily weather: a KMA ASOS daily response (`.json`) or CSV.
 pub fn read_weather_daily_file(
     path: &Path,
     opts: &CsvOptions,
 ) -> Result<Ingest<WeatherDay>, FeedError> {
-    let (name, bytes) = read_bytes(path)?;
-    if name.ends_with(".json") {
-        read_kma_daily_json(&path.display().to_string(), &bytes, opts.station.as_deref())
-    } else {
-        read_weather_daily_csv(&path.display().to_string(), &bytes, opts)
-    }
+    read_file(path, opts, read_kma_daily_json, read_weather_daily_csv)
 }
 
-/// Reads a file by its extension: `.json` as an AirKorea response, anything else as CSV;
-/// `.gz` files are unpacked first.
+/// Reads pollutants: an AirKorea response (`.json`) or CSV; `.gz` files are unpacked first.
 pub fn read_air_file(path: &Path, opts: &CsvOptions) -> Result<Ingest<AirObs>, FeedError> {
-    let (name, bytes) = read_bytes(path)?;
-    if name.ends_with(".json") {
-        read_airkorea_json(&path.display().to_string(), &bytes, opts.station.as_deref())
-    } else {
-        read_air_csv(&path.display().to_string(), &bytes, opts)
-    }
+    read_file(path, opts, read_airkorea_json, read_air_csv)
 }
 
-/// Reads hourly weather: `.json` as a KMA ASOS response, anything else as CSV.
+/// Reads hourly weather: a KMA ASOS response (`.json`) or CSV.
 pub fn read_weather_file(path: &Path, opts: &CsvOptions) -> Result<Ingest<WeatherObs>, FeedError> {
-    let (name, bytes) = read_bytes(path)?;
-    if name.ends_with(".json") {
-        read_kma_json(&path.display().to_string(), &bytes, opts.station.as_deref())
-    } else {
-        read_weather_csv(&path.display().to_string(), &bytes, opts)
-    }
+    read_file(path, opts, read_kma_json, read_weather_csv)
 }
 
 /// The file's bytes (unpacked if it ends in `.gz`) and its name without `.gz`.

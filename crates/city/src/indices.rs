@@ -29,7 +29,7 @@ pub struct HourRow {
 /// The air indices for every hour of a station's series.
 pub fn air(table: &Table, s: &AirSeries, pm: PmAverage) -> Vec<HourRow> {
     let inputs = cai::inputs(s, pm);
-    let cai = cai::hourly(table, s, pm);
+    let cai = cai::from_inputs(table, &inputs);
     let aqhi = aqhi::hourly(s);
     let o3_8h = series::moving_mean(
         &s.column(Pollutant::O3),
