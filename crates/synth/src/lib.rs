@@ -12,6 +12,7 @@
 //! println!("{} outbreaks planted", truth.outbreaks.len());
 //! ```
 
+pub mod environment;
 pub mod genotype;
 pub mod geo;
 pub mod model;
@@ -297,6 +298,13 @@ pub fn generate(
         store.commit(meta)?;
     }
     let text = serde_json::to_string_pretty(&truth).map_err(|e| SynthError::Io(e.to_string()))?;
+    progress.stage("writing environment series");
+    let ep = out.join("environment.csv");
+    world
+        .season
+        .env
+        .write_csv(&world.geo, &ep)
+        .map_err(|e| SynthError::Io(format!("{}: {e}", ep.display())))?;
     let tp = out.join("ground_truth.json");
     std::fs::write(&tp, text).map_err(|e| SynthError::Io(format!("{}: {e}", tp.display())))?;
     Ok(truth)

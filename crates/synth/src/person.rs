@@ -662,10 +662,10 @@ pub fn simulate(
     if win_a <= obs_end {
         for (s, syn) in SYNDROMES.iter().enumerate() {
             let rate = syn.rate_per_year(p.age_at(win_a), outdoor);
-            let mean = rate * w.season.mass(s, win_a, obs_end);
+            let mean = rate * w.season.mass(s, district, win_a, obs_end);
             let n = poisson(&mut rng, mean);
             for _ in 0..n {
-                let d = w.season.draw(s, win_a, obs_end, rng.random());
+                let d = w.season.draw(s, district, win_a, obs_end, rng.random());
                 episode(&mut p, r, &mut rng, syn, d);
             }
         }

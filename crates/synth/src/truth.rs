@@ -63,6 +63,8 @@ pub struct GroundTruth {
     pub drug_outcome_effect: GiTruth,
     pub drug_outcome_realised: serde_json::Value,
     pub syndromes: serde_json::Value,
+    /// District PM2.5 and temperature series and the relative risks they drive (`environment.rs`).
+    pub environment: serde_json::Value,
     pub outbreaks: Vec<RealisedOutbreak>,
     pub genotypes: serde_json::Value,
     pub causal_variants: Vec<CausalSnp>,
@@ -211,7 +213,9 @@ impl GroundTruth {
                 "name": s.name, "concepts": s.concepts, "er_share": s.er_share,
                 "seasonality": match s.season { Some((k, peak)) => format!("von Mises, concentration {k}, peak day-of-year {peak}"), None => "proportional to max(0, Tmax - 29 C) of a synthetic daily temperature series".into() },
                 "groups": GROUPS,
+                "environment": crate::environment::Effect::of(s.name).map(|e| format!("{e:?}")),
             })).collect::<Vec<_>>()),
+            environment: w.season.env.truth(),
             outbreaks: w.outbreaks.iter().zip(&t.outbreak_cases).map(|(o, n)| RealisedOutbreak { planted: o.clone(), realised_excess_cases: *n }).collect(),
             genotypes: serde_json::json!({
                 "share_genotyped": w.cfg.genotyped_share, "snps": panel.variants.len(),

@@ -48,6 +48,9 @@ pub mod c {
     pub const PNEUMONIA: i64 = 255848;
     pub const DIARRHEA: i64 = 4145808;
     pub const VOMITING: i64 = 441408;
+    pub const CHEST_PAIN: i64 = 77670;
+    pub const HEART_FAILURE: i64 = 316139;
+    pub const CARDIAC_ARRHYTHMIA: i64 = 44784217;
     // Drugs (RxNorm ingredients) and one ATC class.
     pub const METFORMIN: i64 = 1503297;
     pub const INSULIN_GLARGINE: i64 = 1502905;
@@ -134,6 +137,9 @@ pub const CONCEPTS: &[(i64, &str, &str, &str, &str, &str, &str)] = &[
     (c::PNEUMONIA, "Pneumonia", "Condition", "SNOMED", "Clinical Finding", "S", "233604007"),
     (c::DIARRHEA, "Diarrhea symptom", "Condition", "SNOMED", "Clinical Finding", "S", "267060006"),
     (c::VOMITING, "Vomiting", "Condition", "SNOMED", "Clinical Finding", "S", "422400008"),
+    (c::CHEST_PAIN, "Chest pain", "Condition", "SNOMED", "Clinical Finding", "S", "29857009"),
+    (c::HEART_FAILURE, "Heart failure", "Condition", "SNOMED", "Clinical Finding", "S", "84114007"),
+    (c::CARDIAC_ARRHYTHMIA, "Cardiac arrhythmia", "Condition", "SNOMED", "Clinical Finding", "S", "698247007"),
     (c::METFORMIN, "metformin", "Drug", "RxNorm", "Ingredient", "S", "6809"),
     (c::INSULIN_GLARGINE, "insulin glargine", "Drug", "RxNorm", "Ingredient", "S", "274783"),
     (c::AMLODIPINE, "amlodipine", "Drug", "RxNorm", "Ingredient", "S", "17767"),

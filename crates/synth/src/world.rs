@@ -5,6 +5,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::environment::{Effect, Environment};
 use crate::geo::{Geography, AGE_BANDS};
 use crate::model::{self, CalibPerson, Models};
 use crate::vocab::c;
@@ -28,7 +29,9 @@ pub struct Syndrome {
     pub season: Option<(f64, f64)>,
 }
 
-pub const SYNDROMES: [Syndrome; 4] = [
+/// The first four are the surveillance syndromes (outbreaks are planted in them); cardiovascular
+/// visits exist for the environment's heat effect (`environment.rs`).
+pub const SYNDROMES: [Syndrome; 5] = [
     Syndrome {
         name: "ili",
         concepts: &[c::INFLUENZA, c::FEVER],
@@ -57,6 +60,13 @@ pub const SYNDROMES: [Syndrome; 4] = [
         er_share: 0.6,
         season: None,
     },
+    Syndrome {
+        name: "cardiovascular",
+        concepts: &[c::CHEST_PAIN, c::HEART_FAILURE, c::CARDIAC_ARRHYTHMIA],
+        drug: None,
+        er_share: 0.4,
+        season: Some((0.4, 15.0)),
+    },
 ];
 
 impl Syndrome {
@@ -79,6 +89,11 @@ impl Syndrome {
                 5..=64 => 0.10,
                 _ => 0.20,
             },
+            "cardiovascular" => match age {
+                0..=44 => 0.01,
+                45..=64 => 0.04,
+                _ => 0.10,
+            },
             _ => (if age >= 65 { 0.012 } else { 0.003 }) * if outdoor { 4.0 } else { 1.0 },
         }
     }
@@ -88,7 +103,10 @@ impl Syndrome {
 pub struct Season {
     /// cum[s][i] = sum of intensity over days SYN_START..SYN_START+i, in person-years per unit rate.
     cum: Vec<Vec<f64>>,
+    /// For a syndrome the environment drives, the same per district: `by_district[s][d][i]`.
+    by_district: Vec<Option<Vec<Vec<f64>>>>,
     pub tmax: Vec<f64>,
+    pub env: Environment,
 }
 
 fn bessel_i0(k: f64) -> f64 {
@@ -102,7 +120,7 @@ fn bessel_i0(k: f64) -> f64 {
 }
 
 impl Season {
-    fn new(rng: &mut ChaCha8Rng) -> Season {
+    fn new(rng: &mut ChaCha8Rng, geo: &Geography, env_seed: u64) -> Season {
         let days = (END - SYN_START + 1) as usize;
         // Synthetic daily maximum temperature in Seoul-like climate: annual cycle plus AR(1) weather.
         let mut tmax = Vec::with_capacity(days);
@@ -117,41 +135,80 @@ impl Season {
         }
         let heat_raw: Vec<f64> = tmax.iter().map(|t| (t - 29.0).max(0.0)).collect();
         let heat_mean = heat_raw.iter().sum::<f64>() / days as f64;
-        let cum = SYNDROMES
+        let env = Environment::new(geo, &tmax, env_seed);
+        let base: Vec<Vec<f64>> = SYNDROMES
             .iter()
             .map(|s| {
-                let mut acc = 0.0;
-                let mut out = Vec::with_capacity(days + 1);
-                out.push(0.0);
-                for (i, heat) in heat_raw.iter().enumerate() {
-                    let w = match s.season {
+                heat_raw
+                    .iter()
+                    .enumerate()
+                    .map(|(i, heat)| match s.season {
                         Some((k, peak)) => {
                             let doy = crate::day_of_year(SYN_START + i as i32) as f64;
                             (k * (2.0 * std::f64::consts::PI * (doy - peak) / 365.25).cos()).exp()
                                 / bessel_i0(k)
                         }
                         None => heat / heat_mean.max(1e-9),
-                    };
-                    acc += w / 365.25;
-                    out.push(acc);
-                }
-                out
+                    })
+                    .collect()
             })
             .collect();
-        Season { cum, tmax }
+        let cumulate = |w: &mut dyn Iterator<Item = f64>| {
+            let mut acc = 0.0;
+            let mut out = Vec::with_capacity(days + 1);
+            out.push(0.0);
+            for x in w {
+                acc += x / 365.25;
+                out.push(acc);
+            }
+            out
+        };
+        let cum = base
+            .iter()
+            .map(|w| cumulate(&mut w.iter().copied()))
+            .collect();
+        let by_district = SYNDROMES
+            .iter()
+            .zip(&base)
+            .map(|(s, w)| {
+                let effect = Effect::of(s.name)?;
+                Some(
+                    (0..env.districts)
+                        .map(|d| {
+                            cumulate(&mut (0..days).map(|t| w[t] * env.relative_risk(effect, d, t)))
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        Season {
+            cum,
+            by_district,
+            tmax,
+            env,
+        }
     }
 
-    /// Expected episodes per unit yearly rate over days `a..=b`.
-    pub fn mass(&self, s: usize, a: i32, b: i32) -> f64 {
-        let (i, j) = ((a - SYN_START) as usize, (b - SYN_START) as usize + 1);
-        self.cum[s][j] - self.cum[s][i]
+    fn cum(&self, s: usize, district: usize) -> &[f64] {
+        match &self.by_district[s] {
+            Some(per) => &per[district],
+            None => &self.cum[s],
+        }
     }
 
-    /// Draw a day in `a..=b` proportional to intensity.
-    pub fn draw(&self, s: usize, a: i32, b: i32, u: f64) -> i32 {
+    /// Expected episodes per unit yearly rate over days `a..=b` in `district`.
+    pub fn mass(&self, s: usize, district: usize, a: i32, b: i32) -> f64 {
+        let cum = self.cum(s, district);
         let (i, j) = ((a - SYN_START) as usize, (b - SYN_START) as usize + 1);
-        let target = self.cum[s][i] + u * (self.cum[s][j] - self.cum[s][i]);
-        let idx = self.cum[s][i..=j].partition_point(|&x| x <= target);
+        cum[j] - cum[i]
+    }
+
+    /// Draw a day in `a..=b` proportional to intensity in `district`.
+    pub fn draw(&self, s: usize, district: usize, a: i32, b: i32, u: f64) -> i32 {
+        let cum = self.cum(s, district);
+        let (i, j) = ((a - SYN_START) as usize, (b - SYN_START) as usize + 1);
+        let target = cum[i] + u * (cum[j] - cum[i]);
+        let idx = cum[i..=j].partition_point(|&x| x <= target);
         (SYN_START + (i + idx) as i32 - 1).clamp(a, b)
     }
 }
@@ -221,6 +278,7 @@ pub const STREAM_PERSON: u64 = 1;
 pub const STREAM_CALIB: u64 = 2;
 pub const STREAM_WORLD: u64 = 3;
 pub const STREAM_SNP: u64 = 4;
+pub const STREAM_ENVIRONMENT: u64 = 5;
 
 impl World {
     pub fn new(cfg: SynthConfig) -> World {
@@ -295,7 +353,7 @@ impl World {
         model::calibrate(&mut models, &sample);
 
         let mut wrng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, STREAM_WORLD, 0));
-        let season = Season::new(&mut wrng);
+        let season = Season::new(&mut wrng, &geo, mix(cfg.seed, STREAM_ENVIRONMENT, 0));
         let truth_gi = GiTruth {
             description: "GI haemorrhage during NSAID courses of osteoarthritis patients aged >=50 at baseline",
             exposure: "diclofenac (1124300)",
@@ -429,7 +487,11 @@ impl World {
                 _ => 40,
             };
             let rate = SYNDROMES[syndrome].rate_per_year(age_for_rate, false);
-            let baseline = cell * rate * self.season.mass(syndrome, start, start + days - 1);
+            let baseline = cell
+                * rate
+                * self
+                    .season
+                    .mass(syndrome, district, start, start + days - 1);
             let excess = (4.0 * baseline).max(12.0);
             out.push(Outbreak {
                 id: out.len(),
