@@ -10,6 +10,8 @@
 //! * [`heat`] — the KMA summer feels-like temperature and heat-wave advisory/warning rules.
 //! * [`forecast`] — the next-24-hour outlook for pollutants and the next days' maximum temperature.
 //! * [`hazards`] — each district's hazards per hour, now and expected from the outlook.
+//! * [`evidence`] — exposure–response from federated daily counts: conditional quasi-Poisson
+//!   regression with lags, season and day of week; the heat threshold by profile likelihood.
 //! * [`quality`] — replaying the rules over years of data: messages per person and coverage.
 //! * [`indices`] — all of the above for a station, hour by hour and day by day.
 //! * [`rules`] — personal rules over categories and hazards, episodes, quiet hours.
@@ -20,6 +22,7 @@
 
 pub mod aqhi;
 pub mod cai;
+pub mod evidence;
 pub mod feed;
 pub mod forecast;
 pub mod hazards;

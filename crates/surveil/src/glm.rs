@@ -17,7 +17,7 @@ pub struct Fit {
 }
 
 /// Solve the symmetric positive definite system by Cholesky; `None` if it is singular.
-fn invert(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
+pub fn invert(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
     let p = a.len();
     let mut l = vec![vec![0.0; p]; p];
     for i in 0..p {
