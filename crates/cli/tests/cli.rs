@@ -2,6 +2,7 @@
 
 mod catalog;
 mod cohort;
+mod evidence;
 mod gwas;
 mod model;
 mod network;
@@ -57,6 +58,12 @@ fn every_command_has_help() {
         "vehicles evaluate",
         "vehicles stats",
         "emergency-center",
+        "city",
+        "city indices",
+        "city forecast",
+        "city quality",
+        "city serve",
+        "city evidence",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");
@@ -180,9 +187,22 @@ fn demo_builds_a_population_and_a_report_then_reuses_it() {
         "The 24-hour outlook",
         "Alert quality on the Seoul years",
         "The city service, live",
+        "Evidence for the thresholds: visits against district PM2.5 and heat",
+        "exposure–response (blue, 95% band",
     ] {
         assert!(report.contains(section), "report lacks {section}");
     }
+    // The evidence was fitted on the environment stream's totals at the hub.
+    let ev: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("city/evidence/evidence.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        ev["evidence"]["estimates"].as_array().unwrap().len(),
+        4,
+        "{ev}"
+    );
+    assert_eq!(ev["checks"].as_array().unwrap().len(), 4, "{ev}");
     assert!(
         report.contains("sent them 0 messages afterwards"),
         "the withdrawn citizen got nothing"

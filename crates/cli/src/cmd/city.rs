@@ -34,6 +34,11 @@ enum Sub {
     /// Serve the city service over HTTPS: node profile batches, citizen registrations and
     /// withdrawals, air and weather updates, and webhook delivery of warnings.
     Serve(ServeArgs),
+    /// Relative risks of respiratory visits per 10 µg/m³ of PM2.5 and of cardiovascular visits per
+    /// °C above a heat threshold, from daily district counts added over hospitals under secure
+    /// aggregation (conditional quasi-Poisson with lags, season and day of week), with the
+    /// exposure–response curves. Writes evidence.json and evidence.html.
+    Evidence(super::evidence::Args),
     /// Benchmark: one hour's update for a city of N residents (all consenting), with every
     /// district in a PM2.5 warning.
     #[command(hide = true)]
@@ -652,6 +657,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Sub::Forecast(x) => forecast_cmd(x),
         Sub::Quality(x) => quality_cmd(x),
         Sub::Serve(x) => serve(x),
+        Sub::Evidence(x) => super::evidence::run(x),
         Sub::Bench(x) => bench(x),
     }
 }
@@ -994,7 +1000,7 @@ fn cai_svg(daily: &[(chrono::NaiveDate, u32, Grade)]) -> String {
 }
 
 /// The report's city section.
-pub fn section(d: &CityDemo) -> String {
+pub fn section(d: &CityDemo, evidence: Option<&super::evidence::Report>) -> String {
     use std::fmt::Write;
     let esc = super::report::esc;
     let mut h =
@@ -1060,5 +1066,9 @@ pub fn section(d: &CityDemo) -> String {
         );
     }
     h.push_str("</table><p>Each message counts for the groups its rule concerns that the person is in; a person in two of them counts in both rows. The message itself names the hazard, level, value and district, never the person's categories.</p>");
+    match evidence {
+        Some(r) => h.push_str(&super::evidence::section(r)),
+        None => h.push_str("<h3>Evidence for the thresholds</h3><p>Not fitted in this run (see the demo's output).</p>"),
+    }
     h
 }

@@ -251,6 +251,8 @@ struct NetworkRun {
     surveil: serde_json::Value,
     surveil_latency_s: f64,
     surveil_scores: Option<serde_json::Value>,
+    /// The city's exposure–response evidence, fitted on the environment stream's totals.
+    evidence: Option<super::evidence::Report>,
     /// Pooled results of the in-car emergency counts study (the vehicle service's node).
     vehicle_events: serde_json::Value,
     running: Option<super::network::LocalNetwork>,
@@ -444,6 +446,25 @@ fn network(
     println!("surveillance alerts in {surveil_latency_s:.2} s");
     super::study::write_results(&a.out.join("results/surveillance"), &surveil)?;
     super::surveil::print_alerts(&surveil);
+    // The environment stream: daily respiratory and cardiovascular cases by district, the counts
+    // the city's exposure–response evidence is fitted on at the hub.
+    let env_path = a.out.join("network/environment.json");
+    std::fs::write(&env_path, super::evidence::STUDY)?;
+    let t4 = std::time::Instant::now();
+    let ack = client.submit(super::study::load_study(&env_path)?)?;
+    let bar = super::progress::spinner("environment stream: counting under secure aggregation");
+    let environment = client.wait(
+        &ack.study_id,
+        std::time::Duration::from_secs(3600),
+        |d, _| bar.set_message(format!("environment stream: {d} tasks answered")),
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "environment stream {} counted in {:.1} s",
+        ack.study_id,
+        t4.elapsed().as_secs_f64()
+    );
+    super::study::write_results(&a.out.join("results/environment"), &environment)?;
     // In-car emergencies into the national statistics: the vehicle service runs a node of its own
     // that answers `vehicle_events` from its events log through the same release step.
     let mut net = net;
@@ -469,6 +490,9 @@ fn network(
     let surveil_scores = score_surveillance(&hub_db, &a.out.join("population/ground_truth.json"))
         .map_err(|e| println!("(surveillance not scored: {e:#})"))
         .ok();
+    let evidence = environment_evidence(&hub_db, &a.out)
+        .map_err(|e| println!("(environment evidence not fitted: {e:#})"))
+        .ok();
     let url = net.url.clone();
     let running = if a.serve.is_some() {
         Some(net)
@@ -493,9 +517,37 @@ fn network(
         surveil,
         surveil_latency_s,
         surveil_scores,
+        evidence,
         vehicle_events,
         running,
     })
+}
+
+/// The city's exposure–response evidence from the environment stream's totals in the hub's own
+/// database (the operator's view on this machine), against the population's district series.
+fn environment_evidence(hub_db: &Path, out: &Path) -> anyhow::Result<super::evidence::Report> {
+    let study = medfed_protocol::study::parse_study(super::evidence::STUDY)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(medfed_protocol::AnalysisSpec::Surveillance(s)) = study.analyses.first() else {
+        anyhow::bail!("the environment study has no surveillance stream");
+    };
+    let mut store = medfed_hub::store::Store::new(Box::new(medfed_hub::db::Sqlite::open(
+        &hub_db.to_string_lossy(),
+    )?))?;
+    let cube = store
+        .surveillance_cube(s)?
+        .context("the hub holds no environment totals")?;
+    let dir = out.join("city/evidence");
+    std::fs::create_dir_all(&dir)?;
+    let r = super::evidence::report(
+        &cube,
+        &out.join("population/environment.csv"),
+        Some(&out.join("population/ground_truth.json")),
+        &dir,
+    )?;
+    super::evidence::print(&r);
+    std::fs::write(dir.join("evidence.json"), serde_json::to_string_pretty(&r)?)?;
+    Ok(r)
 }
 
 /// A demo study the hub runs in rounds, and what the console says about it.
@@ -679,7 +731,7 @@ fn render(
         net.surveil_latency_s,
     ));
     h.push_str(&super::vehicles::section(vehicles, &net.vehicle_events));
-    h.push_str(&super::city::section(city));
+    h.push_str(&super::city::section(city, net.evidence.as_ref()));
     h.push_str("<h2>Hospitals (site-side summary)</h2><p>Computed by each site's data steward with <code>medfed sql</code> on the local store; in the network these become catalog analyses.</p><table><tr><th>site</th><th>persons</th><th>adults 30+</th><th>T2D (30+)</th><th>hypertension (30+)</th></tr>");
     for s in stats {
         let _ = write!(

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod city;
 pub mod cohort;
 pub mod demo;
+pub mod evidence;
 pub mod gwas_report;
 pub mod hub;
 pub mod import;
