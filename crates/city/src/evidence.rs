@@ -528,6 +528,14 @@ pub struct Estimate {
     pub cases: f64,
 }
 
+/// The 95 % Wald limits of `exp(b)`.
+fn lower(b: f64, se: f64) -> f64 {
+    (b - 1.959964 * se).exp()
+}
+fn upper(b: f64, se: f64) -> f64 {
+    (b + 1.959964 * se).exp()
+}
+
 fn estimate(
     fit: &CondFit,
     k: usize,
@@ -543,8 +551,8 @@ fn estimate(
         lags: lags.into(),
         per: per.into(),
         rr: b.exp(),
-        lo: (b - 1.959964 * se).exp(),
-        hi: (b + 1.959964 * se).exp(),
+        lo: lower(b, se),
+        hi: upper(b, se),
         beta: b,
         se,
         phi: fit.phi,
@@ -652,8 +660,8 @@ fn curve_of(fit: &CondFit, knots: &[f64], reference: f64, xs: &[f64]) -> Vec<Cur
             CurvePoint {
                 x,
                 rr: e.exp(),
-                lo: (e - 1.959964 * se).exp(),
-                hi: (e + 1.959964 * se).exp(),
+                lo: lower(e, se),
+                hi: upper(e, se),
             }
         })
         .collect()
@@ -773,8 +781,8 @@ pub fn analyse(
             LagPoint {
                 lag: Some(l),
                 rr: b.exp(),
-                lo: (b - 1.959964 * se).exp(),
-                hi: (b + 1.959964 * se).exp(),
+                lo: lower(b, se),
+                hi: upper(b, se),
             }
         })
         .collect();
@@ -784,8 +792,8 @@ pub fn analyse(
     pm_lags.push(LagPoint {
         lag: None,
         rr: b.exp(),
-        lo: (b - 1.959964 * se).exp(),
-        hi: (b + 1.959964 * se).exp(),
+        lo: lower(b, se),
+        hi: upper(b, se),
     });
     // Exposure–response curves: piecewise-linear splines, knots at the quartiles.
     progress("exposure-response curves");
