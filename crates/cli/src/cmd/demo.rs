@@ -448,23 +448,19 @@ fn network(
     super::surveil::print_alerts(&surveil);
     // The environment stream: daily respiratory and cardiovascular cases by district, the counts
     // the city's exposure–response evidence is fitted on at the hub.
-    let env_path = a.out.join("network/environment.json");
-    std::fs::write(&env_path, super::evidence::STUDY)?;
-    let t4 = std::time::Instant::now();
-    let ack = client.submit(super::study::load_study(&env_path)?)?;
-    let bar = super::progress::spinner("environment stream: counting under secure aggregation");
-    let environment = client.wait(
-        &ack.study_id,
-        std::time::Duration::from_secs(3600),
-        |d, _| bar.set_message(format!("environment stream: {d} tasks answered")),
+    run_in_rounds(
+        a,
+        &client,
+        RoundsStudy {
+            file: "environment.json",
+            text: super::evidence::STUDY,
+            submitted: "environment stream {} submitted: respiratory and cardiovascular cases by district and day, 2020–2024, added under secure aggregation",
+            working: "environment stream",
+            spinner: "environment stream: counting under secure aggregation",
+            done: "environment stream counted in",
+            results: "results/environment",
+        },
     )?;
-    bar.finish_and_clear();
-    println!(
-        "environment stream {} counted in {:.1} s",
-        ack.study_id,
-        t4.elapsed().as_secs_f64()
-    );
-    super::study::write_results(&a.out.join("results/environment"), &environment)?;
     // In-car emergencies into the national statistics: the vehicle service runs a node of its own
     // that answers `vehicle_events` from its events log through the same release step.
     let mut net = net;
@@ -526,17 +522,7 @@ fn network(
 /// The city's exposure–response evidence from the environment stream's totals in the hub's own
 /// database (the operator's view on this machine), against the population's district series.
 fn environment_evidence(hub_db: &Path, out: &Path) -> anyhow::Result<super::evidence::Report> {
-    let study = medfed_protocol::study::parse_study(super::evidence::STUDY)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let Some(medfed_protocol::AnalysisSpec::Surveillance(s)) = study.analyses.first() else {
-        anyhow::bail!("the environment study has no surveillance stream");
-    };
-    let mut store = medfed_hub::store::Store::new(Box::new(medfed_hub::db::Sqlite::open(
-        &hub_db.to_string_lossy(),
-    )?))?;
-    let cube = store
-        .surveillance_cube(s)?
-        .context("the hub holds no environment totals")?;
+    let cube = super::evidence::hub_cube(hub_db, &super::evidence::default_stream()?)?;
     let dir = out.join("city/evidence");
     std::fs::create_dir_all(&dir)?;
     let r = super::evidence::report(

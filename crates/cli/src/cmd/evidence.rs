@@ -149,6 +149,21 @@ fn stream(study_text: &str) -> anyhow::Result<Surveillance> {
         .context("the study has no surveillance analysis")
 }
 
+/// The stream's totals as a hub database holds them (the operator's view on the hub's machine).
+pub fn hub_cube(db: &Path, s: &Surveillance) -> anyhow::Result<Cube> {
+    let mut store = medfed_hub::store::Store::new(Box::new(medfed_hub::db::Sqlite::open(
+        &db.to_string_lossy(),
+    )?))?;
+    store
+        .surveillance_cube(s)?
+        .with_context(|| format!("{} holds no totals of stream {:?}", db.display(), s.id))
+}
+
+/// The built-in environment stream.
+pub fn default_stream() -> anyhow::Result<Surveillance> {
+    stream(STUDY)
+}
+
 /// Respiratory and cardiovascular counts of the stream's "all" group on the environment's calendar.
 /// Days the hub holds no totals for are left out, never read as zero.
 pub fn outcomes(
@@ -315,14 +330,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .or_else(|| beside("ground_truth.json").filter(|p| p.exists()));
     let cube = match (&a.hub_db, a.sites.len()) {
         (Some(_), n) if n > 0 => bail!("give --site or --hub-db, not both"),
-        (Some(db), _) => {
-            let mut store = medfed_hub::store::Store::new(Box::new(medfed_hub::db::Sqlite::open(
-                &db.to_string_lossy(),
-            )?))?;
-            store
-                .surveillance_cube(&s)?
-                .with_context(|| format!("{} holds no totals of stream {:?}", db.display(), s.id))?
-        }
+        (Some(db), _) => hub_cube(db, &s)?,
         (None, 0) => bail!(
             "give --site (at least two site stores, e.g. from `medfed synth`) or --hub-db; see --help"
         ),

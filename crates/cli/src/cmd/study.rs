@@ -293,6 +293,7 @@ pub fn print_summary(results: &serde_json::Value) {
         let shown = match v.get("tables").and_then(|t| t.as_array()) {
             _ if r["type"] == "gwas" => gwas_summary(v),
             _ if r["type"] == "beacon" => beacon_summary(v),
+            _ if r["type"] == "surveillance" => format!("{} alerts raised", v["alerts_raised"]),
             _ if model.is_object() => format!(
                 "{} coefficients, {} rounds{}",
                 model.as_object().map_or(0, |m| m.len()),
